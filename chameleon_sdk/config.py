@@ -1,0 +1,313 @@
+"""Typed configuration: frozen, keyword-only attrs classes with strict JSON/TOML round trips.
+
+Components are named by their registry names (strings), never by Python types, so every config
+serialises. ``from_dict`` is strict on purpose: no silent coercion (``"12"`` is not an int, ``3.7``
+is not an int, ``1`` is not a bool), and an unknown key is an error naming the valid ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from chameleon_sdk.errors import ConfigError
+
+__all__ = [
+    "ComponentSpec",
+    "ModelConfig",
+    "PipelineConfig",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "to_dict",
+]
+
+T = TypeVar("T")
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value!r}")
+
+
+def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be in [0, 1), got {value!r}")
+
+
+def _options_dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"component options must be a mapping, got {type(value).__name__}: {value!r}")
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class ComponentSpec:
+    """A plugin chosen by registry name, with its options as plain data.
+
+    In JSON/TOML a spec is either the bare name (``"sentencepiece"``) or a table
+    ``{"name": "sentencepiece", "options": {"vocab_size": 4000}}``. Options are validated
+    against the plugin's own options class when the component is built.
+    """
+
+    name: str
+    options: dict[str, Any] = attrs.field(factory=dict, converter=_options_dict, hash=False)
+
+    @classmethod
+    def of(cls, value: str | ComponentSpec | Mapping[str, Any]) -> ComponentSpec:
+        """Coerce a name, a mapping or a spec into a spec."""
+        if isinstance(value, ComponentSpec):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        if isinstance(value, Mapping):
+            return from_dict(cls, value)
+        raise ConfigError(f"a component must be a name or {{'name', 'options'}}, got {value!r}")
+
+
+def _spec(value: str | ComponentSpec | Mapping[str, Any]) -> ComponentSpec:
+    return ComponentSpec.of(value)
+
+
+def _slot(default: str) -> Any:
+    """An attrs field holding one ComponentSpec, defaulting to the plugin named ``default``."""
+    return attrs.field(factory=lambda: ComponentSpec(name=default), converter=_spec)
+
+
+def _specs(values: Any) -> tuple[ComponentSpec, ...]:
+    if isinstance(values, (str, Mapping, ComponentSpec)):
+        values = [values]
+    return tuple(ComponentSpec.of(v) for v in values)
+
+
+@attrs.frozen(kw_only=True)
+class ModelConfig:
+    """Shape and regularisation of the decoder-only transformer.
+
+    ``vocab_size=None`` means "take it from the pipeline's vocabulary". ``num_kv_heads=None`` means
+    multi-head attention (as many kv heads as heads). ``ffn_dim=None`` derives the SwiGLU width as
+    Llama does: ``int(2 * 4 * dim / 3)`` rounded up to a multiple of ``ffn_multiple_of``.
+    """
+
+    dim: int = attrs.field(validator=_positive)
+    num_layers: int = attrs.field(validator=_positive)
+    num_heads: int = attrs.field(validator=_positive)
+    num_kv_heads: int | None = attrs.field(default=None, validator=_positive)
+    vocab_size: int | None = attrs.field(default=None, validator=_positive)
+    ffn_dim: int | None = attrs.field(default=None, validator=_positive)
+    ffn_multiple_of: int = attrs.field(default=256, validator=_positive)
+    rope_theta: float = attrs.field(default=10000.0, validator=_positive)
+    norm_eps: float = attrs.field(default=1e-5, validator=_positive)
+    max_seq_len: int = attrs.field(default=4096, validator=_positive)
+    dropout: float = attrs.field(default=0.0, validator=_fraction)
+    init_std: float = attrs.field(default=0.02, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ConfigError(f"ModelConfig.dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.head_dim % 2:
+            raise ConfigError(f"ModelConfig head_dim ({self.head_dim}) must be even for rotary embeddings")
+        if self.num_heads % self.kv_heads:
+            raise ConfigError(
+                f"ModelConfig.num_heads ({self.num_heads}) must be divisible by num_kv_heads ({self.kv_heads})"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """The SwiGLU inner width actually used."""
+        if self.ffn_dim is not None:
+            return self.ffn_dim
+        m = self.ffn_multiple_of
+        return -(-int(2 * 4 * self.dim / 3) // m) * m
+
+
+VocabularyLayout = Literal["appended", "chameleon"]
+
+
+@attrs.frozen(kw_only=True)
+class PipelineConfig:
+    """Names the plugin for every slot of the system, plus the model shape.
+
+    Slots hold :class:`ComponentSpec` values; plain names and ``{"name", "options"}`` mappings are
+    accepted and converted.
+    """
+
+    text_tokenizer: ComponentSpec = _slot("sentencepiece")
+    modalities: tuple[ComponentSpec, ...] = attrs.field(default=(), converter=_specs)
+    vocabulary: VocabularyLayout = attrs.field(
+        default="appended", validator=attrs.validators.in_(typing.get_args(VocabularyLayout))
+    )
+    attention: ComponentSpec = _slot("sdpa")
+    stability: tuple[ComponentSpec, ...] = attrs.field(default=(), converter=_specs)
+    trainer: ComponentSpec = _slot("local")
+    sampler: ComponentSpec = _slot("greedy")
+    checkpoint_format: ComponentSpec = _slot("native")
+    callbacks: tuple[ComponentSpec, ...] = attrs.field(default=(), converter=_specs)
+    model: ModelConfig | None = None
+
+    def __attrs_post_init__(self) -> None:
+        names = [m.name for m in self.modalities]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"PipelineConfig.modalities lists {dupes} more than once")
+
+
+# --- strict (de)serialisation ---------------------------------------------------------------
+
+
+def to_dict(config: Any) -> Any:
+    """Turn a config (or any nesting of attrs classes, tuples, dicts) into JSON-ready data."""
+    if attrs.has(type(config)):
+        return {f.name: to_dict(getattr(config, f.name)) for f in attrs.fields(type(config))}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    if isinstance(config, Mapping):
+        return {str(k): to_dict(v) for k, v in config.items()}
+    return config
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and build nested attrs classes."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if tp is ComponentSpec:
+        if isinstance(value, (str, Mapping, ComponentSpec)):
+            return ComponentSpec.of(value) if not isinstance(value, Mapping) else from_dict(ComponentSpec, value, where)
+        raise ConfigError(f"{where}: expected a plugin name or {{name, options}}, got {value!r}")
+    if attrs.has(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, where)
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
+    """Build the attrs class ``cls`` from plain data, strictly.
+
+    :raises ConfigError: naming the field path, the bad value and what was expected, or the
+        unknown key and the valid ones.
+    """
+    where = where or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of options, got {data!r}")
+    fields = {f.name: f for f in attrs.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    missing = [f.name for f in fields.values() if f.default is attrs.NOTHING and f.name not in kwargs]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {missing}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def load_config(path: str | os.PathLike[str], cls: type[T] = PipelineConfig) -> T:  # type: ignore[assignment]
+    """Read a config from a ``.json`` or ``.toml`` file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(raw.decode("utf-8"))
+        elif path.suffix == ".json":
+            data = json.loads(raw)
+        else:
+            raise ConfigError(f"config file {str(path)!r}: expected a .json or .toml file")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+    return from_dict(cls, data, where=path.name)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(config: Any, path: str | os.PathLike[str]) -> None:
+    """Write a config as JSON (atomically)."""
+    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,261 @@
+"""Documents: ordered segments of text, images and plugin modalities, with a JSONL format.
+
+A :class:`Document` is canonical: adjacent text segments are merged and empty text is dropped,
+so ``detokenize(tokenize(doc)) == doc`` is a plain equality. The JSONL format is specified in
+``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import PIL.Image
+
+from chameleon_sdk.config import atomic_write_text
+from chameleon_sdk.errors import DocumentError, ImageDecodeError
+
+__all__ = ["Document", "Image", "Segment", "Text", "read_jsonl", "write_jsonl"]
+
+
+@attrs.frozen
+class Text:
+    """A run of text."""
+
+    text: str = attrs.field(validator=attrs.validators.instance_of(str))
+    modality = "text"
+
+    @property
+    def payload(self) -> str:
+        return self.text
+
+
+def _same_pixels(a: PIL.Image.Image, b: PIL.Image.Image) -> bool:
+    return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
+
+
+@attrs.frozen(eq=False)
+class Image:
+    """A picture (a PIL image); equality compares mode, size and pixels."""
+
+    image: PIL.Image.Image = attrs.field(validator=attrs.validators.instance_of(PIL.Image.Image))
+    modality = "image"
+
+    @property
+    def payload(self) -> PIL.Image.Image:
+        return self.image
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and _same_pixels(self.image, other.image)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@attrs.frozen
+class Segment:
+    """A payload of a plugin modality, e.g. ``Segment("audio", waveform)``.
+
+    For the JSONL format the payload must be JSON-serialisable data.
+    """
+
+    modality: str = attrs.field(validator=attrs.validators.instance_of(str))
+    payload: Any
+
+    def __attrs_post_init__(self) -> None:
+        if self.modality in ("text", "image"):
+            raise DocumentError(f"use Text(...) or Image(...) for modality {self.modality!r}, not Segment")
+
+
+AnySegment = Text | Image | Segment
+
+
+def _canonical(segments: Iterable[AnySegment]) -> tuple[AnySegment, ...]:
+    out: list[AnySegment] = []
+    for seg in segments:
+        if not isinstance(seg, (Text, Image, Segment)):
+            raise DocumentError(f"a document holds Text, Image or Segment values, got {type(seg).__name__}")
+        if isinstance(seg, Text):
+            if not seg.text:
+                continue
+            if out and isinstance(out[-1], Text):
+                out[-1] = Text(out[-1].text + seg.text)
+                continue
+        out.append(seg)
+    return tuple(out)
+
+
+@attrs.frozen
+class Document:
+    """An ordered, canonical sequence of segments."""
+
+    segments: tuple[AnySegment, ...] = attrs.field(converter=_canonical, factory=tuple)
+
+    @classmethod
+    def of(cls, *items: Any) -> Document:
+        """Build a document from plain values: ``str`` -> Text, PIL image -> Image, segments as-is."""
+        segments: list[AnySegment] = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                segments.append(Text(item))
+            elif isinstance(item, PIL.Image.Image):
+                segments.append(Image(item))
+            elif isinstance(item, (Text, Image, Segment)):
+                segments.append(item)
+            else:
+                raise DocumentError(
+                    f"Document.of: item {i} is a {type(item).__name__}; expected str, PIL.Image.Image, "
+                    "or a Text/Image/Segment (wrap plugin payloads in Segment(modality, payload))"
+                )
+        return cls(segments)
+
+    def __iter__(self) -> Iterator[AnySegment]:
+        return iter(self.segments)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    @property
+    def text(self) -> str:
+        """All text segments joined (other modalities omitted)."""
+        return "".join(s.text for s in self.segments if isinstance(s, Text))
+
+    # -- JSON ----------------------------------------------------------------------------------
+
+    def to_json(self, *, base_dir: str | os.PathLike[str] | None = None, image_dir: str = "images") -> dict[str, Any]:
+        """JSON data for this document.
+
+        Images are inlined as base64 PNG unless ``base_dir`` is given, in which case each image is
+        written to ``base_dir/image_dir/`` as a PNG named by its content hash and referenced by a
+        path relative to ``base_dir``.
+        """
+        out: list[dict[str, Any]] = []
+        for seg in self.segments:
+            if isinstance(seg, Text):
+                out.append({"text": seg.text})
+            elif isinstance(seg, Image):
+                png = _png_bytes(seg.image)
+                if base_dir is None:
+                    out.append({"image_base64": base64.b64encode(png).decode("ascii")})
+                else:
+                    out.append({"image": _write_image_file(png, Path(base_dir), image_dir)})
+            else:
+                out.append({"modality": seg.modality, "payload": seg.payload})
+        return {"segments": out}
+
+    @classmethod
+    def from_json(
+        cls, data: Any, *, base_dir: str | os.PathLike[str] | None = None, where: str = "document"
+    ) -> Document:
+        """Parse :meth:`to_json` data; image paths are resolved against ``base_dir``."""
+        if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
+            raise DocumentError(f"{where}: expected an object with a 'segments' list")
+        segments: list[AnySegment] = []
+        for i, raw in enumerate(data["segments"]):
+            here = f"{where}, segment {i}"
+            if not isinstance(raw, dict):
+                raise DocumentError(f"{here}: expected an object, got {raw!r:.60}")
+            keys = set(raw)
+            if keys == {"text"} and isinstance(raw["text"], str):
+                segments.append(Text(raw["text"]))
+            elif keys == {"image"} and isinstance(raw["image"], str):
+                if base_dir is None:
+                    raise DocumentError(f"{here}: an image path needs a base directory to resolve against")
+                segments.append(Image(_open_image(Path(base_dir) / raw["image"], here)))
+            elif keys == {"image_base64"} and isinstance(raw["image_base64"], str):
+                try:
+                    data_bytes = base64.b64decode(raw["image_base64"], validate=True)
+                except ValueError as exc:
+                    raise ImageDecodeError(f"{here}: image_base64 is not valid base64: {exc}") from exc
+                segments.append(Image(_decode_image(data_bytes, here)))
+            elif keys == {"modality", "payload"} and isinstance(raw["modality"], str):
+                try:
+                    segments.append(Segment(raw["modality"], raw["payload"]))
+                except DocumentError as exc:
+                    raise DocumentError(f"{here}: {exc}") from exc
+            else:
+                raise DocumentError(
+                    f"{here}: expected one of {{'text'}}, {{'image'}}, {{'image_base64'}} or "
+                    f"{{'modality', 'payload'}}, got keys {sorted(keys)}"
+                )
+        return cls(segments)
+
+
+def _png_bytes(image: PIL.Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_image_file(png: bytes, base_dir: Path, image_dir: str) -> str:
+    import hashlib
+
+    rel = Path(image_dir) / f"{hashlib.sha256(png).hexdigest()[:16]}.png"
+    target = base_dir / rel
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".png.tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, target)
+    return rel.as_posix()
+
+
+def _decode_image(data: bytes, where: str) -> PIL.Image.Image:
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.copy()
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{where}: cannot decode image: {exc}") from exc
+
+
+def _open_image(path: Path, where: str) -> PIL.Image.Image:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"{where}: cannot read image file {str(path)!r}: {exc.strerror}") from exc
+    return _decode_image(data, f"{where} ({path})")
+
+
+def write_jsonl(
+    documents: Iterable[Document],
+    path: str | os.PathLike[str],
+    *,
+    images: str = "base64",
+    image_dir: str = "images",
+) -> None:
+    """Write documents as JSONL, one per line, atomically.
+
+    :param images: ``"base64"`` inlines PNGs; ``"files"`` writes them under ``image_dir`` next to
+        the JSONL file and stores relative paths.
+    """
+    if images not in ("base64", "files"):
+        raise DocumentError(f"write_jsonl: images must be 'base64' or 'files', got {images!r}")
+    path = Path(path)
+    base = path.parent if images == "files" else None
+    lines = [json.dumps(doc.to_json(base_dir=base, image_dir=image_dir), ensure_ascii=False) for doc in documents]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Document]:
+    """Read documents from JSONL; errors name the file and the line. Blank lines are skipped."""
+    path = Path(path)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise DocumentError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    with handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DocumentError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+            yield Document.from_json(data, base_dir=path.parent, where=where)

@@ -1,0 +1,112 @@
+"""Hook specifications: one ``register_*`` hook per plugin kind.
+
+A plugin implements any of these with ``@chameleon_sdk.hookimpl``. Each hook receives a
+``register`` callback (the pattern of the ``llm`` CLI) with this signature::
+
+    register(name: str, factory: Callable[..., object], *, options: type | None = None, **traits)
+
+- ``name``: the registry name users put in configs (``"sentencepiece"``, ``"sdpa"``).
+- ``factory``: called as ``factory(options_instance)`` when the plugin declares an options class,
+  else as ``factory()``; it returns the live component (usually the class itself is the factory).
+- ``options``: an attrs class describing the plugin's options; plain dicts from configs are
+  validated against it and a bad value raises :class:`~chameleon_sdk.errors.ConfigError`.
+- ``traits``: kind-specific facts the core needs before building the component (for example an
+  attention backend's ``mask_kinds``); they are kept on the registry record.
+
+The core owns name collisions and records which distribution contributed each registration.
+New arguments are only ever added as optional extras: pluggy lets an implementation accept a
+subset of a hook's arguments, so old plugins keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("chameleon_sdk")
+hookimpl = pluggy.HookimplMarker("chameleon_sdk")
+
+Register = Callable[..., None]
+
+# --- Data: how documents become tokens -------------------------------------------------------
+
+
+@hookspec
+def register_text_tokenizers(register: Register) -> None:
+    """Register text tokenizers (kind ``text_tokenizer``).
+
+    A text tokenizer turns strings into text ids and back, and can be trained from an iterator of
+    strings. See :class:`chameleon_sdk.protocols.TextTokenizer` for the contract.
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+@hookspec
+def register_modalities(register: Register) -> None:
+    """Register non-text modalities such as images (kind ``modality``).
+
+    A modality turns one payload (an image, an audio clip) into a block of discrete codes and back.
+    The core wraps each block in the modality's begin/end tokens. See
+    :class:`chameleon_sdk.protocols.Modality` for the contract.
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+# --- Model: how the transformer computes -----------------------------------------------------
+
+
+@hookspec
+def register_attention_backends(register: Register) -> None:
+    """Register attention implementations (kind ``attention``).
+
+    Every backend honours one call contract and must declare, as the trait ``mask_kinds``, the
+    mask kinds it supports; the core refuses other combinations instead of dropping the mask.
+
+    :param register: ``register(name, factory, *, options=None, mask_kinds=frozenset(...))``.
+    """
+
+
+@hookspec
+def register_stability_tricks(register: Register) -> None:
+    """Register training-stability tricks such as QK-norm or z-loss (kind ``stability``).
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+# --- Training and inference: how the system runs ---------------------------------------------
+
+
+@hookspec
+def register_trainers(register: Register) -> None:
+    """Register training loops (kind ``trainer``), for example single-process or FSDP.
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+@hookspec
+def register_samplers(register: Register) -> None:
+    """Register token samplers (kind ``sampler``), for example greedy or top-p.
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+@hookspec
+def register_checkpoint_formats(register: Register) -> None:
+    """Register checkpoint readers/writers (kind ``checkpoint_format``).
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+@hookspec
+def register_callbacks(register: Register) -> None:
+    """Register training/inference callbacks (kind ``callback``), such as loggers.
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """

@@ -1,0 +1,299 @@
+"""The composable Pipeline: named plugins + configs -> one working system.
+
+``Pipeline.from_config(cfg)`` builds each component from the registry by name. The pipeline turns
+:class:`Document` values into token ids and back through the text tokenizer, the modality plugins
+and the :class:`Vocabulary`.
+
+Special tokens: ``tokenize`` puts ``bos`` first (``bos=True``) and ``eos`` last only when asked
+(``eos=True``); each non-text segment becomes ``[begin] codes... [end]``. ``detokenize`` treats
+bos, eos, pad and end-of-turn as structure, not content, and drops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
+from chameleon_sdk.document import Document, Image, Segment, Text
+from chameleon_sdk.errors import CheckpointError, ConfigError, TokenizationError
+from chameleon_sdk.plugins import PluginRegistry, get_registry
+from chameleon_sdk.protocols import Modality, Stateful, TextTokenizer
+from chameleon_sdk.vocabulary import SPECIAL, Vocabulary
+
+__all__ = ["Pipeline"]
+
+PIPELINE_FILE = "pipeline.json"
+FORMAT_VERSION = 1
+
+
+class Pipeline:
+    """Tokenizers, modalities and the vocabulary, assembled from a :class:`PipelineConfig`."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        text_tokenizer: TextTokenizer,
+        modalities: Mapping[str, Modality],
+        registry: PluginRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.text_tokenizer = text_tokenizer
+        self.modalities = dict(modalities)
+        self.registry = registry or get_registry()
+        self._vocabulary: Vocabulary | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls,
+        config: PipelineConfig | Mapping[str, Any] | str | os.PathLike[str],
+        *,
+        registry: PluginRegistry | None = None,
+    ) -> Pipeline:
+        """Build every component named in ``config`` (an object, a mapping, or a .json/.toml path)."""
+        if isinstance(config, (str, os.PathLike)):
+            config = load_config(config)
+        elif isinstance(config, Mapping):
+            config = from_dict(PipelineConfig, config)
+        elif not isinstance(config, PipelineConfig):
+            raise ConfigError(f"Pipeline.from_config: expected a PipelineConfig, mapping or path, got {config!r}")
+        registry = registry or get_registry()
+        spec = config.text_tokenizer
+        tokenizer = registry.build("text_tokenizer", spec.name, spec.options)
+        modalities = {m.name: registry.build("modality", m.name, m.options) for m in config.modalities}
+        return cls(config, text_tokenizer=tokenizer, modalities=modalities, registry=registry)
+
+    def train_text_tokenizer(self, texts: Iterable[str]) -> None:
+        """Train the text tokenizer on ``texts`` (the vocabulary is rebuilt afterwards)."""
+        self.text_tokenizer.train(texts)
+        self._vocabulary = None
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The unified vocabulary, built from the tokenizer and the modalities' codebook sizes."""
+        if self._vocabulary is None:
+            tok = self.text_tokenizer
+            if not tok.is_trained:
+                raise TokenizationError(
+                    f"text tokenizer {self.config.text_tokenizer.name!r} is not trained yet: "
+                    "call pipe.train_text_tokenizer(texts) or load a trained pipeline"
+                )
+            sizes = {name: int(m.codebook_size) for name, m in self.modalities.items()}
+            if self.config.vocabulary == "chameleon":
+                self._vocabulary = Vocabulary.chameleon(extra_modalities=sizes)
+            else:
+                self._vocabulary = Vocabulary.appended(
+                    text_size=tok.vocab_size, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, modalities=sizes
+                )
+        return self._vocabulary
+
+    # -- documents <-> ids ----------------------------------------------------------------------
+
+    def _modality(self, name: str) -> Modality:
+        try:
+            return self.modalities[name]
+        except KeyError:
+            raise TokenizationError(
+                f"the document has a {name!r} segment but the pipeline has no {name!r} modality; "
+                f"configured modalities: {sorted(self.modalities) or 'none'}"
+            ) from None
+
+    def encode_segment(self, segment: Text | Image | Segment) -> torch.Tensor:
+        """Token ids of one segment (``[begin, codes..., end]`` for non-text)."""
+        vocab = self.vocabulary
+        if isinstance(segment, Text):
+            return torch.tensor(self.text_tokenizer.encode(segment.text), dtype=torch.long)
+        modality = self._modality(segment.modality)
+        codes = modality.encode(segment.payload)
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 1:
+            raise TokenizationError(f"modality {segment.modality!r} must encode to a 1-D tensor of codes")
+        if modality.block_length is not None and codes.numel() != modality.block_length:
+            raise TokenizationError(
+                f"modality {segment.modality!r} produced {codes.numel()} codes; its block length is "
+                f"{modality.block_length}"
+            )
+        block = vocab.block(segment.modality)
+        ids = vocab.codes_to_ids(segment.modality, codes)
+        return torch.cat([torch.tensor([block.begin_id]), ids, torch.tensor([block.end_id])])
+
+    def tokenize(self, document: Document | str, *, bos: bool = True, eos: bool = False) -> list[int]:
+        """The token ids of ``document`` (a plain string is a one-segment document)."""
+        if isinstance(document, str):
+            document = Document.of(document)
+        if not isinstance(document, Document):
+            raise TokenizationError(f"tokenize: expected a Document or str, got {type(document).__name__}")
+        vocab = self.vocabulary
+        parts = [torch.tensor([vocab.specials["bos"]])] if bos else []
+        parts += [self.encode_segment(seg) for seg in document]
+        if eos:
+            parts.append(torch.tensor([vocab.specials["eos"]]))
+        return torch.cat(parts).tolist() if parts else []
+
+    def detokenize(self, ids: Sequence[int] | torch.Tensor, *, strict: bool = True) -> Document:
+        """The document for token ids.
+
+        With ``strict=True`` malformed structure raises :class:`TokenizationError`: a modality code
+        outside its block, an end without a begin, a begin inside a block, an unterminated block.
+        With ``strict=False`` stray codes and ends are dropped and an unterminated block is decoded
+        by the modality's ``decode_partial`` when it has one, else dropped. Out-of-range ids always
+        raise.
+        """
+        vocab = self.vocabulary
+        ids_t = vocab._checked_ids(ids).flatten()
+        begin_of = {b.begin_id: name for name, b in vocab.blocks.items()}
+        end_of = {b.end_id: name for name, b in vocab.blocks.items()}
+        markers = torch.isin(ids_t, torch.tensor([*begin_of, *end_of], dtype=torch.long))
+        segments: list[Text | Image | Segment] = []
+        cursor, open_at, open_name = 0, -1, ""
+        for pos in torch.nonzero(markers).flatten().tolist():  # loops over blocks, not tokens
+            token = int(ids_t[pos])
+            if token in begin_of:
+                if open_at >= 0:
+                    if strict:
+                        raise TokenizationError(
+                            f"position {pos}: begin-of-{begin_of[token]} inside an open {open_name} block"
+                        )
+                    continue
+                segments += self._text_segments(ids_t[cursor:pos], strict, cursor)
+                open_at, open_name = pos, begin_of[token]
+            else:
+                name = end_of[token]
+                if open_at < 0 or name != open_name:
+                    if strict:
+                        raise TokenizationError(f"position {pos}: end-of-{name} without a matching begin")
+                    continue
+                segments.append(self._decode_block(name, ids_t[open_at + 1 : pos], strict, open_at + 1))
+                cursor, open_at = pos + 1, -1
+        if open_at >= 0:
+            if strict:
+                raise TokenizationError(f"position {open_at}: {open_name} block is never closed")
+            partial = getattr(self.modalities.get(open_name), "decode_partial", None)
+            if partial is not None:
+                codes = vocab.ids_to_codes(open_name, self._only_codes(open_name, ids_t[open_at + 1 :]))
+                segments.append(self._wrap(open_name, partial(codes)))
+        else:
+            segments += self._text_segments(ids_t[cursor:], strict, cursor)
+        return Document(segments)
+
+    def _only_codes(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        return ids[self.vocabulary.code_mask(name)[ids]]
+
+    def _decode_block(self, name: str, ids: torch.Tensor, strict: bool, offset: int) -> Text | Image | Segment:
+        modality = self._modality(name)
+        vocab = self.vocabulary
+        is_code = vocab.code_mask(name)[ids]
+        if not bool(is_code.all()):
+            if strict:
+                bad = int(torch.nonzero(~is_code).flatten()[0])
+                token = int(ids[bad])
+                raise TokenizationError(
+                    f"position {offset + bad}: token {token} inside a {name} block is not a code of modality {name!r}"
+                )
+            ids = ids[is_code]
+        if strict and modality.block_length is not None and ids.numel() != modality.block_length:
+            raise TokenizationError(
+                f"position {offset}: {name} block has {ids.numel()} codes, expected {modality.block_length}"
+            )
+        return self._wrap(name, modality.decode(vocab.ids_to_codes(name, ids)))
+
+    @staticmethod
+    def _wrap(name: str, payload: Any) -> Text | Image | Segment:
+        return Image(payload) if name == "image" else Segment(name, payload)
+
+    def _text_segments(self, ids: torch.Tensor, strict: bool, offset: int) -> list[Text | Image | Segment]:
+        kinds = self.vocabulary.modality_index[ids]
+        stray = kinds >= 0
+        if strict and bool(stray.any()):
+            bad = int(torch.nonzero(stray).flatten()[0])
+            raise TokenizationError(f"position {offset + bad}: modality code {int(ids[bad])} outside any block")
+        text_ids = ids[(kinds != SPECIAL) & ~stray]
+        return [Text(self.text_tokenizer.decode(text_ids.tolist()))] if text_ids.numel() else []
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write config, vocabulary and component state to ``directory``, atomically.
+
+        Everything is written to a temporary sibling folder first and renamed into place, so a
+        crash never leaves a half-written pipeline at ``directory``.
+        """
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+        try:
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "config": to_dict(self.config),
+                "vocabulary": self.vocabulary.to_json(),
+            }
+            (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            (tmp / "text_tokenizer").mkdir()
+            self.text_tokenizer.save(tmp / "text_tokenizer")
+            for name, modality in self.modalities.items():
+                if isinstance(modality, Stateful):
+                    (tmp / "modalities" / name).mkdir(parents=True)
+                    modality.save(tmp / "modalities" / name)
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], *, registry: PluginRegistry | None = None) -> Pipeline:
+        """Load a pipeline written by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        meta_path = directory / PIPELINE_FILE
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {str(meta_path)!r}: {exc.strerror}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{str(meta_path)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{str(meta_path)!r}: unsupported or missing format_version (expected {FORMAT_VERSION})"
+            )
+        pipe = cls.from_config(
+            from_dict(PipelineConfig, meta.get("config"), where=f"{meta_path}: config"), registry=registry
+        )
+        pipe.text_tokenizer.load(directory / "text_tokenizer")
+        for name, modality in pipe.modalities.items():
+            if isinstance(modality, Stateful):
+                modality.load(directory / "modalities" / name)
+        stored = Vocabulary.from_json(meta.get("vocabulary") or {})
+        if stored != pipe.vocabulary:
+            raise CheckpointError(
+                f"{str(meta_path)!r}: the stored vocabulary ({stored!r}) does not match the one the loaded "
+                f"components give ({pipe.vocabulary!r})"
+            )
+        return pipe
+
+    def __repr__(self) -> str:
+        mods = ", ".join(self.modalities) or "none"
+        return f"Pipeline(text_tokenizer={self.config.text_tokenizer.name!r}, modalities=[{mods}])"
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing an existing ``dst`` with no window where neither exists."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        os.replace(old, dst)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""The contracts plugins implement, as ``typing.Protocol`` classes.
+
+A plugin never subclasses these; it only has to provide the listed members (structural typing).
+They document what the core calls and let type checkers verify a plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Modality", "Stateful", "TextTokenizer"]
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A component with learned state that the pipeline saves next to its config."""
+
+    def save(self, directory: Path) -> None:
+        """Write the component's state files into ``directory`` (which exists and is empty)."""
+
+    def load(self, directory: Path) -> None:
+        """Restore state written by :meth:`save`."""
+
+
+@runtime_checkable
+class TextTokenizer(Stateful, Protocol):
+    """Strings <-> text ids. Built by a ``register_text_tokenizers`` plugin.
+
+    Text ids are ``[0, vocab_size)`` and include the tokenizer's own bos/eos/pad ids; the
+    :class:`~chameleon_sdk.Vocabulary` places modality blocks around them.
+    """
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def bos_id(self) -> int: ...
+
+    @property
+    def eos_id(self) -> int: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    @property
+    def is_trained(self) -> bool: ...
+
+    def train(self, texts: Iterable[str]) -> None:
+        """Fit the tokenizer on an iterator of strings."""
+
+    def encode(self, text: str) -> list[int]:
+        """Text ids for ``text``, without bos/eos."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The string for text ids (control ids decode to nothing)."""
+
+
+@runtime_checkable
+class Modality(Protocol):
+    """One payload (an image, a clip) <-> a 1-D block of discrete codes.
+
+    Built by a ``register_modalities`` plugin; the registry name is the modality's name, which is
+    what :class:`~chameleon_sdk.Segment` ``.modality`` refers to.
+
+    - ``codebook_size``: codes are ``[0, codebook_size)``.
+    - ``payload_types``: Python types that :meth:`Document.of` should route to this modality.
+    - ``block_length``: codes per payload when fixed (an image: 1024), ``None`` when variable.
+    """
+
+    codebook_size: int
+    payload_types: tuple[type, ...]
+    block_length: int | None
+
+    def encode(self, payload: Any) -> torch.Tensor:
+        """A 1-D LongTensor of codes in ``[0, codebook_size)``."""
+
+    def decode(self, codes: torch.Tensor) -> Any:
+        """The payload for a 1-D LongTensor of codes."""

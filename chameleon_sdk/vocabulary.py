@@ -1,0 +1,245 @@
+"""The unified token space: text ids, special tokens and one code block per modality.
+
+Two layouts:
+
+- ``chameleon``: the released checkpoints' 65,536-id layout. Image codes sit inside the BPE range
+  at ids 4..8195 (``id = code + 4``); ``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<eoss>``=8196 ends an
+  image, ``<racm3:break>``=8197 begins one, ``<reserved08706>``=8710 ends a turn. Other modalities
+  are appended after id 65,535.
+- ``appended``: the text tokenizer's ids first (its own bos/eos/pad), then end-of-turn, then for each
+  modality its begin token, end token and codebook, in config order. For models trained here.
+
+All code <-> id conversions are tensor lookups, never per-token Python loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from chameleon_sdk.errors import ConfigError, TokenizationError
+
+__all__ = ["ModalityBlock", "Vocabulary"]
+
+CHAMELEON_VOCAB_SIZE = 65536
+CHAMELEON_IMAGE_CODES = 8192
+CHAMELEON_IMAGE_OFFSET = 4
+CHAMELEON_SPECIALS = {"bos": 0, "pad": 1, "eos": 2, "eot": 8710}
+CHAMELEON_BEGIN_IMAGE = 8197
+CHAMELEON_END_IMAGE = 8196
+
+TEXT = -1  # modality_index value of text ids
+SPECIAL = -2  # modality_index value of structural tokens (bos, eos, pad, eot, begin/end)
+
+
+def _as_long(values: torch.Tensor | Sequence[int], what: str) -> torch.Tensor:
+    if not isinstance(values, torch.Tensor):
+        try:
+            values = torch.as_tensor(values)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            raise TokenizationError(f"{what} must be a sequence of integers: {exc}") from exc
+    if values.numel() and (values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool):
+        raise TokenizationError(f"{what} must be integers, got {values.dtype} values")
+    return values.long()
+
+
+@attrs.frozen(kw_only=True)
+class ModalityBlock:
+    """Where one modality lives in the vocabulary."""
+
+    modality: str
+    begin_id: int
+    end_id: int
+    code_ids: torch.Tensor = attrs.field(eq=False, repr=False)  # code c -> token id code_ids[c]
+
+    @property
+    def size(self) -> int:
+        return int(self.code_ids.numel())
+
+    def to_json(self) -> dict[str, Any]:
+        start = int(self.code_ids[0]) if self.size else 0
+        contiguous = bool(torch.equal(self.code_ids, torch.arange(start, start + self.size)))
+        codes: Any = {"start": start, "size": self.size} if contiguous else self.code_ids.tolist()
+        return {"begin_id": self.begin_id, "end_id": self.end_id, "code_ids": codes}
+
+
+class Vocabulary:
+    """Maps between token ids and (text | special | modality code).
+
+    Build one with :meth:`appended` or :meth:`chameleon`; serialise with :meth:`to_json`.
+    """
+
+    def __init__(
+        self,
+        *,
+        layout: str,
+        size: int,
+        specials: Mapping[str, int],
+        blocks: Sequence[ModalityBlock] = (),
+    ) -> None:
+        self.layout = layout
+        self.size = size
+        self.specials = dict(specials)
+        self.blocks = {b.modality: b for b in blocks}
+        if len(self.blocks) != len(blocks):
+            raise ConfigError("Vocabulary: a modality appears twice")
+        for role in ("bos", "eos", "pad"):
+            if role not in self.specials:
+                raise ConfigError(f"Vocabulary: special token {role!r} is required")
+        self.modality_index = torch.full((size,), TEXT, dtype=torch.long)
+        self.id_to_code = torch.full((size,), -1, dtype=torch.long)
+        claimed = torch.zeros(size, dtype=torch.long)
+        structural = [*self.specials.values()] + [i for b in blocks for i in (b.begin_id, b.end_id)]
+        for i, block in enumerate(blocks):
+            ids = block.code_ids
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+                raise ConfigError(f"Vocabulary: {block.modality!r} codes fall outside [0, {size})")
+            self.modality_index[ids] = i
+            self.id_to_code[ids] = torch.arange(ids.numel())
+            claimed.index_add_(0, ids, torch.ones_like(ids))
+        ids = torch.tensor(structural, dtype=torch.long)
+        if int(ids.min()) < 0 or int(ids.max()) >= size:
+            raise ConfigError(f"Vocabulary: a special token id falls outside [0, {size})")
+        claimed.index_add_(0, ids, torch.ones_like(ids))
+        self.modality_index[ids] = SPECIAL
+        if int(claimed.max()) > 1:
+            clash = torch.nonzero(claimed > 1).flatten()[:5].tolist()
+            raise ConfigError(f"Vocabulary: ids {clash} are claimed twice (specials and code blocks must not overlap)")
+        self._names = list(self.blocks)
+
+    # -- constructors ---------------------------------------------------------------------------
+
+    @classmethod
+    def appended(
+        cls,
+        *,
+        text_size: int,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+        modalities: Mapping[str, int] | None = None,
+    ) -> Vocabulary:
+        """Text ids ``[0, text_size)``, then end-of-turn, then [begin, end, codes...] per modality."""
+        if text_size <= 0:
+            raise ConfigError(f"Vocabulary.appended: text_size must be > 0, got {text_size}")
+        next_id = text_size
+        specials = {"bos": bos_id, "eos": eos_id, "pad": pad_id, "eot": next_id}
+        next_id += 1
+        blocks = []
+        for name, codebook_size in (modalities or {}).items():
+            if codebook_size <= 0:
+                raise ConfigError(f"Vocabulary.appended: modality {name!r} needs a codebook size > 0")
+            begin, end = next_id, next_id + 1
+            codes = torch.arange(next_id + 2, next_id + 2 + codebook_size)
+            blocks.append(ModalityBlock(modality=name, begin_id=begin, end_id=end, code_ids=codes))
+            next_id += 2 + codebook_size
+        return cls(layout="appended", size=next_id, specials=specials, blocks=blocks)
+
+    @classmethod
+    def chameleon(cls, *, extra_modalities: Mapping[str, int] | None = None) -> Vocabulary:
+        """The released checkpoints' layout; further modalities are appended after id 65,535."""
+        image = ModalityBlock(
+            modality="image",
+            begin_id=CHAMELEON_BEGIN_IMAGE,
+            end_id=CHAMELEON_END_IMAGE,
+            code_ids=torch.arange(CHAMELEON_IMAGE_OFFSET, CHAMELEON_IMAGE_OFFSET + CHAMELEON_IMAGE_CODES),
+        )
+        blocks, next_id = [image], CHAMELEON_VOCAB_SIZE
+        for name, codebook_size in (extra_modalities or {}).items():
+            if name == "image":
+                if codebook_size != CHAMELEON_IMAGE_CODES:
+                    raise ConfigError(
+                        f"Vocabulary.chameleon: the image codebook is fixed at {CHAMELEON_IMAGE_CODES} codes, "
+                        f"got {codebook_size}"
+                    )
+                continue
+            codes = torch.arange(next_id + 2, next_id + 2 + codebook_size)
+            blocks.append(ModalityBlock(modality=name, begin_id=next_id, end_id=next_id + 1, code_ids=codes))
+            next_id += 2 + codebook_size
+        return cls(layout="chameleon", size=next_id, specials=CHAMELEON_SPECIALS, blocks=blocks)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self._names)
+
+    def block(self, modality: str) -> ModalityBlock:
+        try:
+            return self.blocks[modality]
+        except KeyError:
+            raise TokenizationError(
+                f"the vocabulary has no modality {modality!r}; it has {self._names or 'none'}"
+            ) from None
+
+    def codes_to_ids(self, modality: str, codes: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Map codes of ``modality`` (any shape) to token ids."""
+        block = self.block(modality)
+        codes = _as_long(codes, f"{modality} codes")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= block.size):
+            bad = codes[(codes < 0) | (codes >= block.size)].flatten()[0].item()
+            raise TokenizationError(f"{modality} code {bad} is outside the codebook [0, {block.size})")
+        return block.code_ids[codes]
+
+    def ids_to_codes(self, modality: str, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Map token ids (any shape) back to codes of ``modality``."""
+        index = self._names.index(self.block(modality).modality)
+        ids = self._checked_ids(ids)
+        wrong = self.modality_index[ids] != index
+        if bool(wrong.any()):
+            bad = ids[wrong].flatten()[0].item()
+            raise TokenizationError(f"token id {bad} is not a code of modality {modality!r}")
+        return self.id_to_code[ids]
+
+    def code_mask(self, modality: str) -> torch.Tensor:
+        """A ``[size]`` bool mask of the ids that are codes of ``modality``."""
+        return self.modality_index == self._names.index(self.block(modality).modality)
+
+    def text_mask(self) -> torch.Tensor:
+        """A ``[size]`` bool mask of plain text ids (no specials, no modality codes)."""
+        return self.modality_index == TEXT
+
+    def _checked_ids(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        ids = _as_long(ids, "token ids")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.size):
+            bad = ids[(ids < 0) | (ids >= self.size)].flatten()[0].item()
+            raise TokenizationError(f"token id {bad} is outside the vocabulary [0, {self.size})")
+        return ids
+
+    # -- serialisation --------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "size": self.size,
+            "specials": dict(self.specials),
+            "modalities": {name: block.to_json() for name, block in self.blocks.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Vocabulary:
+        try:
+            blocks = []
+            for name, b in data["modalities"].items():
+                codes = b["code_ids"]
+                code_ids = (
+                    torch.arange(codes["start"], codes["start"] + codes["size"])
+                    if isinstance(codes, Mapping)
+                    else torch.tensor(codes, dtype=torch.long)
+                )
+                blocks.append(
+                    ModalityBlock(modality=name, begin_id=b["begin_id"], end_id=b["end_id"], code_ids=code_ids)
+                )
+            return cls(layout=data["layout"], size=data["size"], specials=data["specials"], blocks=blocks)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"malformed vocabulary description: missing or wrong {exc}") from exc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{n}:{b.size}" for n, b in self.blocks.items())
+        return f"Vocabulary(layout={self.layout!r}, size={self.size}, modalities=[{mods}])"

@@ -1,0 +1,78 @@
+"""The sentencepiece text tokenizer: exact round trips for every string, training, persistence."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from chameleon_sdk import ConfigError, TokenizationError, get_registry
+from chameleon_sdk.demo import bundled_corpus
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = get_registry().build("text_tokenizer", "sentencepiece", {"vocab_size": 500})
+    tok.train(bundled_corpus())
+    return tok
+
+
+@given(st.text(max_size=200))
+@example("")
+@example("emoji 🦎🟥 CJK 数字 한국어 combining e\u0301 zero-width \u200b")
+@example("\x00\x01\x1b[31m control \t\r\n chars \x7f")
+@example("  leading and trailing spaces  ")
+@example("<s></s><pad><unk> are not special in text")
+def test_every_string_round_trips(tokenizer, text):
+    ids = tokenizer.encode(text)
+    assert all(0 <= i < tokenizer.vocab_size for i in ids)
+    assert tokenizer.decode(ids) == text
+
+
+def test_very_long_input_round_trips(tokenizer):
+    text = "The quick brown fox 🦊 jumps. " * 4000
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_concatenated_segments_decode_to_concatenated_text(tokenizer):
+    parts = ["Here is", " a red ", "circle", ":\n", "🟥"]
+    ids = [i for p in parts for i in tokenizer.encode(p)]
+    assert tokenizer.decode(ids) == "".join(parts)
+
+
+def test_special_ids_match_chameleon_convention(tokenizer):
+    assert (tokenizer.bos_id, tokenizer.pad_id, tokenizer.eos_id) == (0, 1, 2)
+    assert tokenizer.decode([0, 1, 2]) == ""
+
+
+def test_learns_multi_character_pieces(tokenizer):
+    assert len(tokenizer.encode("a red circle")) < len("a red circle")
+
+
+def test_save_and_load(tokenizer, tmp_path):
+    tokenizer.save(tmp_path)
+    fresh = get_registry().build("text_tokenizer", "sentencepiece")
+    fresh.load(tmp_path)
+    assert fresh.encode("a blue square") == tokenizer.encode("a blue square")
+    by_file = get_registry().build(
+        "text_tokenizer", "sentencepiece", {"model_file": str(tmp_path / "sentencepiece.model")}
+    )
+    assert by_file.vocab_size == tokenizer.vocab_size
+
+
+def test_errors_are_typed(tokenizer, tmp_path):
+    untrained = get_registry().build("text_tokenizer", "sentencepiece")
+    assert not untrained.is_trained
+    with pytest.raises(TokenizationError, match="not trained"):
+        untrained.encode("x")
+    with pytest.raises(TokenizationError, match="outside"):
+        tokenizer.decode([tokenizer.vocab_size])
+    with pytest.raises(TokenizationError, match="expected str"):
+        tokenizer.encode(b"bytes")
+    with pytest.raises(TokenizationError, match="training text 1"):
+        untrained.train(["ok", 5])
+    (tmp_path / "bad.model").write_bytes(b"not a model")
+    with pytest.raises(TokenizationError, match=r"bad\.model"):
+        get_registry().build("text_tokenizer", "sentencepiece", {"model_file": str(tmp_path / "bad.model")})
+    with pytest.raises(ConfigError, match="vocab_size must be at least"):
+        get_registry().build("text_tokenizer", "sentencepiece", {"vocab_size": 100})
