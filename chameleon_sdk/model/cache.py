@@ -1,0 +1,127 @@
+"""A static, pre-allocated key/value cache with a length per row.
+
+All buffers are allocated once for ``batch`` rows and ``max_len`` slots, so shapes never change
+while decoding (good for ``torch.compile`` and CUDA graphs). Each row keeps its own length, so the
+rows of a batch may hold prompts of different lengths and advance independently.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from chameleon_sdk.config import ModelConfig
+from chameleon_sdk.errors import ConfigError
+
+__all__ = ["KVCache"]
+
+
+class KVCache:
+    """Keys and values of every layer for ``batch`` rows of up to ``max_len`` tokens.
+
+    :param config: the model shape (layers, kv heads, head dim).
+    :param batch: number of rows.
+    :param max_len: slots per row (prompt plus generated tokens).
+    :param documents: keep a document id per slot so a cached forward can mask packed documents;
+        then every cached call attends only within documents (a call without ``document_ids``
+        continues each row's last document).
+    :param spans: keep a bidirectional span id per slot (``-1``: no span).
+    :param lengths: initial per-row lengths (default 0), for example after a left-aligned prefill
+        done elsewhere.
+
+    ``lengths[b]`` is the number of written slots of row ``b``; the next token of row ``b`` goes
+    to slot ``lengths[b]`` and gets rotary position ``next_position[b]`` unless positions are given.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        batch: int,
+        max_len: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        documents: bool = False,
+        spans: bool = False,
+    ) -> None:
+        if batch <= 0 or max_len <= 0:
+            raise ConfigError(f"KVCache: batch and max_len must be > 0, got batch={batch}, max_len={max_len}")
+        shape = (config.num_layers, batch, config.kv_heads, max_len, config.head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
+        self.next_position = torch.zeros(batch, dtype=torch.long, device=device)
+        self.documents = documents
+        self.spans = spans
+        self.document_ids = torch.zeros(batch, max_len, dtype=torch.long, device=device) if documents else None
+        self.span_ids = torch.full((batch, max_len), -1, dtype=torch.long, device=device) if spans else None
+
+    @property
+    def batch(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.keys.shape[3]
+
+    def reset(self) -> None:
+        """Forget every row's content (buffers are kept)."""
+        self.lengths.zero_()
+        self.next_position.zero_()
+        if self.document_ids is not None:
+            self.document_ids.zero_()
+        if self.span_ids is not None:
+            self.span_ids.fill_(-1)
+
+    def truncate(self, lengths: torch.Tensor) -> None:
+        """Shorten rows to ``lengths`` ``[B]`` (each <= its current length); the dropped slots are reused.
+
+        This is how prompts of different lengths share one batch: prefill them right-padded to a
+        common length, then truncate each row to its true length before decoding. Rotary positions
+        step back by the same amount.
+        """
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.lengths.device)
+        if lengths.shape != self.lengths.shape or bool((lengths < 0).any()) or bool((lengths > self.lengths).any()):
+            raise ConfigError(
+                f"KVCache.truncate: lengths must be {tuple(self.lengths.shape)} values in [0, current length "
+                f"{self.lengths.tolist()}], got {lengths.tolist()}"
+            )
+        self.next_position.sub_(self.lengths - lengths).clamp_(min=0)
+        self.lengths.copy_(lengths)
+        if self.span_ids is not None:
+            unwritten = torch.arange(self.max_len, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
+            self.span_ids.masked_fill_(unwritten, -1)
+
+    def slots(self, q_len: int) -> torch.Tensor:
+        """``[B, q_len]`` slots the next ``q_len`` tokens of every row will occupy."""
+        return self.lengths.unsqueeze(1) + torch.arange(q_len, device=self.lengths.device)
+
+    def last_document(self) -> torch.Tensor:
+        """``[B]`` document id of each row's last written slot (0 for an empty row)."""
+        if self.document_ids is None:
+            return torch.zeros_like(self.lengths)
+        last = (self.lengths - 1).clamp(min=0).unsqueeze(1)
+        return self.document_ids.gather(1, last).squeeze(1) * (self.lengths > 0)
+
+    def write_tokens(
+        self, slots: torch.Tensor, document_ids: torch.Tensor | None, span_ids: torch.Tensor | None
+    ) -> None:
+        """Record per-slot document/span ids for new tokens at ``slots`` ``[B, T]``."""
+        if self.document_ids is not None and document_ids is not None:
+            self.document_ids.scatter_(1, slots, document_ids)
+        if self.span_ids is not None and span_ids is not None:
+            self.span_ids.scatter_(1, slots, span_ids)
+
+    def write_kv(
+        self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k``, ``v`` ``[B, KV, T, Dh]`` of ``layer`` at ``slots`` ``[B, T]``; return the full buffers."""
+        index = slots[:, None, :, None].expand_as(k)
+        keys, values = self.keys[layer], self.values[layer]
+        keys.scatter_(2, index, k.to(keys.dtype))
+        values.scatter_(2, index, v.to(values.dtype))
+        return keys, values
+
+    def advance(self, q_len: int, positions: torch.Tensor) -> None:
+        """Move every row forward by ``q_len`` slots; ``positions`` ``[B, T]`` were the rotary positions used."""
+        self.lengths.add_(q_len)
+        self.next_position.copy_(positions[:, -1] + 1)

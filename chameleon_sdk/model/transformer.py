@@ -1,0 +1,362 @@
+"""``ChameleonModel``: the decoder-only early-fusion transformer.
+
+Text and image tokens share one vocabulary and one stack of blocks; nothing here is
+modality-specific. Attention backends and stability tricks are plugins looked up by name.
+
+Initialisation: every linear and embedding weight ~ N(0, init_std) (0.02 by default), except the
+two projections that write into the residual stream (``attention.wo`` and ``feed_forward.w2``),
+which use ``init_std / sqrt(2 * num_layers)`` (GPT-2's scaling: the residual stream sums
+``2 * num_layers`` branch outputs, so its variance at init stays independent of depth). Norm gains
+start at 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chameleon_sdk.config import ComponentSpec, ModelConfig
+from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.model.cache import KVCache
+from chameleon_sdk.model.extensions import StabilityTrick, overrides
+from chameleon_sdk.model.layers import DecoderBlock, RMSNorm, rotary_tables
+from chameleon_sdk.model.masking import MaskKind, MaskSpec, check_mask_support
+from chameleon_sdk.plugins import PluginRegistry, get_registry
+from chameleon_sdk.vocabulary import Vocabulary
+
+__all__ = ["ChameleonModel", "LossOutput", "ModelOutput", "document_positions"]
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """What :meth:`ChameleonModel.forward` returns.
+
+    :ivar logits: ``[B, T, V]``.
+    :ivar cache: the :class:`KVCache` passed in (now advanced), or None.
+    :ivar stats: monitor values when ``model.collect_stats`` is on, else empty:
+        ``layer_output_norm`` ``[L]`` (mean L2 norm of each block's output over the call's tokens),
+        ``max_attention_logit`` ``[L]`` (largest allowed pre-softmax logit per layer),
+        ``mean_log_z`` (scalar: mean logsumexp of the output logits).
+    """
+
+    logits: torch.Tensor
+    cache: KVCache | None = None
+    stats: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LossOutput:
+    """What :meth:`ChameleonModel.loss` returns: the total and every term by name (all detached but ``loss``)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+def document_positions(
+    document_ids: torch.Tensor,
+    *,
+    previous_document: torch.Tensor | None = None,
+    next_position: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rotary positions ``[B, T]`` that restart at 0 at every document boundary of ``document_ids``.
+
+    With ``previous_document`` / ``next_position`` (``[B]``, from a KV cache) a first document that
+    continues the row's previous one keeps counting from ``next_position``.
+    """
+    batch, length = document_ids.shape
+    index = torch.arange(length, device=document_ids.device).expand(batch, length)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    if previous_document is not None:
+        starts[:, 0] = document_ids[:, 0] != previous_document
+    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    positions = index - start_index
+    if previous_document is not None and next_position is not None:
+        continues = (start_index == 0) & ~starts[:, :1]
+        positions = positions + continues * next_position.unsqueeze(1)
+    return positions
+
+
+def _resolve_layout(tricks: Iterable[tuple[str, StabilityTrick]]) -> str:
+    chosen: dict[str, str] = {}
+    for name, trick in tricks:
+        if trick.residual_layout is not None:
+            chosen[name] = trick.residual_layout
+    if len(set(chosen.values())) > 1:
+        raise ConfigError(f"stability tricks ask for conflicting residual layouts: {chosen}")
+    return next(iter(chosen.values()), "pre_norm")
+
+
+class ChameleonModel(nn.Module):
+    """Token embedding, ``num_layers`` decoder blocks, final RMSNorm and an untied LM head.
+
+    :param config: the shape; ``config.vocab_size`` must be set (``Pipeline.build_model`` fills it).
+    :param attention: an attention backend's registry name or :class:`ComponentSpec` (default ``"sdpa"``).
+    :param stability: stability tricks by registry name or spec, applied in order.
+    :param registry: where to look the plugins up (default: the process-wide registry).
+
+    Set ``model.collect_stats = True`` to have every forward fill ``output.stats`` (monitors);
+    it is off by default and then costs nothing.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        attention: str | ComponentSpec | Mapping[str, Any] = "sdpa",
+        stability: Iterable[str | ComponentSpec | Mapping[str, Any]] = (),
+        registry: PluginRegistry | None = None,
+    ) -> None:
+        super().__init__()
+        if config.vocab_size is None:
+            raise ConfigError("ChameleonModel: config.vocab_size is None; set it (Pipeline.build_model fills it)")
+        registry = registry or get_registry()
+        self.config = config
+        self.attention_spec = ComponentSpec.of(attention)
+        record = registry.get("attention", self.attention_spec.name)
+        self.mask_kinds: frozenset[str] = frozenset(record.traits.get("mask_kinds", frozenset()))
+        self._mask_kind_names = tuple(sorted(str(k) for k in self.mask_kinds))  # traceable by every dynamo
+        if MaskKind.CAUSAL not in self.mask_kinds:
+            raise ConfigError(
+                f"attention backend {record.name!r} must declare mask_kinds including 'causal', "
+                f"got {sorted(self.mask_kinds)}"
+            )
+        backend = record.build(self.attention_spec.options)
+        if isinstance(stability, (str, Mapping, ComponentSpec)):
+            stability = [stability]
+        self.stability_specs = tuple(ComponentSpec.of(s) for s in stability)
+        names = [s.name for s in self.stability_specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"stability tricks must be listed once each, got {names}")
+        named = [(s.name, registry.build("stability", s.name, s.options)) for s in self.stability_specs]
+        for name, trick in named:
+            if not isinstance(trick, StabilityTrick):
+                raise ConfigError(f"stability plugin {name!r} built {type(trick).__name__}, not a StabilityTrick")
+        self.tricks = tuple(trick for _, trick in named)
+        if config.dropout > 0 and not any(t.uses_config_dropout for t in self.tricks):
+            raise ConfigError(
+                f"ModelConfig.dropout is {config.dropout} but no stability trick applies it; add the 'dropout' trick "
+                "or set dropout to 0"
+            )
+        layout = _resolve_layout(named)
+        qk = [t for t in self.tricks if overrides(t, "transform_qk")]
+        branch = [t for t in self.tricks if overrides(t, "transform_branch")]
+        self._logit_tricks = tuple(t for t in self.tricks if overrides(t, "transform_logits"))
+        self._loss_tricks = tuple(t for t in self.tricks if overrides(t, "extra_loss"))
+        self.collect_stats = False
+        #: the token space the model was trained in, when known (set by pipelines and checkpoint loaders);
+        #: generation uses it for modality masks when no vocabulary is passed
+        self.vocabulary: Vocabulary | None = None
+        #: where the weights came from, set by :func:`chameleon_sdk.load_model` (a ``CheckpointInfo``)
+        self.checkpoint_info: Any = None
+
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(
+            DecoderBlock(config, i, backend, layout=layout, qk_tricks=qk, branch_tricks=branch)  # type: ignore[arg-type]
+            for i in range(config.num_layers)
+        )
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.reset_parameters()
+        for i, block in enumerate(self.blocks):
+            for trick in self.tricks:
+                trick.setup_block(block, i, config)
+                trick.setup_attention(block.attention, i, config)
+
+    @property
+    def blocks(self) -> list[DecoderBlock]:
+        """The decoder blocks (``self.layers``), typed."""
+        return [cast(DecoderBlock, block) for block in self.layers]
+
+    @property
+    def layout(self) -> str:
+        """The residual layout of the blocks (``pre_norm`` or ``reordered``)."""
+        return self.blocks[0].layout
+
+    def reset_parameters(self) -> None:
+        """Re-initialise the core weights (see the module docstring); tricks' parameters are left alone."""
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.num_layers)
+        nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
+        nn.init.normal_(self.output.weight, mean=0.0, std=std)
+        nn.init.ones_(self.norm.weight)
+        for block in self.blocks:
+            attn, ffn = block.attention, block.feed_forward
+            for linear in (attn.wq, attn.wk, attn.wv, ffn.w1, ffn.w3):
+                nn.init.normal_(linear.weight, mean=0.0, std=std)
+            for linear in (attn.wo, ffn.w2):
+                nn.init.normal_(linear.weight, mean=0.0, std=residual_std)
+            nn.init.ones_(block.attention_norm.weight)
+            nn.init.ones_(block.ffn_norm.weight)
+
+    def new_cache(
+        self,
+        batch: int,
+        max_len: int | None = None,
+        *,
+        documents: bool = False,
+        spans: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """A :class:`KVCache` on this model's device (``max_len`` defaults to ``config.max_seq_len``,
+        ``dtype`` to the weights' dtype; pass ``torch.bfloat16`` to halve it under autocast)."""
+        weight = self.tok_embeddings.weight
+        return KVCache(
+            self.config,
+            batch=batch,
+            max_len=max_len or self.config.max_seq_len,
+            dtype=dtype or weight.dtype,
+            device=weight.device,
+            documents=documents,
+            spans=spans,
+        )
+
+    def _validate(self, input_ids: torch.Tensor, *tensors: torch.Tensor | None) -> None:
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.int32, torch.int64):
+            raise ConfigError(
+                f"input_ids must be an integer tensor [B, T], got {input_ids.dtype} {tuple(input_ids.shape)}"
+            )
+        for t in tensors:
+            if t is not None and tuple(t.shape) != tuple(input_ids.shape):
+                raise ConfigError(
+                    f"positions/document_ids/span_ids must have input_ids' shape {tuple(input_ids.shape)}, "
+                    f"got {tuple(t.shape)}"
+                )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        span_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> ModelOutput:
+        """Logits for ``input_ids`` ``[B, T]``.
+
+        :param positions: rotary positions ``[B, T]``; by default ``0..T-1``, restarting per document
+            when ``document_ids`` are given, and continuing each row's cache.
+        :param document_ids: ``[B, T]`` ids of packed documents, one contiguous run per document;
+            attention stays inside a document (tokens with equal ids attend to each other).
+        :param span_ids: ``[B, T]`` bidirectional span ids (``-1``: causal token); tokens of one span
+            see each other in both directions (prefix-LM style).
+        :param cache: a :class:`KVCache`; the tokens are appended to each row at ``cache.lengths``
+            and attend to everything cached before them. The cache is advanced in place.
+        """
+        if not torch.compiler.is_compiling():
+            self._validate(input_ids, positions, document_ids, span_ids)
+        batch, length = input_ids.shape
+        slots = None
+        if cache is None:
+            if positions is None:
+                positions = (
+                    document_positions(document_ids)
+                    if document_ids is not None
+                    else torch.arange(length, device=input_ids.device).expand(batch, length)
+                )
+            mask = MaskSpec(
+                q_document_ids=document_ids,
+                kv_document_ids=document_ids,
+                q_span_ids=span_ids,
+                kv_span_ids=span_ids,
+            )
+        else:
+            mask, positions, slots = self._cached_mask(cache, input_ids, positions, document_ids, span_ids)
+        check_mask_support(self.attention_spec.name, self._mask_kind_names, mask)
+        rotary = rotary_tables(positions, self.config.head_dim, self.config.rope_theta)
+
+        stats: dict[str, list[torch.Tensor]] | None = None
+        if self.collect_stats:
+            stats = {"layer_output_norm": [], "max_attention_logit": []}
+        h = self.tok_embeddings(input_ids)
+        for block in self.layers:
+            h = block(h, rotary, mask, cache, slots, stats)
+            if stats is not None:
+                stats["layer_output_norm"].append(h.detach().float().norm(dim=-1).mean())
+        logits = self.output(self.norm(h))
+        for trick in self._logit_tricks:
+            logits = trick.transform_logits(logits)
+        if cache is not None:
+            cache.advance(length, positions)
+        out_stats: dict[str, torch.Tensor] = {}
+        if stats is not None:
+            out_stats = {name: torch.stack(values) for name, values in stats.items()}
+            out_stats["mean_log_z"] = torch.logsumexp(logits.detach().float(), dim=-1).mean()
+        return ModelOutput(logits=logits, cache=cache, stats=out_stats)
+
+    def _cached_mask(
+        self,
+        cache: KVCache,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None,
+        document_ids: torch.Tensor | None,
+        span_ids: torch.Tensor | None,
+    ) -> tuple[MaskSpec, torch.Tensor, torch.Tensor]:
+        batch, length = input_ids.shape
+        if not torch.compiler.is_compiling():
+            if cache.batch != batch:
+                raise ConfigError(f"cache holds {cache.batch} rows but input_ids has {batch}")
+            if document_ids is not None and not cache.documents:
+                raise ConfigError("document_ids with a cache need a cache made with documents=True")
+            if span_ids is not None and not cache.spans:
+                raise ConfigError("span_ids with a cache need a cache made with spans=True")
+            if int(cache.lengths.max()) + length > cache.max_len:
+                raise ConfigError(
+                    f"cache overflow: a row holds {int(cache.lengths.max())} of {cache.max_len} slots and "
+                    f"{length} more tokens were given"
+                )
+        offset = cache.lengths.clone()
+        slots = cache.slots(length)
+        q_docs = None
+        if cache.documents:
+            previous = cache.last_document()
+            q_docs = document_ids if document_ids is not None else previous.unsqueeze(1).expand(batch, length)
+            if positions is None:
+                positions = document_positions(q_docs, previous_document=previous, next_position=cache.next_position)
+        if positions is None:
+            positions = cache.next_position.unsqueeze(1) + torch.arange(length, device=input_ids.device)
+        q_spans = None
+        if cache.spans:
+            q_spans = span_ids if span_ids is not None else torch.full_like(slots, -1)
+        cache.write_tokens(slots, q_docs, q_spans)
+        mask = MaskSpec(
+            q_offset=offset,
+            q_document_ids=q_docs,
+            kv_document_ids=cache.document_ids if q_docs is not None else None,
+            q_span_ids=q_spans,
+            kv_span_ids=cache.span_ids if q_spans is not None else None,
+        )
+        return mask, positions, slots
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, *, ignore_index: int = -100) -> LossOutput:
+        """Cross entropy (fp32, mean over counted targets) plus every trick's extra loss terms.
+
+        ``targets[b, t]`` is the token that ``logits[b, t]`` should predict (already shifted: usually
+        ``input_ids[:, 1:]`` against ``logits[:, :-1]``); ``ignore_index`` marks tokens that do not
+        count (padding, prompt tokens in SFT). ``terms`` reports ``cross_entropy`` and each extra
+        term by name, detached.
+        """
+        if logits.shape[:-1] != targets.shape:
+            raise ConfigError(
+                f"loss: targets {tuple(targets.shape)} must match logits[..., :-1] {tuple(logits.shape[:-1])}"
+            )
+        mask = targets != ignore_index
+        count = mask.sum().clamp(min=1)
+        per_token = F.cross_entropy(
+            logits.float().flatten(0, -2), targets.flatten(), ignore_index=ignore_index, reduction="none"
+        )
+        total = per_token.sum() / count
+        terms = {"cross_entropy": total.detach()}
+        for trick in self._loss_tricks:
+            for name, value in trick.extra_loss(logits, targets, mask).items():
+                if name in terms:
+                    raise ConfigError(f"two loss terms are both named {name!r}")
+                terms[name] = value.detach()
+                total = total + value
+        return LossOutput(loss=total, terms=terms)
