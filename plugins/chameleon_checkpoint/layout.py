@@ -1,0 +1,101 @@
+"""What the checkpoint converters share: building a model from specs, QK-norm row layouts, rotary order.
+
+QK-norm parameters are ``[G, Dh]`` tables in our model (``G`` = 1 shared by all heads, one per head,
+or one per contiguous group of heads). External layouts store either one row per head (``transformers``)
+or one vector per model-parallel shard (Meta's release); :func:`expand_rows` and :func:`collapse_rows`
+move between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+import chameleon_sdk
+from chameleon_sdk import CheckpointError, ComponentSpec, ModelConfig, PluginRegistry
+
+QK_NORM = "qk-norm"
+NORM_REORDER = "norm-reorder"
+#: tricks that change nothing at inference time, so every format can carry a model that uses them
+INFERENCE_NEUTRAL = frozenset({"z-loss", "dropout"})
+
+
+def qk_norm_spec(groups: int, num_heads: int) -> ComponentSpec:
+    """The ``qk-norm`` spec whose query table has ``groups`` rows (1, ``num_heads``, or a divisor)."""
+    if groups == 1:
+        return ComponentSpec(name=QK_NORM, options={"sharing": "layer"})
+    if groups == num_heads:
+        return ComponentSpec(name=QK_NORM, options={"sharing": "head"})
+    return ComponentSpec(name=QK_NORM, options={"sharing": "group", "num_groups": groups})
+
+
+def build_model(
+    config: ModelConfig,
+    *,
+    attention: str | ComponentSpec,
+    stability: Iterable[ComponentSpec],
+    registry: PluginRegistry,
+) -> nn.Module:
+    """A freshly initialised model of this shape (its weights are then overwritten)."""
+    return chameleon_sdk.ChameleonModel(config, attention=attention, stability=tuple(stability), registry=registry)
+
+
+def stability_names(model: nn.Module) -> list[str]:
+    return [spec.name for spec in getattr(model, "stability_specs", ())]
+
+
+def expand_rows(table: torch.Tensor, rows: int, key: str) -> torch.Tensor:
+    """``[G, Dh]`` -> ``[rows, Dh]``: each group's row repeated for the heads of its contiguous group."""
+    groups = table.shape[0]
+    if rows % groups:
+        raise CheckpointError(f"{key}: {groups} QK-norm groups do not divide {rows} heads")
+    return table.repeat_interleave(rows // groups, dim=0)
+
+
+def collapse_rows(table: torch.Tensor, groups: int, key: str) -> torch.Tensor:
+    """``[rows, Dh]`` -> ``[groups, Dh]``, refusing when the rows of a group differ."""
+    rows, dim = table.shape
+    if rows % groups:
+        raise CheckpointError(f"{key}: {groups} QK-norm groups do not divide {rows} rows")
+    grouped = table.reshape(groups, rows // groups, dim)
+    if not torch.equal(grouped, grouped[:, :1].expand_as(grouped)):
+        raise CheckpointError(f"{key}: rows differ within a group, so it cannot be shared by {groups} group(s)")
+    return grouped[:, 0].clone()
+
+
+def table_rows(key: str, groups: int, config: ModelConfig) -> int:
+    """Rows of the QK-norm table ``key`` when queries use ``groups`` groups.
+
+    One shared norm (1) and one per group (``groups``) apply to keys alike; per head means one per
+    query head and one per key/value head.
+    """
+    if groups == config.num_heads and ".k_norm." in key:
+        return config.kv_heads
+    return groups
+
+
+def shareable(state: Mapping[str, torch.Tensor], config: ModelConfig, groups: int) -> bool:
+    """Whether every per-head QK-norm table of ``state`` has equal rows within ``groups`` contiguous groups."""
+    for key, table in state.items():
+        if ".q_norm." not in key and ".k_norm." not in key:
+            continue
+        rows = table_rows(key, groups, config)
+        if table.shape[0] % rows:
+            return False
+        grouped = table.reshape(rows, table.shape[0] // rows, -1)
+        if not torch.equal(grouped, grouped[:, :1].expand_as(grouped)):
+            return False
+    return True
+
+
+def interleaved_to_half(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """Reorder each head's output rows from interleaved rotary pairs (0,1),(2,3).. to rotate-half.
+
+    Works on ``[heads * Dh, D]`` projection weights and on ``[heads * Dh]`` vectors alike: within a
+    head, row ``2i`` (real part of pair ``i``) moves to ``i`` and row ``2i+1`` to ``Dh/2 + i``.
+    """
+    rest = weight.shape[1:]
+    head_dim = weight.shape[0] // heads
+    return weight.reshape(heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(heads * head_dim, *rest)
