@@ -1,0 +1,350 @@
+"""Training the image tokenizer: reconstruction + VQ losses, EMA option, dead-code restarts.
+
+Loss per step, on pixels ``x`` and reconstruction ``x'``::
+
+    l1_weight * |x - x'| + l2_weight * (x - x')^2            (means over pixels)
+    + |sg(z) - e|^2 + commitment_beta * |z - sg(e)|^2         (codebook + commitment, "loss" mode)
+    + commitment_beta * |z - sg(e)|^2                         (commitment only, "ema" mode)
+
+``z`` are the encoder's latents after ``quant_conv`` (normalised for the cosine metric), ``e`` the
+chosen codebook entries, ``sg`` stop-gradient; the decoder sees ``z + sg(e - z)`` (straight-through).
+The taming/Chameleon reference code applies beta to the codebook term instead ("legacy" quantizer);
+this is the textbook VQ-VAE weighting.
+
+Dead-code restarts: every ``restart_every`` steps, codes chosen fewer than ``dead_code_threshold``
+times since the last check are re-initialised to random latents of the current batch.
+
+Perceptual (LPIPS) and adversarial losses are not built in: an LPIPS network needs pretrained
+weights a user has to supply; plug them in by subclassing :class:`ImageTokenizerTrainer` and
+overriding :meth:`ImageTokenizerTrainer.extra_loss`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from chameleon_image.pixels import fit_square
+from chameleon_sdk import ConfigError, Image, open_image, read_jsonl, to_rgb
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"image training option {attribute.name} must be > 0, got {value!r}")
+
+
+def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"image training option {attribute.name} must be in [0, 1), got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ImageTrainingOptions:
+    """Options of :meth:`ImageTokenizer.fit` (and of ``chameleon train-image-tokenizer``'s ``training``).
+
+    :param steps: optimiser steps (training stops earlier when ``max_seconds`` runs out).
+    :param max_seconds: wall-clock budget; the learning-rate schedule follows whichever of steps
+        and time is further along.
+    :param batch_size: images per step.
+    :param learning_rate: peak AdamW learning rate (linear warm-up, cosine decay to
+        ``learning_rate * min_lr_ratio``).
+    :param codebook_update: ``"loss"`` (codebook loss + commitment) or ``"ema"`` (exponential moving
+        average of the assigned latents; commitment loss only).
+    :param dead_code_threshold: a code used fewer times than this over ``restart_every`` steps is
+        restarted; ``0`` disables restarts.
+    :param held_out_fraction: share of the images kept out of training for the metrics (at most
+        ``max_held_out`` images; at least one when the fraction is > 0).
+    :param precision: ``"bf16"`` runs the convolutions under CPU/GPU bf16 autocast (quantization
+        and losses stay in fp32); ``"fp32"`` does not.
+    """
+
+    steps: int = attrs.field(default=1000, validator=_positive)
+    max_seconds: float | None = attrs.field(default=None, validator=_positive)
+    batch_size: int = attrs.field(default=16, validator=_positive)
+    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    warmup_steps: int = 50
+    min_lr_ratio: float = attrs.field(default=0.1, validator=_fraction)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    grad_clip: float | None = attrs.field(default=1.0, validator=_positive)
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    commitment_beta: float = 0.25
+    codebook_update: Literal["loss", "ema"] = attrs.field(
+        default="loss", validator=attrs.validators.in_(("loss", "ema"))
+    )
+    ema_decay: float = attrs.field(default=0.99, validator=_fraction)
+    dead_code_threshold: float = 1.0
+    restart_every: int = attrs.field(default=25, validator=_positive)
+    held_out_fraction: float = attrs.field(default=0.1, validator=_fraction)
+    max_held_out: int = attrs.field(default=256, validator=_positive)
+    eval_batch_size: int = attrs.field(default=64, validator=_positive)
+    precision: Literal["fp32", "bf16"] = attrs.field(default="fp32", validator=attrs.validators.in_(("fp32", "bf16")))
+    seed: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.commitment_beta < 0 or self.dead_code_threshold < 0:
+            raise ConfigError(
+                "image training options warmup_steps, weight_decay, commitment_beta, dead_code_threshold must be >= 0"
+            )
+        if self.l1_weight < 0 or self.l2_weight < 0 or self.l1_weight + self.l2_weight == 0:
+            raise ConfigError("image training options l1_weight and l2_weight must be >= 0 and not both 0")
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def _uint8_square(image: PIL.Image.Image, resolution: int) -> torch.Tensor:
+    array = np.asarray(fit_square(to_rgb(image), resolution), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def load_training_images(data: Any, resolution: int, max_pixels: int) -> torch.Tensor:
+    """All training images as uint8 ``[N, 3, R, R]`` (or float pixels in ``[-1, 1]`` if given a tensor).
+
+    ``data``: a folder (images found recursively, sorted), a ``.jsonl`` file of documents (their
+    image segments), a sequence of PIL images / paths, or a ``[N, 3, R, R]`` float tensor. Every
+    image is decoded up front, so a bad file fails before any training.
+    """
+    if isinstance(data, torch.Tensor):
+        if data.dim() != 4 or data.shape[1:] != (3, resolution, resolution) or not data.is_floating_point():
+            raise ConfigError(
+                f"training pixels must be float [N, 3, {resolution}, {resolution}], got {list(data.shape)}"
+            )
+        return data.float()
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ConfigError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(path)!r}")
+            images: Sequence[Any] = files
+        elif path.suffix == ".jsonl" and path.is_file():
+            images = [seg.image for doc in read_jsonl(path) for seg in doc if isinstance(seg, Image)]
+            if not images:
+                raise ConfigError(f"{str(path)!r} has no image segments")
+        else:
+            raise ConfigError(f"training data {str(path)!r} must be a folder of images or a .jsonl file")
+    else:
+        images = list(data)
+    out = []
+    for item in images:
+        if isinstance(item, (str, Path)):
+            item = open_image(item, max_pixels=max_pixels)
+        if not isinstance(item, PIL.Image.Image):
+            raise ConfigError(f"training data: expected images or paths, got a {type(item).__name__}")
+        out.append(_uint8_square(item, resolution))
+    if not out:
+        raise ConfigError("training data is empty")
+    return torch.stack(out)
+
+
+def _as_pixels(batch: torch.Tensor) -> torch.Tensor:
+    return batch.float() / 127.5 - 1.0 if batch.dtype == torch.uint8 else batch
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of pixel batches in ``[-1, 1]`` (peak = the full range)."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+# -- trainer ------------------------------------------------------------------------------------------
+
+
+class ImageTokenizerTrainer:
+    """Trains an :class:`~chameleon_image.ImageTokenizer` in place."""
+
+    def __init__(self, tokenizer: Any, options: ImageTrainingOptions) -> None:
+        if tokenizer.model.decoder is None:
+            raise ConfigError("cannot train an image tokenizer without a decoder (option decoder=False)")
+        self.tokenizer = tokenizer
+        self.options = options
+        self.model = tokenizer.model
+        self.quantize = self.model.quantize
+        n, d = self.quantize.embedding.weight.shape
+        self.ema_count = torch.zeros(n)
+        self.ema_sum = torch.zeros(n, d)
+
+    def extra_loss(self, pixels: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor | float:
+        """Hook for perceptual / adversarial terms (none by default)."""
+        return 0.0
+
+    def _autocast(self) -> Any:
+        device = self.tokenizer.device.type
+        return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.options.precision == "bf16")
+
+    def _lr(self, progress: float, step: int) -> float:
+        o = self.options
+        if step < o.warmup_steps:
+            return o.learning_rate * (step + 1) / o.warmup_steps
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return o.learning_rate * (o.min_lr_ratio + (1 - o.min_lr_ratio) * cosine)
+
+    def step(
+        self, pixels: torch.Tensor, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """One optimiser step; returns scalars, the batch's codes and its (prepared) latents."""
+        o, q = self.options, self.quantize
+        with self._autocast():
+            z = self.model.latents(pixels)
+        b, d, h, w = z.shape
+        flat = q.prepare(z.float().permute(0, 2, 3, 1).reshape(-1, d))
+        codes = q.nearest(flat.detach())
+        chosen = q.lookup(codes)
+        if o.codebook_update == "ema":
+            chosen = chosen.detach()
+            codebook_loss = flat.new_zeros(())
+        else:
+            codebook_loss = F.mse_loss(chosen, flat.detach())
+        commitment = F.mse_loss(flat, chosen.detach())
+        straight = (flat + (chosen - flat).detach()).view(b, h, w, d).permute(0, 3, 1, 2)
+        with self._autocast():
+            recon = self.model.decode_latents(straight)
+        recon = recon.float()
+        l1 = (recon - pixels).abs().mean()
+        l2 = (recon - pixels).pow(2).mean()
+        loss = o.l1_weight * l1 + o.l2_weight * l2 + codebook_loss + o.commitment_beta * commitment
+        loss = loss + self.extra_loss(pixels, recon)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], o.grad_clip)
+        optimizer.step()
+        if o.codebook_update == "ema":
+            self._ema_update(flat.detach(), codes)
+        stats = {
+            "loss": float(loss.detach()),
+            "l1": float(l1.detach()),
+            "psnr": float(psnr(recon.detach(), pixels).mean()),
+        }
+        return stats, codes, flat.detach()
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        decay, n = self.options.ema_decay, self.ema_count.numel()
+        flat = flat.cpu()
+        codes = codes.cpu()
+        count = torch.bincount(codes, minlength=n).float()
+        total = torch.zeros_like(self.ema_sum).index_add_(0, codes, flat)
+        self.ema_count.mul_(decay).add_(count, alpha=1 - decay)
+        self.ema_sum.mul_(decay).add_(total, alpha=1 - decay)
+        # Laplace smoothing keeps unused codes finite; they are restarted separately.
+        smoothed = (self.ema_count + 1e-5) / (self.ema_count.sum() + n * 1e-5) * self.ema_count.sum()
+        weight = self.quantize.embedding.weight
+        used = self.ema_count > 1e-3
+        weight[used] = (self.ema_sum[used] / smoothed[used].unsqueeze(1)).to(weight)
+
+    @torch.no_grad()
+    def _restart(self, usage: torch.Tensor, flat: torch.Tensor, generator: torch.Generator) -> int:
+        dead = torch.nonzero(usage < self.options.dead_code_threshold).flatten()
+        if dead.numel() == 0 or flat.shape[0] == 0:
+            return 0
+        pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=generator)
+        fresh = flat.cpu()[pick]
+        fresh = fresh + 0.01 * fresh.std() * torch.randn(fresh.shape, generator=generator)
+        weight = self.quantize.embedding.weight
+        weight[dead.to(weight.device)] = fresh.to(weight)
+        self.ema_sum[dead] = fresh
+        self.ema_count[dead] = 1.0
+        return int(dead.numel())
+
+    def fit(
+        self, data: Any, *, progress: bool = True, callback: Callable[[int, dict[str, float]], None] | None = None
+    ) -> dict[str, float]:
+        """Train on ``data`` (see :func:`load_training_images`); returns held-out metrics.
+
+        :param callback: called as ``callback(step, stats)`` after every step.
+        """
+        o = self.options
+        tok = self.tokenizer.options
+        images = load_training_images(data, tok.resolution, tok.max_image_pixels)
+        generator = torch.Generator().manual_seed(o.seed)
+        order = torch.randperm(images.shape[0], generator=generator)
+        n_held = 0 if o.held_out_fraction == 0 else min(o.max_held_out, max(1, round(o.held_out_fraction * len(order))))
+        if n_held >= len(order):
+            raise ConfigError(f"training data has {len(order)} image(s): too few to hold {n_held} out for evaluation")
+        held, train = images[order[:n_held]], images[order[n_held:]]
+
+        device = self.tokenizer.device
+        codebook = self.quantize.embedding.weight
+        params = [p for p in self.model.parameters() if not (o.codebook_update == "ema" and p is codebook)]
+        optimizer = torch.optim.AdamW(params, lr=o.learning_rate, betas=o.betas, weight_decay=o.weight_decay)
+        usage = torch.zeros(tok.codebook_size)
+        restarted, stats = 0, {"loss": float("nan")}
+        start = time.perf_counter()
+        self.model.train()
+        bar = tqdm(total=o.steps, desc="image tokenizer", disable=not progress, unit="step")
+        step = 0
+        try:
+            cursor, perm = 0, torch.randperm(train.shape[0], generator=generator)
+            for step in range(o.steps):
+                elapsed = time.perf_counter() - start
+                if o.max_seconds is not None and elapsed >= o.max_seconds:
+                    break
+                done = max(step / o.steps, elapsed / o.max_seconds if o.max_seconds else 0.0)
+                for group in optimizer.param_groups:
+                    group["lr"] = self._lr(done, step)
+                if cursor + o.batch_size > train.shape[0]:
+                    cursor, perm = 0, torch.randperm(train.shape[0], generator=generator)
+                batch = _as_pixels(train[perm[cursor : cursor + o.batch_size]]).to(device)
+                cursor += o.batch_size
+                stats, codes, flat = self.step(batch, optimizer)
+                usage += torch.bincount(codes.cpu(), minlength=tok.codebook_size).float()
+                if o.dead_code_threshold > 0 and (step + 1) % o.restart_every == 0:
+                    restarted += self._restart(usage, flat, generator)
+                    usage.zero_()
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.1f}")
+                if callback is not None:
+                    callback(step, stats)
+            else:
+                step = o.steps
+        finally:
+            bar.close()
+            self.model.eval()
+        seconds = time.perf_counter() - start
+        metrics = self.evaluate(held if n_held else train[: o.max_held_out])
+        metrics.update(
+            steps=float(step),
+            seconds=seconds,
+            images_per_second=step * o.batch_size / max(seconds, 1e-9),
+            final_loss=stats["loss"],
+            restarted_codes=float(restarted),
+            train_images=float(train.shape[0]),
+            held_out_images=float(n_held),
+        )
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor) -> dict[str, float]:
+        """PSNR (dB, mean over images), codebook usage (share of codes used) and perplexity on ``images``."""
+        device, bs = self.tokenizer.device, self.options.eval_batch_size
+        scores, all_codes = [], []
+        for part in images.split(bs):
+            pixels = _as_pixels(part).to(device)
+            codes = self.model.encode(pixels)
+            scores.append(psnr(self.model.decode(codes).float(), pixels).cpu())
+            all_codes.append(codes.flatten().cpu())
+        codes = torch.cat(all_codes)
+        counts = torch.bincount(codes, minlength=self.tokenizer.codebook_size).float()
+        probs = counts / counts.sum()
+        entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+        return {
+            "psnr": float(torch.cat(scores).mean()),
+            "codebook_usage": float((counts > 0).float().mean()),
+            "codes_used": float((counts > 0).sum()),
+            "perplexity": float(entropy.exp()),
+        }
