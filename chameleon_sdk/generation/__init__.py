@@ -1,0 +1,15 @@
+"""Generation: modality-constrained decoding, classifier-free guidance, samplers, streaming."""
+
+from chameleon_sdk.generation.constraints import BlockConstraint, FixedLengthBlock, ModalityStates, VariableLengthBlock
+from chameleon_sdk.generation.engine import Guidance, StepOutput, TokenDecoder, generate_tokens
+
+__all__ = [
+    "BlockConstraint",
+    "FixedLengthBlock",
+    "Guidance",
+    "ModalityStates",
+    "StepOutput",
+    "TokenDecoder",
+    "VariableLengthBlock",
+    "generate_tokens",
+]

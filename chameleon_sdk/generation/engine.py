@@ -1,0 +1,424 @@
+"""The decode loop: one prefill, then one token per step per row, over the model's static KV cache.
+
+Rows of different prompt lengths are prefilled together (right-padded; each row's cache length and
+next rotary position are then set to its own prompt length, so padding is overwritten and never
+attended). Every row stops on its own; the cache is kept across modality switches (no re-prefill).
+
+Classifier-free guidance runs 2 or 3 physical rows per logical row (full prompt, image-only prompt,
+unconditional prompt); they share every sampled token, so their caches stay aligned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from chameleon_sdk.config import ComponentSpec
+from chameleon_sdk.errors import GenerationError
+from chameleon_sdk.generation.constraints import TEXT_MODES, BlockConstraint, ModalityStates
+from chameleon_sdk.model import ChameleonModel
+from chameleon_sdk.plugins import PluginRegistry, get_registry
+from chameleon_sdk.vocabulary import TEXT, Vocabulary
+
+__all__ = ["Guidance", "Sampler", "StepOutput", "TokenDecoder", "generate_tokens"]
+
+Sampler = Callable[..., torch.Tensor]
+SamplerChoice = str | ComponentSpec | Mapping[str, Any] | Sampler
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise GenerationError(f"Guidance.{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Guidance:
+    """Classifier-free guidance for blocks of one modality (images by default).
+
+    ``rows=3`` is the reference's formula over the full prompt (f), the prompt with its text removed
+    (i) and the unconditional prompt ``[bos, begin]`` (u)::
+
+        logits = u + scale_image * (i - u) + scale_text * (f - i)
+
+    ``rows=2`` is plain CFG, ``logits = u + scale_text * (f - u)``. Outside blocks of ``modality``
+    the full prompt's logits are used unchanged.
+    """
+
+    scale_text: float = attrs.field(default=3.0, validator=_positive)
+    scale_image: float = attrs.field(default=1.2, validator=_positive)
+    rows: int = attrs.field(default=3, validator=attrs.validators.in_((2, 3)))
+    modality: str = "image"
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[R, rows, V]`` -> ``[R, V]``."""
+        full, uncond = logits[:, 0], logits[:, -1]
+        if self.rows == 2:
+            return uncond + self.scale_text * (full - uncond)
+        image_only = logits[:, 1]
+        return uncond + self.scale_image * (image_only - uncond) + self.scale_text * (full - image_only)
+
+
+@attrs.frozen
+class StepOutput:
+    """One decode step. ``tokens[r]`` is row r's new token (``pad`` for rows that were done);
+    ``active[r]`` says whether row r produced a token; ``finished`` lists rows ending at this step."""
+
+    tokens: torch.Tensor
+    active: torch.Tensor
+    finished: list[tuple[int, str]]
+
+
+def _as_prompts(input_ids: Any) -> tuple[list[list[int]], bool]:
+    """Normalise prompts to a list of id lists; the flag says the input was a single 1-D prompt."""
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dtype.is_floating_point or input_ids.dim() not in (1, 2):
+            raise GenerationError(
+                f"input_ids must be an integer tensor [T] or [B, T], got {input_ids.dtype} {tuple(input_ids.shape)}"
+            )
+        if input_ids.dim() == 1:
+            return [input_ids.tolist()], True
+        return input_ids.tolist(), False
+    if isinstance(input_ids, Sequence) and input_ids and all(isinstance(i, int) for i in input_ids):
+        return [list(input_ids)], True
+    if isinstance(input_ids, Sequence) and all(isinstance(p, (Sequence, torch.Tensor)) for p in input_ids):
+        return [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in input_ids], False
+    raise GenerationError(
+        f"input_ids must be a tensor, a list of ids or a list of id lists, got {type(input_ids).__name__}"
+    )
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def model_vocab_size(model: ChameleonModel) -> int:
+    """Rows of the model's output head: the ids it can score."""
+    return int(model.output.weight.shape[0])
+
+
+def seeded_generator(model: torch.nn.Module, seed: int | None) -> torch.Generator | None:
+    """A private generator on the model's device (None without a seed)."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=model_device(model))
+    generator.manual_seed(seed)
+    return generator
+
+
+def build_sampler(choice: SamplerChoice, registry: PluginRegistry) -> Sampler:
+    """A sampler from a registry name, a spec/mapping, or a ready callable."""
+    if callable(choice) and not isinstance(choice, (str, ComponentSpec)):
+        return choice
+    spec = ComponentSpec.of(choice)  # type: ignore[arg-type]
+    return registry.build("sampler", spec.name, spec.options)
+
+
+class TokenDecoder:
+    """Stateful decoding of a batch of prompts; iterate :meth:`steps` to run it.
+
+    Most users call :func:`generate_tokens` or ``Pipeline.generate``/``stream``, which wrap this.
+    """
+
+    def __init__(
+        self,
+        model: ChameleonModel,
+        prompts: list[list[int]],
+        *,
+        max_new_tokens: int,
+        modes: list[str],
+        vocabulary: Vocabulary | None,
+        samplers: Mapping[str, Sampler],
+        stop_ids: Sequence[int] = (),
+        guidance: Guidance | None = None,
+        generator: torch.Generator | None = None,
+        max_time: float | None = None,
+        constraints: Mapping[str, BlockConstraint] | None = None,
+        pad_id: int | None = None,
+        compile: bool = False,
+    ) -> None:
+        if max_new_tokens <= 0:
+            raise GenerationError(f"max_new_tokens must be > 0, got {max_new_tokens}")
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise GenerationError("every prompt needs at least one token (usually bos)")
+        if len(modes) != len(prompts):
+            raise GenerationError(f"got {len(modes)} modes for {len(prompts)} prompts")
+        vocab_size = model_vocab_size(model)
+        flat = [i for p in prompts for i in p]
+        if min(flat) < 0 or max(flat) >= vocab_size:
+            bad = next(i for i in flat if not 0 <= i < vocab_size)
+            raise GenerationError(f"prompt token {bad} is outside the model's vocabulary [0, {vocab_size})")
+        if vocabulary is None and any(m != "text" for m in modes):
+            raise GenerationError(
+                "modes other than 'text' need a vocabulary: pass vocabulary=... or use a model that carries one"
+            )
+        if vocabulary is not None and vocabulary.size > vocab_size:
+            raise GenerationError(f"the vocabulary has {vocabulary.size} ids but the model only {vocab_size}")
+        if guidance is not None and vocabulary is None:
+            raise GenerationError("classifier-free guidance needs a vocabulary (to find the text and the begin token)")
+        self.model = model
+        self.compile = compile
+        self.vocabulary = vocabulary
+        self.samplers = dict(samplers)
+        if "text" not in self.samplers:
+            raise GenerationError("samplers must include one for 'text' (the default for every modality)")
+        self.guidance = guidance
+        self.generator = generator
+        self.deadline = None if max_time is None else time.monotonic() + max_time
+        self.max_new_tokens = max_new_tokens
+        self.rows = len(prompts)
+        self.pad_id = pad_id if pad_id is not None else (vocabulary.specials["pad"] if vocabulary else 0)
+        device = model_device(model)
+        self.device = device
+        self.vocab_size = vocab_size
+
+        self.states: ModalityStates | None = None
+        prompts = [list(p) for p in prompts]
+        if vocabulary is not None:
+            self.states = ModalityStates(
+                vocabulary,
+                modes,
+                stop_ids=list(stop_ids),
+                max_new_tokens=max_new_tokens,
+                constraints=dict(constraints or {}),
+                device=device,
+            )
+            for row, begin in self.states.begin_block_rows():
+                if prompts[row][-1] != begin:
+                    prompts[row].append(begin)
+            self.states.open_blocks_for_mode_rows()
+            block_budget = [m for m in modes if m not in TEXT_MODES]
+            for mode in set(block_budget):
+                needed = self.states.constraints[mode].tokens_needed
+                if needed is not None and needed - 1 > max_new_tokens:
+                    raise GenerationError(
+                        f"mode {mode!r} needs {needed - 1} new tokens for one block, "
+                        f"but max_new_tokens={max_new_tokens}"
+                    )
+        self.stop_ids = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+        self.physical_prompts = self._physical_prompts(prompts)
+        self.k = 1 if guidance is None else guidance.rows
+        self.done = torch.zeros(self.rows, dtype=torch.bool, device=device)
+        self.reasons: list[str | None] = [None] * self.rows
+        self.tokens: list[list[int]] = [[] for _ in range(self.rows)]
+        self.seen = torch.zeros(self.rows, vocab_size, dtype=torch.bool, device=device)
+        for r, p in enumerate(prompts):
+            self.seen[r, torch.tensor(p, device=device)] = True
+
+    def _physical_prompts(self, prompts: list[list[int]]) -> list[list[int]]:
+        if self.guidance is None:
+            return prompts
+        vocab = self.vocabulary
+        assert vocab is not None
+        begin = vocab.block(self.guidance.modality).begin_id
+        bos = vocab.specials["bos"]
+        rows: list[list[int]] = []
+        for prompt in prompts:
+            ids = torch.tensor(prompt)
+            image_only = ids[vocab.modality_index[ids] != TEXT].tolist()
+            tail = [begin] if prompt[-1] == begin else []
+            uncond = [bos, *tail]
+            rows += [prompt, image_only or [bos], uncond] if self.guidance.rows == 3 else [prompt, uncond]
+        return rows
+
+    def finish(self, row: int, reason: str) -> None:
+        """End ``row`` now (for example on a stop string found by the caller)."""
+        if not self.done[row]:
+            self.done[row] = True
+            self.reasons[row] = reason
+
+    @torch.no_grad()
+    def _prefill(self) -> tuple[Any, torch.Tensor]:
+        prompts = self.physical_prompts
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+        width = int(lengths.max())
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=self.device)
+        for i, p in enumerate(prompts):
+            ids[i, : len(p)] = torch.tensor(p, device=self.device)
+        cache = self.model.new_cache(len(prompts), width + self.max_new_tokens)
+        if self.compile:
+            self._step_model = self._compiled_step(cache)
+        logits = self.model(ids, cache=cache).logits
+        cache.truncate(lengths)  # drop each row's padding: its slots are overwritten by new tokens
+        last = logits[torch.arange(len(prompts), device=self.device), lengths - 1]
+        return cache, last.float()
+
+    def _compiled_step(self, cache: Any) -> Any:
+        """The one-token step through ``torch.compile``: shapes never change while decoding, so it
+        compiles once; on CUDA it is captured as a CUDA graph (``mode="reduce-overhead"``), which is
+        what makes small-batch decoding fast. The cache's buffers keep fixed addresses."""
+        for name in ("keys", "values", "lengths", "next_position", "document_ids", "span_ids"):
+            tensor = getattr(cache, name, None)
+            if isinstance(tensor, torch.Tensor):
+                torch._dynamo.mark_static_address(tensor)
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        return torch.compile(self.model, mode=mode, fullgraph=True, dynamic=False)
+
+    @torch.no_grad()
+    def _step(self, cache: Any, tokens: torch.Tensor) -> torch.Tensor:
+        ids = tokens.repeat_interleave(self.k).unsqueeze(1)
+        model = self._step_model if self.compile else self.model
+        return model(ids, cache=cache).logits[:, -1].float().clone()
+
+    def _choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Guidance, constraints and sampling: physical logits -> one token per logical row."""
+        if self.guidance is not None:
+            grouped = logits.view(self.rows, self.k, -1)
+            guided = self.guidance.combine(grouped)
+            assert self.states is not None
+            use = self.states.inside(self.guidance.modality).unsqueeze(1)
+            logits = torch.where(use, guided, grouped[:, 0])
+        logits = logits[:, : self.vocab_size]
+        if self.states is not None:
+            allowed = self.states.allowed()
+            if allowed.shape[1] < logits.shape[1]:  # model ids beyond the vocabulary are never allowed
+                allowed = torch.cat([allowed, allowed.new_zeros(self.rows, logits.shape[1] - allowed.shape[1])], 1)
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        tokens = torch.full((self.rows,), self.pad_id, dtype=torch.long, device=self.device)
+        groups = [("text", ~self.done)] if self.states is None else self._sampler_groups()
+        for name, rows_mask in groups:
+            rows = torch.nonzero(rows_mask).flatten()
+            if rows.numel():
+                sampler = self.samplers.get(name, self.samplers["text"])
+                tokens[rows] = sampler(logits[rows], seen=self.seen[rows], generator=self.generator)
+        return tokens
+
+    def _sampler_groups(self) -> list[tuple[str, torch.Tensor]]:
+        assert self.states is not None
+        live = ~self.done
+        groups = [("text", live & (self.states.open_block < 0))]
+        groups += [(name, live & self.states.inside(name)) for name in self.states.names]
+        return groups
+
+    def steps(self) -> Iterator[StepOutput]:
+        """Run the decode loop, yielding after every step. Closing the iterator stops the work."""
+        was_training = self.model.training
+        self.model.eval()  # dropout off while decoding; the previous mode is restored at the end
+        try:
+            cache, logits = self._prefill()
+            while not bool(self.done.all()):
+                active = ~self.done
+                tokens = self._choose(logits)
+                finished = self._record(tokens, active)
+                yield StepOutput(tokens=tokens, active=active, finished=finished)
+                if bool(self.done.all()):
+                    break
+                logits = self._step(cache, tokens)
+        finally:
+            self.model.train(was_training)
+
+    def _record(self, tokens: torch.Tensor, active: torch.Tensor) -> list[tuple[int, str]]:
+        self.seen[torch.arange(self.rows, device=self.device), tokens] |= active
+        for r in torch.nonzero(active).flatten().tolist():  # per row, once per step
+            self.tokens[r].append(int(tokens[r]))
+        if self.states is not None:
+            stop = self.states.is_stop(tokens) & active
+            block_done = self.states.update(tokens) & active
+        else:
+            stop = torch.isin(tokens, self.stop_ids) & active
+            block_done = torch.zeros_like(stop)
+        counts = torch.tensor([len(t) for t in self.tokens], device=self.device)
+        out_of_budget = (counts >= self.max_new_tokens) & active
+        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+        finished: list[tuple[int, str]] = []
+        for r in torch.nonzero(active).flatten().tolist():
+            reason = (
+                "stop"
+                if stop[r]
+                else "done"
+                if block_done[r]
+                else "max_tokens"
+                if out_of_budget[r]
+                else "max_time"
+                if timed_out
+                else None
+            )
+            if reason is not None:
+                self.done[r] = True
+                self.reasons[r] = reason
+                finished.append((r, reason))
+        return finished
+
+    def run(self) -> list[list[int]]:
+        """Decode to the end; returns each row's new tokens."""
+        for _ in self.steps():
+            pass
+        return self.tokens
+
+
+def generate_tokens(
+    model: ChameleonModel,
+    input_ids: torch.Tensor | Sequence[int] | Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    mode: str | Sequence[str] = "text",
+    sampler: SamplerChoice = "greedy",
+    samplers: Mapping[str, SamplerChoice] | None = None,
+    vocabulary: Vocabulary | None = None,
+    stop_ids: Sequence[int] | None = None,
+    guidance: Guidance | None = None,
+    seed: int | None = None,
+    max_time: float | None = None,
+    constraints: Mapping[str, BlockConstraint] | None = None,
+    registry: PluginRegistry | None = None,
+    compile: bool = False,
+) -> torch.Tensor:
+    """Generate token ids after ``input_ids``, without any tokenizer. The prompt is not returned.
+
+    :param input_ids: one prompt (``[T]`` tensor or list) or a batch (``[B, T]`` tensor, or a list of
+        lists of different lengths).
+    :param mode: ``"text"``, ``"interleaved"`` or a modality name such as ``"image"`` (exactly one
+        block, begin token appended to the prompt when missing, end token forced); one per row or
+        one for all.
+    :param sampler: a sampler plugin name (``"greedy"``, ``"sample"``), ``{"name", "options"}``, or a
+        callable ``(logits, *, seen, generator) -> tokens``; used for text and any modality that
+        ``samplers`` does not name.
+    :param samplers: per-modality samplers, e.g. ``{"image": {"name": "sample", "options": {...}}}``.
+    :param vocabulary: the token space; defaults to ``model.vocabulary`` when the model carries one.
+        Without one only ``mode="text"`` is possible and no modality masks apply.
+    :param stop_ids: tokens that end a row; defaults to the vocabulary's eos and end-of-turn.
+    :param guidance: classifier-free guidance for image blocks (:class:`Guidance`).
+    :param seed: seeds a private ``torch.Generator``: the same seed gives the same tokens.
+    :param max_time: seconds after which every row stops (reason ``max_time``).
+    :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs):
+        a one-off compile cost for faster steps; worth it for long generations.
+    :returns: ``[N]`` for one prompt, ``[B, N]`` for a batch (rows padded with the pad id), where
+        ``N`` is the longest row's count of new tokens.
+    """
+    prompts, single = _as_prompts(input_ids)
+    vocabulary = vocabulary if vocabulary is not None else getattr(model, "vocabulary", None)
+    modes = [mode] * len(prompts) if isinstance(mode, str) else list(mode)
+    if stop_ids is None:
+        stop_ids = (
+            [vocabulary.specials["eos"], vocabulary.specials.get("eot", vocabulary.specials["eos"])]
+            if vocabulary
+            else []
+        )
+    registry = registry or get_registry()
+    built = {"text": build_sampler(sampler, registry)}
+    built.update({name: build_sampler(choice, registry) for name, choice in (samplers or {}).items()})
+    generator = seeded_generator(model, seed)
+    decoder = TokenDecoder(
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        modes=modes,
+        vocabulary=vocabulary,
+        samplers=built,
+        stop_ids=stop_ids,
+        guidance=guidance,
+        generator=generator,
+        max_time=max_time,
+        constraints=constraints,
+        compile=compile,
+    )
+    rows = decoder.run()
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), decoder.pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out[0] if single else out

@@ -1,0 +1,190 @@
+"""Document-level generation: prompts in, typed events and documents out.
+
+Built on :class:`TokenDecoder`; ``Pipeline.stream`` and ``Pipeline.generate`` are thin wrappers.
+Nothing here is global: each call owns its decoder, cache and generator, so several pipelines can
+generate from several threads at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from chameleon_sdk.document import Document, Image, Segment, Text
+from chameleon_sdk.errors import GenerationError
+from chameleon_sdk.generation.engine import Guidance, SamplerChoice, TokenDecoder, build_sampler, seeded_generator
+from chameleon_sdk.generation.events import (
+    BlockDone,
+    BlockProgress,
+    BlockStarted,
+    Finished,
+    GenerationEvent,
+    ImageDone,
+    ImageProgress,
+    ImageStarted,
+    TextDelta,
+)
+from chameleon_sdk.model import ChameleonModel
+from chameleon_sdk.vocabulary import TEXT
+
+if TYPE_CHECKING:
+    from chameleon_sdk.pipeline import Pipeline
+
+__all__ = ["stream_documents"]
+
+Prompt = Document | str
+
+
+class _RowBuilder:
+    """Turns one row's tokens into events and a document."""
+
+    def __init__(self, pipe: Pipeline, row: int, stop_strings: Sequence[str], progress_every: int | None) -> None:
+        self.pipe, self.row = pipe, row
+        self.stop_strings = [s for s in stop_strings if s]
+        self.holdback = max((len(s) for s in self.stop_strings), default=1) - 1
+        self.progress_every = progress_every
+        self.segments: list[Text | Image | Segment] = []
+        self.text_ids: list[int] = []
+        self.text = ""  # decoded text of the current run
+        self.emitted = 0  # characters of self.text already sent as deltas
+        self.block: str | None = None
+        self.codes: list[int] = []
+        self.hit_stop_string = False
+        vocab = pipe.vocabulary
+        self.begin_of = {b.begin_id: name for name, b in vocab.blocks.items()}
+        self.end_of = {b.end_id: name for name, b in vocab.blocks.items()}
+
+    def feed(self, token: int) -> list[GenerationEvent]:
+        vocab = self.pipe.vocabulary
+        if token in self.begin_of and self.block is None:
+            return [*self._flush_text(final=True), self._start(self.begin_of[token])]
+        if self.block is not None:
+            if token in self.end_of:
+                return [self._end()]
+            self.codes.append(token)
+            every = self.progress_every
+            modality = self.pipe.modalities.get(self.block)
+            partial = getattr(modality, "decode_partial", None)
+            if every and partial is not None and len(self.codes) % every == 0:
+                codes = vocab.ids_to_codes(self.block, torch.tensor(self.codes))
+                cls = ImageProgress if self.block == "image" else BlockProgress
+                return [cls(self.row, self.block, len(self.codes), partial(codes))]
+            return []
+        if int(vocab.modality_index[token]) == TEXT:
+            self.text_ids.append(token)
+            self.text = self.pipe.text_tokenizer.decode(self.text_ids)
+            self._cut_at_stop_string()
+            return self._flush_text(final=False)
+        return []  # stop tokens and other structure are not content
+
+    def _cut_at_stop_string(self) -> None:
+        """Cut the text at the first stop string, if one appeared (before anything is emitted)."""
+        hits = [self.text.find(s) for s in self.stop_strings if s in self.text]
+        if hits:
+            self.text = self.text[: min(hits)]
+            self.hit_stop_string = True
+
+    def _flush_text(self, *, final: bool) -> list[GenerationEvent]:
+        end = len(self.text)
+        if not final:
+            end -= self.holdback
+            while end > self.emitted and self.text[end - 1] == "\ufffd":  # an incomplete UTF-8 sequence
+                end -= 1
+        events: list[GenerationEvent] = []
+        if end > self.emitted:
+            events.append(TextDelta(self.row, self.text[self.emitted : end]))
+            self.emitted = end
+        if final:
+            if self.text:
+                self.segments.append(Text(self.text))
+            self.text_ids, self.text, self.emitted = [], "", 0
+        return events
+
+    def _start(self, modality: str) -> GenerationEvent:
+        self.block, self.codes = modality, []
+        return (ImageStarted if modality == "image" else BlockStarted)(self.row, modality)
+
+    def _end(self) -> GenerationEvent:
+        name = self.block
+        assert name is not None
+        codes = self.pipe.vocabulary.ids_to_codes(name, torch.tensor(self.codes, dtype=torch.long))
+        payload = self.pipe.modalities[name].decode(codes) if name in self.pipe.modalities else codes
+        self.segments.append(Image(payload) if name == "image" else Segment(name, payload))  # type: ignore[arg-type]
+        self.block, self.codes = None, []
+        return (ImageDone if name == "image" else BlockDone)(self.row, name, payload)
+
+    def finish(self, reason: str) -> list[GenerationEvent]:
+        events = self._flush_text(final=True)
+        return [*events, Finished(self.row, reason, Document(self.segments))]
+
+
+def stream_documents(
+    pipe: Pipeline,
+    prompts: Prompt | Sequence[Prompt],
+    *,
+    model: ChameleonModel | None = None,
+    mode: str | Sequence[str] = "text",
+    max_new_tokens: int = 256,
+    sampler: SamplerChoice = "greedy",
+    samplers: Mapping[str, SamplerChoice] | None = None,
+    guidance: Guidance | None = None,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    max_time: float | None = None,
+    progress_every: int | None = None,
+) -> Iterator[GenerationEvent]:
+    """Yield events while generating a continuation of each prompt. See ``Pipeline.stream``."""
+    model = model if model is not None else getattr(pipe, "model", None)
+    if model is None:
+        raise GenerationError("the pipeline has no model: build one (pipe.model = pipe.build_model()) or pass model=")
+    batch: list[Prompt] = [prompts] if isinstance(prompts, (Document, str)) else list(prompts)
+    if not batch:
+        raise GenerationError("no prompts given")
+    vocab = pipe.vocabulary
+    ids = [pipe.tokenize(p) for p in batch]
+    modes = [mode] * len(batch) if isinstance(mode, str) else list(mode)
+    built = {"text": build_sampler(sampler, pipe.registry)}
+    built.update({name: build_sampler(choice, pipe.registry) for name, choice in (samplers or {}).items()})
+    constraints = {
+        name: m.block_constraint(vocab) for name, m in pipe.modalities.items() if hasattr(m, "block_constraint")
+    }
+    generator = seeded_generator(model, seed)
+    decoder = TokenDecoder(
+        model,
+        ids,
+        max_new_tokens=max_new_tokens,
+        modes=modes,
+        vocabulary=vocab,
+        samplers=built,
+        stop_ids=[vocab.specials["eos"], vocab.specials["eot"]],
+        guidance=guidance,
+        generator=generator,
+        max_time=max_time,
+        constraints=constraints,
+    )
+    rows = [_RowBuilder(pipe, r, stop, progress_every) for r in range(len(batch))]
+    for r, m in enumerate(modes):  # modality-mode rows start inside their block
+        if m not in ("text", "interleaved"):
+            yield rows[r]._start(m)
+    for step in decoder.steps():
+        finished = dict(step.finished)
+        for r in torch.nonzero(step.active).flatten().tolist():
+            yield from rows[r].feed(int(step.tokens[r]))
+            if r not in finished and rows[r].hit_stop_string:
+                decoder.finish(r, "stop_string")
+                finished[r] = "stop_string"
+            if r in finished:
+                yield from rows[r].finish(finished[r])
+
+
+def generate_documents(pipe: Pipeline, prompts: Prompt | Sequence[Prompt], **kwargs: Any) -> Document | list[Document]:
+    """Collect :func:`stream_documents` into documents (one, or a list for a batch)."""
+    single = isinstance(prompts, (Document, str))
+    results: dict[int, Document] = {}
+    for event in stream_documents(pipe, prompts, **kwargs):
+        if isinstance(event, Finished):
+            results[event.row] = event.document
+    ordered = [results[r] for r in sorted(results)]
+    return ordered[0] if single else ordered

@@ -1,0 +1,94 @@
+"""Render documents for people: HTML (images inline), Markdown (images beside it), JSON."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from chameleon_sdk.config import atomic_write_text
+from chameleon_sdk.document import Document, Image, Text
+from chameleon_sdk.errors import DocumentError
+
+__all__ = ["document_to_html", "write_document"]
+
+
+def _png_data_uri(image: Image) -> str:
+    buf = io.BytesIO()
+    image.image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _segment_html(segment: object) -> str:
+    if isinstance(segment, Text):
+        return f'<span class="text">{html.escape(segment.text)}</span>'
+    if isinstance(segment, Image):
+        w, h = segment.image.size
+        scale = max(1, 256 // max(w, h))
+        size = f'width="{w * scale}" height="{h * scale}"'
+        return f'<img src="{_png_data_uri(segment)}" {size} style="image-rendering: pixelated">'
+    modality = html.escape(getattr(segment, "modality", "?"))
+    return f'<code class="segment">[{modality}: {html.escape(repr(getattr(segment, "payload", ""))[:200])}]</code>'
+
+
+def document_to_html(document: Document) -> str:
+    """One document as an HTML fragment (text escaped, images as inline PNG data URIs)."""
+    return "".join(_segment_html(s) for s in document)
+
+
+def _page(title: str, sections: Sequence[tuple[str, Document]]) -> str:
+    body = "\n".join(
+        f'<section><h2>{html.escape(heading)}</h2><div class="doc">{document_to_html(doc)}</div></section>'
+        for heading, doc in sections
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}.doc{white-space:pre-wrap}"
+        "img{vertical-align:middle;margin:4px}"
+    )
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+
+
+def _markdown(sections: Sequence[tuple[str, Document]], out: Path) -> str:
+    lines = []
+    counter = 0
+    for heading, doc in sections:
+        lines.append(f"## {heading}\n")
+        parts = []
+        for segment in doc:
+            if isinstance(segment, Text):
+                parts.append(segment.text)
+            elif isinstance(segment, Image):
+                counter += 1
+                name = f"{out.stem}_{counter:03d}.png"
+                tmp = out.parent / f".{name}.tmp"
+                segment.image.save(tmp, format="PNG")
+                os.replace(tmp, out.parent / name)
+                parts.append(f"![image {counter}]({name})")
+            else:
+                parts.append(f"`[{segment.modality}]`")
+        lines.append("".join(parts) + "\n")
+    return "\n".join(lines)
+
+
+def write_document(
+    path: str | os.PathLike[str], sections: Sequence[tuple[str, Document]], *, title: str = "chameleon"
+) -> Path:
+    """Write titled documents to ``path``; the format follows the suffix: ``.html``, ``.md`` or ``.json``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".html", ".md", ".json"):
+        raise DocumentError(f"output file {str(path)!r}: expected a .html, .md or .json suffix")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".html":
+        text = _page(title, sections)
+    elif suffix == ".md":
+        text = f"# {title}\n\n" + _markdown(sections, path)
+    else:
+        text = json.dumps([{"title": h, **d.to_json()} for h, d in sections], ensure_ascii=False, indent=1) + "\n"
+    atomic_write_text(path, text)
+    return path

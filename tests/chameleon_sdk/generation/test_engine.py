@@ -1,0 +1,272 @@
+"""The decode engine: modality switching, budgets, CFG arithmetic, ragged batches, stopping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import chameleon_sdk as cs
+from chameleon_sdk.generation import Guidance, TokenDecoder, generate_tokens
+
+BLOCK = 4
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return cs.Vocabulary.appended(
+        text_size=40, bos_id=0, eos_id=2, pad_id=1, modalities={"image": 12}, block_lengths={"image": BLOCK}
+    )
+
+
+@pytest.fixture(scope="module")
+def model(vocab):
+    torch.manual_seed(0)
+    config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=vocab.size, max_seq_len=128)
+    return cs.ChameleonModel(config, attention="eager").eval()
+
+
+def _reference_greedy(model, prompt, steps, allowed_fn):
+    """Greedy decoding by full forward passes (no cache), masking with ``allowed_fn(generated)``."""
+    ids = list(prompt)
+    out = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(torch.tensor([ids])).logits[0, -1]
+            logits = logits.masked_fill(~allowed_fn(out), float("-inf"))
+            token = int(logits.argmax())
+            out.append(token)
+            ids.append(token)
+    return out
+
+
+def test_text_mode_matches_uncached_greedy(model, vocab):
+    allowed = vocab.text_mask().clone()
+    allowed[[vocab.specials["eos"], vocab.specials["eot"]]] = True
+    expected = _reference_greedy(model, [0, 5, 9], 10, lambda _: allowed)
+    got = generate_tokens(model, [0, 5, 9], max_new_tokens=10, vocabulary=vocab)
+    stop = [i for i, t in enumerate(expected) if t in (2, vocab.specials["eot"])]
+    expected = expected[: stop[0] + 1] if stop else expected
+    assert got.tolist() == expected
+    assert all(vocab.text_mask()[t] or t in (2, vocab.specials["eot"]) for t in got.tolist())
+
+
+@settings(max_examples=15)
+@given(st.lists(st.lists(st.integers(3, 39), min_size=1, max_size=9), min_size=2, max_size=4))
+def test_ragged_batch_equals_one_prompt_at_a_time(model, vocab, prompts):
+    prompts = [[0, *p] for p in prompts]
+    batch = generate_tokens(model, prompts, max_new_tokens=6, vocabulary=vocab, mode="interleaved")
+    for row, prompt in zip(batch.tolist(), prompts):
+        alone = generate_tokens(model, prompt, max_new_tokens=6, vocabulary=vocab, mode="interleaved").tolist()
+        assert row[: len(alone)] == alone
+        assert all(t == vocab.specials["pad"] for t in row[len(alone) :])
+
+
+def test_image_mode_emits_exactly_one_block(model, vocab):
+    block = vocab.block("image")
+    out = generate_tokens(model, [[0, 7], [0, 8, 9, 10]], max_new_tokens=20, vocabulary=vocab, mode="image")
+    assert out.shape == (2, BLOCK + 1)
+    assert vocab.code_mask("image")[out[:, :BLOCK]].all()
+    assert (out[:, BLOCK] == block.end_id).all()
+
+
+def _prefer(token_id):
+    """A sampler that takes ``token_id`` whenever it is allowed, else the greedy choice."""
+
+    def sampler(logits, *, seen=None, generator=None):
+        choice = logits.argmax(dim=-1)
+        return torch.where(torch.isfinite(logits[:, token_id]), torch.full_like(choice, token_id), choice)
+
+    return sampler
+
+
+def test_interleaved_blocks_are_complete_and_fit_the_budget(model, vocab):
+    block = vocab.block("image")
+    out = generate_tokens(
+        model, [0, 5], max_new_tokens=15, vocabulary=vocab, mode="interleaved", sampler=_prefer(block.begin_id)
+    )
+    tokens = out.tolist()
+    # begin at 0, 4 codes, end; begin at 6, 4 codes, end at 11; 3 tokens left < 6 needed: no third begin
+    assert tokens[0] == block.begin_id and tokens[5] == block.end_id
+    assert tokens[6] == block.begin_id and tokens[11] == block.end_id
+    assert block.begin_id not in tokens[12:]
+    assert vocab.code_mask("image")[torch.tensor(tokens[1:5] + tokens[7:11])].all()
+    assert len(tokens) == 15
+
+
+def test_text_mode_never_begins_a_block(model, vocab):
+    block = vocab.block("image")
+    out = generate_tokens(model, [0, 5], max_new_tokens=8, vocabulary=vocab, sampler=_prefer(block.begin_id))
+    assert block.begin_id not in out.tolist()
+
+
+def test_stop_token_ends_only_its_row(model, vocab):
+    eos = vocab.specials["eos"]
+    calls = []
+
+    def eos_for_row0_on_third_step(logits, *, seen=None, generator=None):
+        calls.append(logits.shape[0])
+        tokens = logits.argmax(dim=-1)
+        tokens[tokens == eos] = 3  # keep greedy away from eos: only the forced one counts
+        if len(calls) == 3:
+            tokens[0] = eos
+        return tokens
+
+    decoder = TokenDecoder(
+        model,
+        [[0, 3], [0, 4]],
+        max_new_tokens=8,
+        modes=["text", "text"],
+        vocabulary=vocab,
+        samplers={"text": eos_for_row0_on_third_step},
+        stop_ids=[eos],
+    )
+    rows = decoder.run()
+    assert rows[0][-1] == eos and len(rows[0]) == 3 and decoder.reasons[0] == "stop"
+    assert len(rows[1]) == 8 and decoder.reasons[1] == "max_tokens"
+    assert calls == [2, 2, 2, 1, 1, 1, 1, 1]  # finished rows are no longer sampled
+
+
+def test_cfg_arithmetic_three_rows(model, vocab):
+    guidance = Guidance(scale_text=3.0, scale_image=1.2)
+    begin = vocab.block("image").begin_id
+    prompt = [0, 11, 12, 13]
+    with torch.no_grad():
+        f = model(torch.tensor([[*prompt, begin]])).logits[0, -1]
+        i = model(torch.tensor([[0, begin]])).logits[0, -1]  # text removed
+        u = model(torch.tensor([[0, begin]])).logits[0, -1]
+    expected = u + 1.2 * (i - u) + 3.0 * (f - i)
+    captured = {}
+
+    def capture(logits, *, seen=None, generator=None):
+        captured.setdefault("first", logits.clone())
+        return logits.argmax(dim=-1)
+
+    generate_tokens(
+        model, prompt, max_new_tokens=BLOCK + 1, vocabulary=vocab, mode="image", guidance=guidance, sampler=capture
+    )
+    codes = vocab.code_mask("image")
+    torch.testing.assert_close(captured["first"][0, codes], expected[codes], rtol=1e-5, atol=1e-5)
+    assert torch.isinf(captured["first"][0, ~codes]).all()
+
+
+def test_cfg_image_only_row_keeps_images_and_drops_text(model, vocab):
+    block = vocab.block("image")
+    codes = vocab.codes_to_ids("image", [1, 2, 3, 4]).tolist()
+    prompt = [0, 11, block.begin_id, *codes, block.end_id, 12]
+    decoder = TokenDecoder(
+        model,
+        [prompt],
+        max_new_tokens=BLOCK + 1,
+        modes=["image"],
+        vocabulary=vocab,
+        samplers={"text": lambda x, **k: x.argmax(-1)},
+        guidance=Guidance(),
+    )
+    full, image_only, uncond = decoder.physical_prompts
+    assert full == [*prompt, block.begin_id]
+    assert image_only == [0, block.begin_id, *codes, block.end_id, block.begin_id]
+    assert uncond == [0, block.begin_id]
+    assert len(decoder.run()[0]) == BLOCK + 1
+
+
+def test_two_row_cfg(model, vocab):
+    begin = vocab.block("image").begin_id
+    with torch.no_grad():
+        f = model(torch.tensor([[0, 20, begin]])).logits[0, -1]
+        u = model(torch.tensor([[0, begin]])).logits[0, -1]
+    captured = []
+    generate_tokens(
+        model,
+        [0, 20],
+        max_new_tokens=BLOCK + 1,
+        vocabulary=vocab,
+        mode="image",
+        guidance=Guidance(rows=2, scale_text=2.0),
+        sampler=lambda x, **k: captured.append(x.clone()) or x.argmax(-1),
+    )
+    codes = vocab.code_mask("image")
+    torch.testing.assert_close(captured[0][0, codes], (u + 2.0 * (f - u))[codes], rtol=1e-5, atol=1e-5)
+
+
+def test_seeded_sampling_reproduces(model, vocab):
+    kwargs = dict(
+        max_new_tokens=12,
+        vocabulary=vocab,
+        mode="interleaved",
+        sampler={"name": "sample", "options": {"temperature": 1.5}},
+    )
+    a = generate_tokens(model, [[0, 5], [0, 6, 7]], seed=123, **kwargs)
+    b = generate_tokens(model, [[0, 5], [0, 6, 7]], seed=123, **kwargs)
+    c = generate_tokens(model, [[0, 5], [0, 6, 7]], seed=124, **kwargs)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_per_modality_samplers(model, vocab):
+    seen_rows = {"text": 0, "image": 0}
+
+    def counting(name):
+        def sampler(logits, **kw):
+            seen_rows[name] += logits.shape[0]
+            return logits.argmax(-1)
+
+        return sampler
+
+    generate_tokens(
+        model,
+        [0, 5],
+        max_new_tokens=BLOCK + 1,
+        vocabulary=vocab,
+        mode="image",
+        sampler=counting("text"),
+        samplers={"image": counting("image")},
+    )
+    assert seen_rows == {"text": 0, "image": BLOCK + 1}
+
+
+def test_max_time_stops_every_row(model, vocab):
+    out = generate_tokens(model, [[0, 5], [0, 6]], max_new_tokens=50, vocabulary=vocab, max_time=0.0)
+    assert out.shape == (2, 1)
+
+
+def test_model_without_vocabulary_generates_plain_text(model):
+    out = generate_tokens(model, torch.tensor([[0, 5, 6]]), max_new_tokens=5)
+    assert out.shape == (1, 5)
+
+
+def test_training_mode_is_restored(model, vocab):
+    model.train()
+    try:
+        generate_tokens(model, [0, 5], max_new_tokens=2, vocabulary=vocab)
+        assert model.training
+    finally:
+        model.eval()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(mode="video"), "unknown generation mode 'video'"),
+        (dict(mode="image", max_new_tokens=3), "needs 5 new tokens"),
+        (dict(max_new_tokens=0), "max_new_tokens must be > 0"),
+        (dict(input_ids=[0, 999]), "prompt token 999 is outside"),
+        (dict(input_ids=[[]]), "at least one token"),
+        (dict(input_ids=torch.tensor([0.5])), "integer tensor"),
+        (dict(mode="image", vocabulary=None), "need a vocabulary"),
+        (dict(sampler="nucleus"), "no sampler plugin named 'nucleus'"),
+        (dict(sampler={"name": "sample", "options": {"top_p": 2.0}}), r"top_p must be in \[0.0, 1.0\]"),
+    ],
+)
+def test_bad_requests_are_typed_errors(model, vocab, kwargs, match):
+    call = {"input_ids": [0, 5], "max_new_tokens": 8, "vocabulary": vocab, **kwargs}
+    with pytest.raises(cs.ChameleonError, match=match):
+        generate_tokens(model, call.pop("input_ids"), **call)
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_gives_the_same_tokens(model, vocab):
+    prompts = [[0, 5, 6], [0, 7]]
+    plain = generate_tokens(model, prompts, max_new_tokens=10, vocabulary=vocab, mode="interleaved")
+    compiled = generate_tokens(model, prompts, max_new_tokens=10, vocabulary=vocab, mode="interleaved", compile=True)
+    assert torch.equal(plain, compiled)
