@@ -1,0 +1,17 @@
+"""Training: mixed-modal data, trainer and callback contracts."""
+
+from chameleon_sdk.training.contracts import BatchSource, Callback, Trainer, TrainResult, call_callbacks
+from chameleon_sdk.training.data import Batch, DataConfig, MixtureData, PackedSource, SourceConfig
+
+__all__ = [
+    "Batch",
+    "BatchSource",
+    "Callback",
+    "DataConfig",
+    "MixtureData",
+    "PackedSource",
+    "SourceConfig",
+    "TrainResult",
+    "Trainer",
+    "call_callbacks",
+]

@@ -1,0 +1,318 @@
+"""Training data: JSONL sources -> token caches -> packed rows -> batches for any step.
+
+- Each source is a JSONL file of documents (``docs/formats.md``). Documents are tokenized through
+  the pipeline once and cached on disk (``.npz``: flat tokens, document offsets, loss mask), keyed
+  by the source file and the pipeline's tokenizer/modality fingerprint, so every image is
+  VQ-encoded once.
+- Text-image pairs (exactly one text and one image segment) are rotated so that every other pair
+  puts the image first (captioning), as in the paper.
+- SFT sources: each line holds a ``prompt`` and an ``answer`` document; the prompt's tokens and the
+  end-of-turn separator after them are masked out of the loss.
+- Packing: documents are laid into rows of ``seq_len + 1`` tokens without splitting a document that
+  fits (the rest of the row is padding, masked); longer documents are split across rows. Each row
+  carries document ids, so attention stays inside documents and positions restart per document.
+- Mixture: each row of a batch picks a source by weight. Stage 1 covers the first
+  ``1 - stage2_fraction`` of the steps; stage 2 multiplies stage-1 weights by ``stage2_downweight``
+  and adds the ``stage2`` sources. ``batch_at(step)`` is a pure function of (seed, step), so a
+  resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+import torch
+
+from chameleon_sdk.document import Document, Text, jsonl_lines, parse_json_line
+from chameleon_sdk.errors import ChameleonError, ConfigError, DocumentError
+
+if TYPE_CHECKING:
+    from chameleon_sdk.pipeline import Pipeline
+
+__all__ = ["Batch", "DataConfig", "MixtureData", "PackedSource", "SourceConfig", "iter_records"]
+
+IGNORE = -100
+
+
+def _weight(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SourceConfig:
+    """One JSONL source of documents.
+
+    :param path: the JSONL file (relative paths are resolved against the config file's folder).
+    :param weight: mixture weight.
+    :param stage2: only mixed in during stage 2 (the higher-quality data).
+    :param sft: supervised fine-tuning data: every line is ``{"prompt": DOCUMENT, "answer": DOCUMENT}``;
+        prompt tokens are masked out of the loss.
+    """
+
+    path: str
+    weight: float = attrs.field(default=1.0, validator=_weight)
+    stage2: bool = False
+    sft: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class DataConfig:
+    """Where training data comes from and how it is packed and mixed."""
+
+    sources: tuple[SourceConfig, ...]
+    seq_len: int = 512
+    batch_size: int = 8
+    stage2_fraction: float = 0.2
+    stage2_downweight: float = 0.5
+    rotate_pairs: bool = True
+    skip_bad_records: bool = False
+    cache_dir: str | None = None
+    seed: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("DataConfig.sources: at least one source is needed")
+        if self.seq_len < 2 or self.batch_size < 1:
+            raise ConfigError(
+                f"DataConfig: seq_len must be >= 2 and batch_size >= 1, got {self.seq_len}, {self.batch_size}"
+            )
+        if not 0.0 <= self.stage2_fraction < 1.0:
+            raise ConfigError(f"DataConfig.stage2_fraction must be in [0, 1), got {self.stage2_fraction}")
+
+
+@attrs.frozen
+class Batch:
+    """One training batch. ``targets`` holds the next token, or -100 where the loss ignores it."""
+
+    input_ids: torch.Tensor
+    targets: torch.Tensor
+    document_ids: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens that count in the loss."""
+        return int((self.targets != IGNORE).sum())
+
+
+def iter_records(
+    path: Path, *, skip_bad_records: bool, counters: dict[str, int]
+) -> Iterator[tuple[Document, Document | None]]:
+    """(document, None), or (prompt, answer) for SFT lines, per JSONL line; bad lines raise naming
+    file and line, or are counted in ``counters["skipped_records"]``."""
+    if not path.is_file():
+        raise DocumentError(f"cannot read training data {str(path)!r}: no such file")
+    for where, line in jsonl_lines(path):
+        try:
+            data = parse_json_line(where, line)
+            if isinstance(data, dict) and set(data) == {"prompt", "answer"}:
+                prompt = Document.from_json(data["prompt"], base_dir=path.parent, where=f"{where} prompt")
+                answer = Document.from_json(data["answer"], base_dir=path.parent, where=f"{where} answer")
+                yield prompt, answer
+            else:
+                yield Document.from_json(data, base_dir=path.parent, where=where), None
+        except ChameleonError:
+            if not skip_bad_records:
+                raise
+            counters["skipped_records"] = counters.get("skipped_records", 0) + 1
+
+
+def _is_pair(doc: Document) -> bool:
+    """A text segment and one segment of another modality (a caption and its image), in either order."""
+    return len(doc) == 2 and sum(isinstance(s, Text) for s in doc) == 1
+
+
+def _tokens_of(pipe: Pipeline, doc: Document, answer: Document | None) -> tuple[list[int], list[int]]:
+    """Token ids of one document (bos ... eos) and a 0/1 loss mask over them.
+
+    With an ``answer``, ``doc`` is the prompt: ``[bos] prompt [eot] answer [eos]`` with only the
+    answer (and its eos) counted.
+    """
+    if answer is None:
+        ids = pipe.tokenize(doc, bos=True, eos=True)
+        return ids, [1] * len(ids)
+    prompt = [*pipe.tokenize(doc, bos=True, eos=False), pipe.vocabulary.specials["eot"]]
+    reply = pipe.tokenize(answer, bos=False, eos=True)
+    return prompt + reply, [0] * len(prompt) + [1] * len(reply)
+
+
+class PackedSource:
+    """One source's documents, tokenized (and cached), packed into rows of ``seq_len + 1`` tokens."""
+
+    def __init__(
+        self, pipe: Pipeline, source: SourceConfig, config: DataConfig, *, base_dir: Path | None = None
+    ) -> None:
+        self.source = source
+        path = Path(source.path)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        self.path = path
+        self.counters: dict[str, int] = {}
+        tokens, offsets, mask = self._load_or_tokenize(pipe, config)
+        self.rows, self.row_docs, self.row_mask = self._pack(tokens, offsets, mask, config.seq_len + 1, pipe)
+        if len(self.rows) == 0:
+            raise DocumentError(f"training source {str(path)!r} has no usable documents")
+
+    def _cache_file(self, pipe: Pipeline, config: DataConfig) -> Path | None:
+        if config.cache_dir is None:
+            return None
+        stat = self.path.stat()
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    str(self.path.resolve()),
+                    stat.st_size,
+                    stat.st_mtime_ns,
+                    pipe.fingerprint(),
+                    config.rotate_pairs,
+                    self.source.sft,
+                ]
+            ).encode()
+        ).hexdigest()[:24]
+        return Path(config.cache_dir) / f"{self.path.stem}-{key}.npz"
+
+    def _load_or_tokenize(self, pipe: Pipeline, config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cache = self._cache_file(pipe, config)
+        if cache is not None and cache.is_file():
+            with np.load(cache) as data:
+                self.counters["skipped_records"] = int(data["skipped"])
+                return data["tokens"], data["offsets"], data["mask"]
+        flat: list[int] = []
+        mask: list[int] = []
+        offsets = [0]
+        pairs = 0
+        for doc, answer in iter_records(self.path, skip_bad_records=config.skip_bad_records, counters=self.counters):
+            if config.rotate_pairs and answer is None and _is_pair(doc):
+                if pairs % 2 == 1:  # every other pair is flipped: image first (captioning) or text first
+                    doc = Document(doc.segments[::-1])
+                pairs += 1
+            if self.source.sft and answer is None:
+                raise DocumentError(f"{self.path}: every line of an SFT source needs 'prompt' and 'answer'")
+            if answer is not None and not self.source.sft:
+                raise DocumentError(f"{self.path}: prompt/answer lines need a source with sft = true")
+            ids, m = _tokens_of(pipe, doc, answer)
+            flat += ids
+            mask += m
+            offsets.append(len(flat))
+        arrays = (
+            np.asarray(flat, dtype=np.int32),
+            np.asarray(offsets, dtype=np.int64),
+            np.asarray(mask, dtype=np.uint8),
+        )
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    tokens=arrays[0],
+                    offsets=arrays[1],
+                    mask=arrays[2],
+                    skipped=self.counters.get("skipped_records", 0),
+                )
+            os.replace(tmp, cache)
+        return arrays
+
+    @staticmethod
+    def _pack(
+        tokens: np.ndarray, offsets: np.ndarray, mask: np.ndarray, width: int, pipe: Pipeline
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pad = pipe.vocabulary.specials["pad"]
+        rows: list[np.ndarray] = []
+        docs: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        row = np.full(width, pad, dtype=np.int64)
+        row_doc = np.full(width, -1, dtype=np.int64)
+        row_mask = np.zeros(width, dtype=np.uint8)
+        fill, doc_count = 0, 0
+
+        def flush() -> None:
+            nonlocal row, row_doc, row_mask, fill, doc_count
+            if fill:
+                rows.append(row)
+                docs.append(row_doc)
+                masks.append(row_mask)
+            row = np.full(width, pad, dtype=np.int64)
+            row_doc = np.full(width, -1, dtype=np.int64)
+            row_mask = np.zeros(width, dtype=np.uint8)
+            fill, doc_count = 0, 0
+
+        for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):  # over documents, not tokens
+            if end - start <= width and fill + (end - start) > width:
+                flush()  # a document that fits in a row is never split
+            pos = start
+            while pos < end:
+                take = min(end - pos, width - fill)
+                row[fill : fill + take] = tokens[pos : pos + take]
+                row_doc[fill : fill + take] = doc_count
+                row_mask[fill : fill + take] = mask[pos : pos + take]
+                fill, pos = fill + take, pos + take
+                if fill == width:
+                    flush()  # a longer document continues in the next row as a new document
+            doc_count += 1
+        flush()
+        if not rows:
+            return (
+                torch.empty(0, width, dtype=torch.long),
+                torch.empty(0, width, dtype=torch.long),
+                torch.empty(0, width, dtype=torch.bool),
+            )
+        return (
+            torch.from_numpy(np.stack(rows)),
+            torch.from_numpy(np.stack(docs)),
+            torch.from_numpy(np.stack(masks)).bool(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class MixtureData:
+    """Batches for any step from weighted, staged sources (see the module docstring)."""
+
+    def __init__(self, pipe: Pipeline, config: DataConfig, *, total_steps: int, base_dir: Path | None = None) -> None:
+        self.config = config
+        self.total_steps = total_steps
+        self.sources = [PackedSource(pipe, s, config, base_dir=base_dir) for s in config.sources]
+        stage1 = torch.tensor([0.0 if s.stage2 else s.weight for s in config.sources])
+        stage2 = torch.tensor([s.weight if s.stage2 else s.weight * config.stage2_downweight for s in config.sources])
+        if stage1.sum() <= 0:
+            raise ConfigError("DataConfig.sources: the stage-1 weights sum to zero")
+        self.weights = (stage1 / stage1.sum(), stage2 / stage2.sum() if stage2.sum() > 0 else stage1 / stage1.sum())
+        self.stage2_start = round(total_steps * (1.0 - config.stage2_fraction))
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        return {"skipped_records": sum(s.counters.get("skipped_records", 0) for s in self.sources)}
+
+    def stage(self, step: int) -> int:
+        return 2 if step >= self.stage2_start and self.config.stage2_fraction > 0 else 1
+
+    def batch_at(self, step: int, micro: int = 0) -> Batch:
+        """Micro-batch ``micro`` of optimizer step ``step``: a pure function of (seed, step, micro)."""
+        generator = torch.Generator().manual_seed((self.config.seed * 1_000_003 + step) * 1009 + micro)
+        weights = self.weights[self.stage(step) - 1]
+        picks = torch.multinomial(weights, self.config.batch_size, replacement=True, generator=generator)
+        rows, docs, masks = [], [], []
+        for source_index in picks.tolist():  # a loop over the batch's rows
+            source = self.sources[source_index]
+            i = int(torch.randint(len(source), (1,), generator=generator))
+            rows.append(source.rows[i])
+            docs.append(source.row_docs[i])
+            masks.append(source.row_mask[i])
+        row, doc, mask = torch.stack(rows), torch.stack(docs), torch.stack(masks)
+        inputs, targets = row[:, :-1], row[:, 1:].clone()
+        # a target counts when it is a real token of the same document and its mask says so
+        counts = (doc[:, 1:] == doc[:, :-1]) & (doc[:, 1:] >= 0) & mask[:, 1:]
+        targets[~counts] = IGNORE
+        document_ids = doc[:, :-1].clone()
+        document_ids[document_ids < 0] = document_ids.max() + 1  # padding: a document of its own
+        return Batch(input_ids=inputs.contiguous(), targets=targets, document_ids=document_ids.contiguous())

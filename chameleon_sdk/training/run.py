@@ -1,0 +1,118 @@
+"""``chameleon train CONFIG``: one file describes a whole training run.
+
+```toml
+steps = 200
+out_dir = "runs/shapes"          # relative to the working directory
+seed = 0                         # model initialisation
+[pipeline]                       # a PipelineConfig (or: pretrained = "DIR" to continue a saved pipeline)
+model = {dim = 128, num_layers = 2, num_heads = 4}
+[data]                           # a DataConfig; source paths are relative to this file
+seq_len = 64
+sources = [{path = "train.jsonl"}]
+```
+
+A text tokenizer without a model file is trained first on the text of every source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from chameleon_sdk.config import PipelineConfig, from_dict
+from chameleon_sdk.document import Text
+from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.training.contracts import TrainResult
+from chameleon_sdk.training.data import DataConfig, iter_records
+
+__all__ = ["RunConfig", "apply_overrides", "load_run_config", "run_training"]
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """A training run: pipeline (new or pretrained), data, length and output folder."""
+
+    data: DataConfig
+    steps: int
+    out_dir: str
+    pipeline: PipelineConfig | None = None
+    pretrained: str | None = None
+    resume: bool = True
+    seed: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if (self.pipeline is None) == (self.pretrained is None):
+            raise ConfigError("a run config needs exactly one of [pipeline] or pretrained = 'DIR'")
+        if self.steps <= 0:
+            raise ConfigError(f"steps must be > 0, got {self.steps}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as JSON when they parse, else strings)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str):  # a plugin slot given by bare name
+                child = {"name": child}
+            node[part] = child if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def load_run_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a run config (.toml or .json) and apply ``--set`` overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read run config {str(path)!r}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"run config {str(path)!r} does not parse: {exc}") from exc
+    return from_dict(RunConfig, apply_overrides(data, overrides), where=path.name)
+
+
+def _texts(config: DataConfig, base_dir: Path) -> Iterator[str]:
+    for source in config.sources:
+        path = Path(source.path) if Path(source.path).is_absolute() else base_dir / source.path
+        for doc, answer in iter_records(path, skip_bad_records=True, counters={}):
+            for part in (doc, answer):
+                for segment in part or ():
+                    if isinstance(segment, Text):
+                        yield segment.text
+
+
+def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".") -> TrainResult:
+    """Build (or load) the pipeline, train its tokenizer if needed, and train the model."""
+    from chameleon_sdk.pipeline import Pipeline
+
+    base = Path(base_dir)
+    if config.pretrained is not None:
+        pipe = Pipeline.from_pretrained(base / config.pretrained)
+    else:
+        assert config.pipeline is not None
+        pipe = Pipeline.from_config(config.pipeline)
+        if not pipe.text_tokenizer.is_trained:
+            pipe.train_text_tokenizer(_texts(config.data, base))
+    if pipe.model is None:
+        torch.manual_seed(config.seed)
+        pipe.model = pipe.build_model()
+    return pipe.train(config.data, steps=config.steps, out_dir=config.out_dir, resume=config.resume, base_dir=base)

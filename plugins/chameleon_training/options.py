@@ -1,0 +1,69 @@
+"""Options of the built-in trainers (AdamW with the paper's defaults)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from chameleon_sdk import ConfigError
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"trainer option {attribute.name} must be >= 0, got {value!r}")
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"trainer option {attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TrainerOptions:
+    """Optimisation and run options.
+
+    :param lr: peak learning rate (the paper: 1e-4 for the 7B/34B; small models want more).
+    :param betas: AdamW betas (paper: 0.9, 0.95).
+    :param eps: AdamW epsilon (paper: 1e-5).
+    :param weight_decay: decoupled weight decay on 2-D weights only (paper: 0.1).
+    :param warmup_steps: linear warm-up from 0 to ``lr``.
+    :param schedule: after warm-up: ``cosine``, ``linear`` (to ``min_lr_ratio * lr``),
+        ``exponential`` (decays to ``min_lr_ratio * lr`` at the last step) or ``constant``.
+    :param grad_clip: global gradient-norm clip (0: off; the norm is still reported).
+    :param grad_accum: micro-batches per optimizer step (losses weighted by their token counts).
+    :param precision: ``auto`` (bf16 autocast where the hardware has fast bf16: AMX or AVX512-BF16
+        CPUs, bf16-capable GPUs; else fp32), ``bf16`` or ``fp32`` (exact tests).
+    :param activation_checkpointing: recompute each block's activations in the backward pass.
+    :param compile: run the forward pass through ``torch.compile``.
+    :param checkpoint_every: write a checkpoint every N steps (0: only at the end).
+    :param keep_last: checkpoints kept on disk.
+    :param max_nonfinite: stop with an error after this many non-finite steps in a row.
+    :param progress: show a progress bar.
+    :param freeze: parameter-name patterns (``fnmatch``, e.g. ``"layers.0.*"``) kept frozen.
+    :param anole: the Anole recipe: train only the output-head rows of the image codes (everything
+        else frozen); needs a model that carries its vocabulary.
+    """
+
+    lr: float = attrs.field(default=3e-4, validator=_positive)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = attrs.field(default=1e-5, validator=_positive)
+    weight_decay: float = attrs.field(default=0.1, validator=_non_negative)
+    warmup_steps: int = attrs.field(default=0, validator=_non_negative)
+    schedule: Literal["cosine", "linear", "exponential", "constant"] = attrs.field(
+        default="cosine", validator=attrs.validators.in_(("cosine", "linear", "exponential", "constant"))
+    )
+    min_lr_ratio: float = attrs.field(default=0.1, validator=_non_negative)
+    grad_clip: float = attrs.field(default=1.0, validator=_non_negative)
+    grad_accum: int = attrs.field(default=1, validator=_positive)
+    precision: Literal["auto", "bf16", "fp32"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "bf16", "fp32"))
+    )
+    activation_checkpointing: bool = False
+    compile: bool = False
+    checkpoint_every: int = attrs.field(default=0, validator=_non_negative)
+    keep_last: int = attrs.field(default=2, validator=_positive)
+    max_nonfinite: int = attrs.field(default=5, validator=_positive)
+    progress: bool = True
+    freeze: tuple[str, ...] = ()
+    anole: bool = False

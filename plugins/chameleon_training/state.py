@@ -1,0 +1,97 @@
+"""Training checkpoints: model (a native checkpoint), optimizer, RNG, step; atomic, keep-last-K."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import chameleon_sdk
+from chameleon_sdk import CheckpointError
+
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+STATE_FILE = "trainer_state.pt"
+META_FILE = "meta.json"
+
+
+def checkpoint_root(out_dir: Path) -> Path:
+    return out_dir / "checkpoints"
+
+
+def latest_checkpoint(out_dir: Path) -> tuple[int, Path] | None:
+    """The newest complete checkpoint (a folder that has its meta file), or None."""
+    root = checkpoint_root(out_dir)
+    if not root.is_dir():
+        return None
+    found = [
+        (int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and (p / META_FILE).is_file()
+    ]
+    return max(found) if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    out_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, Any],
+    meta: dict[str, Any],
+    *,
+    keep_last: int,
+) -> Path:
+    """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder and a rename; prune old ones."""
+    root = checkpoint_root(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"step-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:08d}.tmp-"))
+    try:
+        chameleon_sdk.save_model(model, tmp / "model", format="native")
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}, tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    complete = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name))
+    for old in complete[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".step-*.tmp-*"):  # left behind by a crash mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model weights, optimizer and RNG state from ``path``; returns the saved state dict."""
+    saved = chameleon_sdk.load_model(path / "model", format="native")
+    try:
+        model.load_state_dict(saved.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model being trained: {exc}") from exc
+    try:
+        state = torch.load(path / STATE_FILE, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read {str(path / STATE_FILE)!r}: {exc}") from exc
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state
