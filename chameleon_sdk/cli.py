@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from chameleon_sdk import __version__
-from chameleon_sdk.errors import ChameleonError
+from chameleon_sdk.errors import ChameleonError, ConfigError
 from chameleon_sdk.plugins import KINDS, get_registry
 
 
@@ -36,6 +37,86 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PromptPart(argparse.Action):
+    """Collect ``--prompt`` and ``--image`` in command-line order, so prompts can interleave."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        parts = list(getattr(namespace, "parts", None) or [])
+        parts.append(("image" if option_string == "--image" else "text", values))
+        namespace.parts = parts
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from chameleon_sdk.document import Document
+    from chameleon_sdk.document import Image as ImageSegment
+    from chameleon_sdk.generation import Guidance
+    from chameleon_sdk.generation.events import Finished, ImageDone, ImageStarted, TextDelta
+    from chameleon_sdk.image_io import open_image
+    from chameleon_sdk.pipeline import Pipeline
+    from chameleon_sdk.render import write_document
+
+    pipe = Pipeline.from_pretrained(args.model)
+    items: list[object] = []
+    for kind, value in args.parts or []:
+        items.append(ImageSegment(open_image(value)) if kind == "image" else value)
+    if not items:
+        raise ConfigError("give at least one --prompt or --image")
+    prompt = Document.of(*items)
+    sampler = (
+        {"name": "greedy"}
+        if args.temperature == 0
+        else {
+            "name": "sample",
+            "options": {"temperature": args.temperature, "top_p": args.top_p},
+        }
+    )
+    guidance = (
+        None
+        if args.mode == "text" or args.cfg_text <= 0
+        else Guidance(scale_text=args.cfg_text, scale_image=args.cfg_image)
+    )
+    events = pipe.stream(
+        prompt, mode=args.mode, max_new_tokens=args.max_new_tokens, sampler=sampler, guidance=guidance, seed=args.seed
+    )
+    result = None
+    with tqdm(total=args.max_new_tokens, unit="tok", disable=args.quiet) as bar:
+        for event in events:
+            if isinstance(event, TextDelta):
+                bar.update(1)
+            elif isinstance(event, ImageStarted):
+                bar.set_description("image")
+            elif isinstance(event, ImageDone):
+                bar.set_description("text")
+            elif isinstance(event, Finished):
+                result = event
+    assert result is not None
+    out = write_document(args.out, [("prompt", prompt), (f"output ({result.reason})", result.document)])
+    print(f"wrote {out} ({result.reason})")
+    return 0
+
+
+def _cmd_train_image_tokenizer(args: argparse.Namespace) -> int:
+    from chameleon_sdk.image_tokenizer import train_image_tokenizer
+
+    metrics = train_image_tokenizer(args.config, progress=not args.quiet)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from chameleon_sdk.training.run import load_run_config, run_training
+
+    config = load_run_config(args.config, args.set or ())
+    result = run_training(config, base_dir=args.config.parent)
+    print(
+        f"trained {result.steps} steps in {result.seconds:.1f}s: final loss {result.final_loss:.4f}, "
+        f"{result.skipped_steps} skipped; checkpoint {result.checkpoint}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chameleon", description="Mixed-modal early-fusion models, built from plugins."
@@ -47,6 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of {kind, name, provider, ...}")
     p.add_argument("--kind", choices=list(KINDS), help="only plugins of this kind")
     p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("generate", help="generate text, an image, or both from a saved pipeline")
+    p.add_argument("--model", required=True, help="a directory written by Pipeline.save_pretrained")
+    p.add_argument("--prompt", action=_PromptPart, dest="parts", help="prompt text (repeatable)")
+    p.add_argument("--image", action=_PromptPart, dest="parts", help="a prompt image file (repeatable)")
+    p.add_argument("--mode", default="text", help="text, image or interleaved (default: text)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--cfg-text", type=float, default=3.0, help="image guidance on the text (0: off)")
+    p.add_argument("--cfg-image", type=float, default=1.2, help="image guidance on prompt images")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", required=True, help="output file: .html, .md or .json")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("train-image-tokenizer", help="train an image tokenizer from a JSON/TOML config")
+    p.add_argument("config", help="config file: data, output, tokenizer {name, options}, training {...}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_image_tokenizer)
+
+    p = sub.add_parser("train", help="train a model from a run config (.toml or .json)")
+    p.add_argument("config", type=Path, help="the run config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="run the end-to-end demo")
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")

@@ -160,7 +160,9 @@ class PipelineConfig:
     trainer: ComponentSpec = _slot("local")
     sampler: ComponentSpec = _slot("greedy")
     checkpoint_format: ComponentSpec = _slot("native")
-    callbacks: tuple[ComponentSpec, ...] = attrs.field(default=(), converter=_specs)
+    callbacks: tuple[ComponentSpec, ...] = attrs.field(
+        factory=lambda: (ComponentSpec(name="metrics-jsonl"),), converter=_specs
+    )
     model: ModelConfig | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -20,6 +20,7 @@ import PIL.Image
 
 from chameleon_sdk.config import atomic_write_text
 from chameleon_sdk.errors import DocumentError, ImageDecodeError
+from chameleon_sdk.image_io import open_image
 
 __all__ = ["Document", "Image", "Segment", "Text", "read_jsonl", "write_jsonl"]
 
@@ -206,11 +207,10 @@ def _write_image_file(png: bytes, base_dir: Path, image_dir: str) -> str:
 
 
 def _decode_image(data: bytes, where: str) -> PIL.Image.Image:
+    """Decode through :func:`open_image`: typed errors, a pixel limit, the first frame of animations."""
     try:
-        with PIL.Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.copy()
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as exc:
+        return open_image(data, name=where)
+    except ImageDecodeError as exc:
         raise ImageDecodeError(f"{where}: cannot decode image: {exc}") from exc
 
 
@@ -242,20 +242,32 @@ def write_jsonl(
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Document]:
-    """Read documents from JSONL; errors name the file and the line. Blank lines are skipped."""
+def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
+    """``(where, line)`` for every non-blank line, ``where`` being ``FILE:LINE`` for error messages."""
     path = Path(path)
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
         raise DocumentError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
     with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DocumentError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
-            yield Document.from_json(data, base_dir=path.parent, where=where)
+        try:
+            for lineno, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield f"{path}:{lineno}", line
+        except UnicodeDecodeError as exc:
+            raise DocumentError(f"{path}: not UTF-8 text: {exc}") from exc
+
+
+def parse_json_line(where: str, line: str) -> Any:
+    """``json.loads`` with a :class:`DocumentError` naming ``where``."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Document]:
+    """Read documents from JSONL; errors name the file and the line. Blank lines are skipped."""
+    base = Path(path).parent
+    for where, line in jsonl_lines(path):
+        yield Document.from_json(parse_json_line(where, line), base_dir=base, where=where)

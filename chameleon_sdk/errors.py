@@ -19,6 +19,7 @@ __all__ = [
     "PluginLoadError",
     "PluginNotFoundError",
     "TokenizationError",
+    "TrainingError",
 ]
 
 
@@ -71,3 +72,7 @@ class CheckpointError(ChameleonError, ValueError):
 
 class GenerationError(ChameleonError, ValueError):
     """Generation was asked for something it cannot do."""
+
+
+class TrainingError(ChameleonError, RuntimeError):
+    """Training cannot go on (for example: too many non-finite steps in a row)."""

@@ -11,21 +11,29 @@ bos, eos, pad and end-of-turn as structure, not content, and drops them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+import attrs
 import torch
 
+from chameleon_sdk.checkpoint import load_model, replace_directory, save_model
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
 from chameleon_sdk.document import Document, Image, Segment, Text
 from chameleon_sdk.errors import CheckpointError, ConfigError, TokenizationError
+from chameleon_sdk.generation.events import GenerationEvent
+from chameleon_sdk.generation.stream import generate_documents, stream_documents
+from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, Stateful, TextTokenizer
+from chameleon_sdk.training.contracts import BatchSource, TrainResult
+from chameleon_sdk.training.data import DataConfig, MixtureData
 from chameleon_sdk.vocabulary import SPECIAL, Vocabulary
 
 __all__ = ["Pipeline"]
@@ -44,11 +52,13 @@ class Pipeline:
         text_tokenizer: TextTokenizer,
         modalities: Mapping[str, Modality],
         registry: PluginRegistry | None = None,
+        model: torch.nn.Module | None = None,
     ) -> None:
         self.config = config
         self.text_tokenizer = text_tokenizer
         self.modalities = dict(modalities)
         self.registry = registry or get_registry()
+        self.model = model  #: the transformer used by :meth:`generate` and :meth:`stream`
         self._vocabulary: Vocabulary | None = None
 
     # -- construction ---------------------------------------------------------------------------
@@ -89,13 +99,40 @@ class Pipeline:
                     "call pipe.train_text_tokenizer(texts) or load a trained pipeline"
                 )
             sizes = {name: int(m.codebook_size) for name, m in self.modalities.items()}
+            lengths = {name: m.block_length for name, m in self.modalities.items()}
             if self.config.vocabulary == "chameleon":
-                self._vocabulary = Vocabulary.chameleon(extra_modalities=sizes)
+                self._vocabulary = Vocabulary.chameleon(extra_modalities=sizes, block_lengths=lengths)
             else:
                 self._vocabulary = Vocabulary.appended(
-                    text_size=tok.vocab_size, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, modalities=sizes
+                    text_size=tok.vocab_size,
+                    bos_id=tok.bos_id,
+                    eos_id=tok.eos_id,
+                    pad_id=tok.pad_id,
+                    modalities=sizes,
+                    block_lengths=lengths,
                 )
         return self._vocabulary
+
+    def build_model(self) -> ChameleonModel:
+        """A freshly initialised :class:`ChameleonModel` from ``config.model``, ``config.attention`` and
+        ``config.stability``; ``vocab_size=None`` is filled from :attr:`vocabulary` (a larger, padded
+        vocab_size is kept; a smaller one is a :class:`ConfigError`)."""
+        model_config = self.config.model
+        if model_config is None:
+            raise ConfigError("Pipeline.build_model: the pipeline config has no 'model' section")
+        size = self.vocabulary.size
+        if model_config.vocab_size is None:
+            model_config = attrs.evolve(model_config, vocab_size=size)
+        elif model_config.vocab_size < size:
+            raise ConfigError(
+                f"Pipeline.build_model: model.vocab_size ({model_config.vocab_size}) is smaller than the "
+                f"vocabulary ({size} ids); set it to None or >= {size}"
+            )
+        model = ChameleonModel(
+            model_config, attention=self.config.attention, stability=self.config.stability, registry=self.registry
+        )
+        model.vocabulary = self.vocabulary
+        return model
 
     # -- documents <-> ids ----------------------------------------------------------------------
 
@@ -219,10 +256,98 @@ class Pipeline:
         text_ids = ids[(kinds != SPECIAL) & ~stray]
         return [Text(self.text_tokenizer.decode(text_ids.tolist()))] if text_ids.numel() else []
 
+    # -- generation -----------------------------------------------------------------------------
+
+    def stream(self, prompt: Document | str | Sequence[Document | str], **options: Any) -> Iterator[GenerationEvent]:
+        """Generate a continuation of ``prompt`` (or of each prompt of a batch), yielding typed events.
+
+        Events: :class:`TextDelta`, :class:`ImageStarted` / :class:`BlockStarted`, :class:`ImageProgress`
+        (every ``progress_every`` codes, through the modality's ``decode_partial``), :class:`ImageDone`,
+        and one :class:`Finished` per row with the row's document. Closing the iterator stops the work.
+
+        Options: ``mode`` (``"text"``, ``"interleaved"``, ``"image"``; one, or one per row),
+        ``max_new_tokens``, ``sampler`` and per-modality ``samplers``, ``guidance`` (:class:`Guidance`),
+        ``stop`` (stop strings), ``seed``, ``max_time``, ``progress_every``, ``model`` (default
+        :attr:`model`).
+        """
+        return stream_documents(self, prompt, **options)
+
+    @overload
+    def generate(self, prompt: Document | str, **options: Any) -> Document: ...
+
+    @overload
+    def generate(self, prompt: Sequence[Document | str], **options: Any) -> list[Document]: ...  # type: ignore[overload-overlap]
+
+    def generate(self, prompt: Document | str | Sequence[Document | str], **options: Any) -> Document | list[Document]:
+        """What :meth:`stream` yields, collected: the generated document, or a list for a batch."""
+        return generate_documents(self, prompt, **options)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def train(
+        self,
+        data: DataConfig | Mapping[str, Any] | BatchSource,
+        *,
+        steps: int,
+        out_dir: str | os.PathLike[str] | None = None,
+        resume: bool = True,
+        callbacks: Sequence[Any] = (),
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> TrainResult:
+        """Train :attr:`model` (built from ``config.model`` if absent) with the configured trainer.
+
+        :param data: a :class:`DataConfig` (or its mapping), or any :class:`BatchSource`.
+        :param out_dir: run folder for checkpoints, ``metrics.jsonl`` and, at the end, the trained
+            pipeline in ``out_dir/pipeline``; a run in an existing folder resumes from its last
+            checkpoint unless ``resume=False``.
+        :param callbacks: extra callback objects, after those the config names.
+        :param base_dir: folder that relative source paths are resolved against.
+        """
+        if self.model is None:
+            self.model = self.build_model()
+        if isinstance(data, Mapping):
+            data = from_dict(DataConfig, data)
+        if isinstance(data, DataConfig):
+            data = MixtureData(self, data, total_steps=steps, base_dir=Path(base_dir) if base_dir else None)
+        spec = self.config.trainer
+        trainer = self.registry.build("trainer", spec.name, spec.options)
+        hooks = [self.registry.build("callback", c.name, c.options) for c in self.config.callbacks]
+        out = Path(out_dir) if out_dir is not None else None
+        result = trainer.fit(self.model, data, steps=steps, out_dir=out, callbacks=[*hooks, *callbacks], resume=resume)
+        if out is not None:
+            self.save_pretrained(out / "pipeline")
+        return result
+
     # -- persistence ----------------------------------------------------------------------------
 
+    def fingerprint(self) -> str:
+        """A hash of everything that decides token ids: config, vocabulary, tokenizer and modality state.
+
+        The model is not part of it, so it keys caches of tokenized data across training runs.
+        """
+        digest = hashlib.sha256()
+        tokenization = {
+            "text_tokenizer": to_dict(self.config.text_tokenizer),
+            "modalities": to_dict(self.config.modalities),
+        }
+        digest.update(json.dumps([tokenization, self.vocabulary.to_json()], sort_keys=True).encode())
+        with tempfile.TemporaryDirectory() as tmp:
+            components: list[tuple[str, Any]] = [("text_tokenizer", self.text_tokenizer)]
+            components += [(f"modalities/{n}", m) for n, m in self.modalities.items() if isinstance(m, Stateful)]
+            for name, component in components:
+                folder = Path(tmp) / name
+                folder.mkdir(parents=True)
+                component.save(folder)
+                for file in sorted(folder.rglob("*")):
+                    if file.is_file():
+                        digest.update(f"{name}/{file.relative_to(folder)}".encode())
+                        digest.update(file.read_bytes())
+        return digest.hexdigest()
+
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write config, vocabulary and component state to ``directory``, atomically.
+        """Write config, vocabulary, component state and the model (if any) to ``directory``, atomically.
+
+        The model is written by the ``checkpoint_format`` plugin the config names, into ``model/``.
 
         Everything is written to a temporary sibling folder first and renamed into place, so a
         crash never leaves a half-written pipeline at ``directory``.
@@ -243,7 +368,10 @@ class Pipeline:
                 if isinstance(modality, Stateful):
                     (tmp / "modalities" / name).mkdir(parents=True)
                     modality.save(tmp / "modalities" / name)
-            _replace_dir(tmp, directory)
+            if self.model is not None:
+                fmt = self.config.checkpoint_format
+                save_model(self.model, tmp / "model", format=fmt.name, options=fmt.options, registry=self.registry)
+            replace_directory(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -271,6 +399,9 @@ class Pipeline:
         for name, modality in pipe.modalities.items():
             if isinstance(modality, Stateful):
                 modality.load(directory / "modalities" / name)
+        if (directory / "model").exists():
+            fmt = pipe.config.checkpoint_format
+            pipe.model = load_model(directory / "model", format=fmt.name, options=fmt.options, registry=pipe.registry)
         stored = Vocabulary.from_json(meta.get("vocabulary") or {})
         if stored != pipe.vocabulary:
             raise CheckpointError(
@@ -282,18 +413,3 @@ class Pipeline:
     def __repr__(self) -> str:
         mods = ", ".join(self.modalities) or "none"
         return f"Pipeline(text_tokenizer={self.config.text_tokenizer.name!r}, modalities=[{mods}])"
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an existing ``dst`` with no window where neither exists."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

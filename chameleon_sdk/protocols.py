@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Modality", "Stateful", "TextTokenizer"]
+__all__ = ["Modality", "Stateful", "TextTokenizer", "TrainableModality"]
 
 
 @runtime_checkable
@@ -80,3 +80,16 @@ class Modality(Protocol):
 
     def decode(self, codes: torch.Tensor) -> Any:
         """The payload for a 1-D LongTensor of codes."""
+
+
+@runtime_checkable
+class TrainableModality(Modality, Stateful, Protocol):
+    """A modality whose codec can be trained from data (an image tokenizer, for example).
+
+    Commands such as ``chameleon train-image-tokenizer`` build the modality from the registry and
+    call :meth:`fit`, then :meth:`save`; they know nothing else about it.
+    """
+
+    def fit(self, data: Any, options: Any = None, *, progress: bool = True) -> dict[str, float]:
+        """Train on ``data`` (a path, or a plugin-specific collection) with plugin-specific ``options``
+        (a mapping of its training options, or ``None`` for the defaults); returns held-out metrics."""

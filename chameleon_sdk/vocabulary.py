@@ -27,6 +27,7 @@ __all__ = ["ModalityBlock", "Vocabulary"]
 CHAMELEON_VOCAB_SIZE = 65536
 CHAMELEON_IMAGE_CODES = 8192
 CHAMELEON_IMAGE_OFFSET = 4
+CHAMELEON_IMAGE_BLOCK = 1024
 CHAMELEON_SPECIALS = {"bos": 0, "pad": 1, "eos": 2, "eot": 8710}
 CHAMELEON_BEGIN_IMAGE = 8197
 CHAMELEON_END_IMAGE = 8196
@@ -54,6 +55,7 @@ class ModalityBlock:
     begin_id: int
     end_id: int
     code_ids: torch.Tensor = attrs.field(eq=False, repr=False)  # code c -> token id code_ids[c]
+    block_length: int | None = None  # codes per payload when fixed (an image: 1024), else None
 
     @property
     def size(self) -> int:
@@ -63,7 +65,7 @@ class ModalityBlock:
         start = int(self.code_ids[0]) if self.size else 0
         contiguous = bool(torch.equal(self.code_ids, torch.arange(start, start + self.size)))
         codes: Any = {"start": start, "size": self.size} if contiguous else self.code_ids.tolist()
-        return {"begin_id": self.begin_id, "end_id": self.end_id, "code_ids": codes}
+        return {"begin_id": self.begin_id, "end_id": self.end_id, "code_ids": codes, "block_length": self.block_length}
 
 
 class Vocabulary:
@@ -121,8 +123,13 @@ class Vocabulary:
         eos_id: int,
         pad_id: int,
         modalities: Mapping[str, int] | None = None,
+        block_lengths: Mapping[str, int | None] | None = None,
     ) -> Vocabulary:
-        """Text ids ``[0, text_size)``, then end-of-turn, then [begin, end, codes...] per modality."""
+        """Text ids ``[0, text_size)``, then end-of-turn, then [begin, end, codes...] per modality.
+
+        :param modalities: codebook size per modality, in layout order.
+        :param block_lengths: codes per payload for modalities with fixed-length blocks.
+        """
         if text_size <= 0:
             raise ConfigError(f"Vocabulary.appended: text_size must be > 0, got {text_size}")
         next_id = text_size
@@ -134,18 +141,29 @@ class Vocabulary:
                 raise ConfigError(f"Vocabulary.appended: modality {name!r} needs a codebook size > 0")
             begin, end = next_id, next_id + 1
             codes = torch.arange(next_id + 2, next_id + 2 + codebook_size)
-            blocks.append(ModalityBlock(modality=name, begin_id=begin, end_id=end, code_ids=codes))
+            length = (block_lengths or {}).get(name)
+            blocks.append(ModalityBlock(modality=name, begin_id=begin, end_id=end, code_ids=codes, block_length=length))
             next_id += 2 + codebook_size
         return cls(layout="appended", size=next_id, specials=specials, blocks=blocks)
 
     @classmethod
-    def chameleon(cls, *, extra_modalities: Mapping[str, int] | None = None) -> Vocabulary:
-        """The released checkpoints' layout; further modalities are appended after id 65,535."""
+    def chameleon(
+        cls,
+        *,
+        extra_modalities: Mapping[str, int] | None = None,
+        block_lengths: Mapping[str, int | None] | None = None,
+    ) -> Vocabulary:
+        """The released checkpoints' layout; further modalities are appended after id 65,535.
+
+        Images are 1,024-code blocks (a 32 x 32 grid) unless ``block_lengths`` says otherwise.
+        """
+        lengths = {"image": CHAMELEON_IMAGE_BLOCK, **(block_lengths or {})}
         image = ModalityBlock(
             modality="image",
             begin_id=CHAMELEON_BEGIN_IMAGE,
             end_id=CHAMELEON_END_IMAGE,
             code_ids=torch.arange(CHAMELEON_IMAGE_OFFSET, CHAMELEON_IMAGE_OFFSET + CHAMELEON_IMAGE_CODES),
+            block_length=lengths["image"],
         )
         blocks, next_id = [image], CHAMELEON_VOCAB_SIZE
         for name, codebook_size in (extra_modalities or {}).items():
@@ -157,7 +175,11 @@ class Vocabulary:
                     )
                 continue
             codes = torch.arange(next_id + 2, next_id + 2 + codebook_size)
-            blocks.append(ModalityBlock(modality=name, begin_id=next_id, end_id=next_id + 1, code_ids=codes))
+            blocks.append(
+                ModalityBlock(
+                    modality=name, begin_id=next_id, end_id=next_id + 1, code_ids=codes, block_length=lengths.get(name)
+                )
+            )
             next_id += 2 + codebook_size
         return cls(layout="chameleon", size=next_id, specials=CHAMELEON_SPECIALS, blocks=blocks)
 
@@ -231,7 +253,13 @@ class Vocabulary:
                     else torch.tensor(codes, dtype=torch.long)
                 )
                 blocks.append(
-                    ModalityBlock(modality=name, begin_id=b["begin_id"], end_id=b["end_id"], code_ids=code_ids)
+                    ModalityBlock(
+                        modality=name,
+                        begin_id=b["begin_id"],
+                        end_id=b["end_id"],
+                        code_ids=code_ids,
+                        block_length=b.get("block_length"),
+                    )
                 )
             return cls(layout=data["layout"], size=data["size"], specials=data["specials"], blocks=blocks)
         except (KeyError, TypeError, AttributeError) as exc:
