@@ -45,6 +45,7 @@ __all__ = [
     "read_torch_weights",
     "replace_directory",
     "save_model",
+    "staging_directory",
     "write_json",
     "write_safetensors",
 ]
@@ -167,13 +168,15 @@ def save_model(
     fmt = registry.build(KIND, format, options)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _staging_directory(path) as tmp:
+    with staging_directory(path) as tmp:
         fmt.save(model, tmp)
     return path
 
 
 @contextlib.contextmanager
-def _staging_directory(target: Path) -> Iterator[Path]:
+def staging_directory(target: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``target`` that replaces ``target`` when the block succeeds
+    (and is removed when it fails): readers never see a half-written directory."""
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield tmp

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from chameleon_sdk.checkpoint import replace_directory
+from chameleon_sdk.checkpoint import staging_directory
 from chameleon_sdk.config import ComponentSpec, from_dict, load_config
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -99,12 +97,7 @@ def train_image_tokenizer(
     metrics = modality.fit(str(base / config.data), config.training, progress=progress)
     output = base / config.output
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
-    try:
+    with staging_directory(output) as tmp:
         modality.save(tmp)
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        replace_directory(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dict(metrics)

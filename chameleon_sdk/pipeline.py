@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, overload
 import attrs
 import torch
 
-from chameleon_sdk.checkpoint import load_model, replace_directory, save_model
+from chameleon_sdk.checkpoint import load_model, save_model, staging_directory
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
 from chameleon_sdk.document import Document, Image, Segment, Text
 from chameleon_sdk.errors import CheckpointError, ConfigError, TokenizationError
@@ -354,8 +353,7 @@ class Pipeline:
         """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-        try:
+        with staging_directory(directory) as tmp:
             meta = {
                 "format_version": FORMAT_VERSION,
                 "config": to_dict(self.config),
@@ -371,10 +369,6 @@ class Pipeline:
             if self.model is not None:
                 fmt = self.config.checkpoint_format
                 save_model(self.model, tmp / "model", format=fmt.name, options=fmt.options, registry=self.registry)
-            replace_directory(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

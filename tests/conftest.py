@@ -76,3 +76,18 @@ class DigitsPlugin:
 def digits_plugin():
     """A plugin object registering the ``digits`` modality (register it with ``registered_plugin``)."""
     return DigitsPlugin()
+
+
+@pytest.fixture
+def tiny_image_options():
+    """Options of a tiny, untrained ``image`` tokenizer: 16 px -> 8 x 8 = 64 codes of 16."""
+    return {
+        "resolution": 16,
+        "base_channels": 32,
+        "channel_multipliers": [1, 1],
+        "num_res_blocks": 1,
+        "latent_channels": 8,
+        "embed_dim": 8,
+        "codebook_size": 16,
+        "mid_attention": False,
+    }

@@ -118,6 +118,15 @@ def build_sampler(choice: SamplerChoice, registry: PluginRegistry) -> Sampler:
     return registry.build("sampler", spec.name, spec.options)
 
 
+def build_samplers(
+    sampler: SamplerChoice, samplers: Mapping[str, SamplerChoice] | None, registry: PluginRegistry
+) -> dict[str, Sampler]:
+    """``{"text": default, modality: override...}`` from names, specs or callables."""
+    built = {"text": build_sampler(sampler, registry)}
+    built.update({name: build_sampler(choice, registry) for name, choice in (samplers or {}).items()})
+    return built
+
+
 class TokenDecoder:
     """Stateful decoding of a batch of prompts; iterate :meth:`steps` to run it.
 
@@ -398,9 +407,7 @@ def generate_tokens(
             if vocabulary
             else []
         )
-    registry = registry or get_registry()
-    built = {"text": build_sampler(sampler, registry)}
-    built.update({name: build_sampler(choice, registry) for name, choice in (samplers or {}).items()})
+    built = build_samplers(sampler, samplers, registry or get_registry())
     generator = seeded_generator(model, seed)
     decoder = TokenDecoder(
         model,

@@ -14,7 +14,7 @@ import torch
 
 from chameleon_sdk.document import Document, Image, Segment, Text
 from chameleon_sdk.errors import GenerationError
-from chameleon_sdk.generation.engine import Guidance, SamplerChoice, TokenDecoder, build_sampler, seeded_generator
+from chameleon_sdk.generation.engine import Guidance, SamplerChoice, TokenDecoder, build_samplers, seeded_generator
 from chameleon_sdk.generation.events import (
     BlockDone,
     BlockProgress,
@@ -145,8 +145,7 @@ def stream_documents(
     vocab = pipe.vocabulary
     ids = [pipe.tokenize(p) for p in batch]
     modes = [mode] * len(batch) if isinstance(mode, str) else list(mode)
-    built = {"text": build_sampler(sampler, pipe.registry)}
-    built.update({name: build_sampler(choice, pipe.registry) for name, choice in (samplers or {}).items()})
+    built = build_samplers(sampler, samplers, pipe.registry)
     constraints = {
         name: m.block_constraint(vocab) for name, m in pipe.modalities.items() if hasattr(m, "block_constraint")
     }

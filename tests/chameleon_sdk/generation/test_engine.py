@@ -270,3 +270,13 @@ def test_compiled_decode_step_gives_the_same_tokens(model, vocab):
     plain = generate_tokens(model, prompts, max_new_tokens=10, vocabulary=vocab, mode="interleaved")
     compiled = generate_tokens(model, prompts, max_new_tokens=10, vocabulary=vocab, mode="interleaved", compile=True)
     assert torch.equal(plain, compiled)
+
+
+def test_cfg_in_a_batch_with_mixed_modes_matches_rows_alone(model, vocab):
+    guidance = Guidance()
+    prompts, modes = [[0, 11, 12], [0, 13], [0, 14, 15, 16]], ["image", "text", "interleaved"]
+    batch = generate_tokens(model, prompts, max_new_tokens=BLOCK + 3, vocabulary=vocab, mode=modes, guidance=guidance)
+    for row, prompt, mode in zip(batch.tolist(), prompts, modes):
+        alone = generate_tokens(model, prompt, max_new_tokens=BLOCK + 3, vocabulary=vocab, mode=mode, guidance=guidance)
+        assert row[: len(alone)] == alone.tolist()
+    assert vocab.code_mask("image")[batch[0, :BLOCK]].all() and batch[0, BLOCK] == vocab.block("image").end_id

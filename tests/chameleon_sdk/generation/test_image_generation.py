@@ -9,24 +9,14 @@ import torch
 import chameleon_sdk as cs
 from chameleon_sdk.cli import main
 
-TINY_IMAGE = {
-    "resolution": 16,
-    "base_channels": 32,
-    "channel_multipliers": [1, 1],
-    "num_res_blocks": 1,
-    "latent_channels": 8,
-    "embed_dim": 8,
-    "codebook_size": 16,
-    "mid_attention": False,
-}
 CODES = 64  # a 16 px image, downsampled twice -> 8 x 8
 
 
 @pytest.fixture
-def pipe(registry, trained_sentencepiece):
+def pipe(registry, trained_sentencepiece, tiny_image_options):
     config = cs.PipelineConfig(
         text_tokenizer={"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-        modalities=({"name": "image", "options": TINY_IMAGE},),
+        modalities=({"name": "image", "options": tiny_image_options},),
         model=cs.ModelConfig(dim=32, num_layers=1, num_heads=4, max_seq_len=512),
         attention="eager",
     )

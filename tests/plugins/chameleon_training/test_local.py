@@ -162,25 +162,15 @@ def test_freeze_patterns_keep_parameters_fixed(make_pipe):
         assert torch.equal(before[key], after[key]) == frozen, key
 
 
-def test_anole_trains_only_the_image_rows_of_the_head(registry, trained_sentencepiece, tmp_path):
+def test_anole_trains_only_the_image_rows_of_the_head(registry, trained_sentencepiece, tiny_image_options, tmp_path):
     import PIL.Image
 
-    tiny_image = {
-        "resolution": 16,
-        "base_channels": 32,
-        "channel_multipliers": [1, 1],
-        "num_res_blocks": 1,
-        "latent_channels": 8,
-        "embed_dim": 8,
-        "codebook_size": 16,
-        "mid_attention": False,
-    }
     doc = cs.Document.of("a red circle", PIL.Image.new("RGB", (16, 16), (255, 0, 0)))
     data = tmp_path / "d.jsonl"
     cs.write_jsonl([doc], data)
     config = cs.PipelineConfig(
         text_tokenizer={"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-        modalities=({"name": "image", "options": tiny_image},),
+        modalities=({"name": "image", "options": tiny_image_options},),
         model=cs.ModelConfig(dim=32, num_layers=1, num_heads=4, max_seq_len=64),
         trainer={"name": "local", "options": {"anole": True, "precision": "fp32", "progress": False, "lr": 1e-2}},
     )
