@@ -183,3 +183,30 @@ def test_anole_trains_only_the_image_rows_of_the_head(registry, trained_sentence
     assert not torch.equal(before["output.weight"][rows], after["output.weight"][rows])
     assert torch.equal(before["output.weight"][~rows], after["output.weight"][~rows])
     assert all(torch.equal(before[k], after[k]) for k in before if k != "output.weight")
+
+
+def test_auto_precision_follows_the_measured_rule(monkeypatch, tmp_path):
+    import builtins
+    import io
+
+    from chameleon_training.local import resolve_precision
+    from chameleon_training.options import TrainerOptions
+
+    real_open = builtins.open
+
+    def cpu_with(flags):
+        def fake_open(path, *args, **kwargs):
+            if str(path) == "/proc/cpuinfo":
+                return io.StringIO(f"processor : 0\nflags : fpu sse {flags}\n")
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+
+    cpu = torch.device("cpu")
+    cpu_with("avx512f amx_bf16 amx_tile")
+    assert resolve_precision(TrainerOptions(), cpu) == torch.bfloat16
+    cpu_with("avx512f avx512_bf16")  # no AMX: bf16 measured no faster here
+    assert resolve_precision(TrainerOptions(), cpu) is None
+    assert resolve_precision(TrainerOptions(precision="bf16"), cpu) == torch.bfloat16
+    cpu_with("avx512f amx_bf16")
+    assert resolve_precision(TrainerOptions(precision="fp32"), cpu) is None
