@@ -76,6 +76,11 @@ class Segment:
 AnySegment = Text | Image | Segment
 
 
+def segment_of(modality: str, payload: Any) -> Image | Segment:
+    """The segment holding a decoded payload: :class:`Image` for images, :class:`Segment` otherwise."""
+    return Image(payload) if modality == "image" else Segment(modality, payload)
+
+
 def _canonical(segments: Iterable[AnySegment]) -> tuple[AnySegment, ...]:
     out: list[AnySegment] = []
     for seg in segments:

@@ -22,9 +22,9 @@ from typing import Any, overload
 import attrs
 import torch
 
-from chameleon_sdk.checkpoint import load_model, save_model, staging_directory
+from chameleon_sdk.checkpoint import load_model, read_json, save_model, staging_directory
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
-from chameleon_sdk.document import Document, Image, Segment, Text
+from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import CheckpointError, ConfigError, TokenizationError
 from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import generate_documents, stream_documents
@@ -216,7 +216,7 @@ class Pipeline:
             partial = getattr(self.modalities.get(open_name), "decode_partial", None)
             if partial is not None:
                 codes = vocab.ids_to_codes(open_name, self._only_codes(open_name, ids_t[open_at + 1 :]))
-                segments.append(self._wrap(open_name, partial(codes)))
+                segments.append(segment_of(open_name, partial(codes)))
         else:
             segments += self._text_segments(ids_t[cursor:], strict, cursor)
         return Document(segments)
@@ -240,11 +240,7 @@ class Pipeline:
             raise TokenizationError(
                 f"position {offset}: {name} block has {ids.numel()} codes, expected {modality.block_length}"
             )
-        return self._wrap(name, modality.decode(vocab.ids_to_codes(name, ids)))
-
-    @staticmethod
-    def _wrap(name: str, payload: Any) -> Text | Image | Segment:
-        return Image(payload) if name == "image" else Segment(name, payload)
+        return segment_of(name, modality.decode(vocab.ids_to_codes(name, ids)))
 
     def _text_segments(self, ids: torch.Tensor, strict: bool, offset: int) -> list[Text | Image | Segment]:
         kinds = self.vocabulary.modality_index[ids]
@@ -376,12 +372,7 @@ class Pipeline:
         """Load a pipeline written by :meth:`save_pretrained`."""
         directory = Path(directory)
         meta_path = directory / PIPELINE_FILE
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise CheckpointError(f"cannot read {str(meta_path)!r}: {exc.strerror}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{str(meta_path)!r} is not valid JSON: {exc}") from exc
+        meta = read_json(meta_path)
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
                 f"{str(meta_path)!r}: unsupported or missing format_version (expected {FORMAT_VERSION})"

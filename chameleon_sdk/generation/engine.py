@@ -213,7 +213,9 @@ class TokenDecoder:
         self.k = 1 if guidance is None else guidance.rows
         self.done = torch.zeros(self.rows, dtype=torch.bool, device=device)
         self.reasons: list[str | None] = [None] * self.rows
-        self.tokens: list[list[int]] = [[] for _ in range(self.rows)]
+        # new tokens per row, written in place each step; ``counts[r]`` of them are real
+        self.out = torch.full((self.rows, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        self.counts = torch.zeros(self.rows, dtype=torch.long, device=device)
         self.seen = torch.zeros(self.rows, vocab_size, dtype=torch.bool, device=device)
         for r, p in enumerate(prompts):
             self.seen[r, torch.tensor(p, device=device)] = True
@@ -320,36 +322,37 @@ class TokenDecoder:
         finally:
             self.model.train(was_training)
 
+    REASONS = ("", "stop", "done", "max_tokens", "max_time")
+
+    @property
+    def tokens(self) -> list[list[int]]:
+        """Each row's new tokens so far."""
+        return [row[:n] for row, n in zip(self.out.tolist(), self.counts.tolist())]
+
     def _record(self, tokens: torch.Tensor, active: torch.Tensor) -> list[tuple[int, str]]:
+        """Store the step's tokens and decide which rows end, in tensor ops; Python only sees the
+        (few) rows that finish."""
+        live = torch.nonzero(active).flatten()
+        self.out[live, self.counts[live]] = tokens[live]
+        self.counts += active.long()
         self.seen[torch.arange(self.rows, device=self.device), tokens] |= active
-        for r in torch.nonzero(active).flatten().tolist():  # per row, once per step
-            self.tokens[r].append(int(tokens[r]))
         if self.states is not None:
-            stop = self.states.is_stop(tokens) & active
-            block_done = self.states.update(tokens) & active
+            stop = self.states.is_stop(tokens)
+            block_done = self.states.update(tokens)
         else:
-            stop = torch.isin(tokens, self.stop_ids) & active
+            stop = torch.isin(tokens, self.stop_ids)
             block_done = torch.zeros_like(stop)
-        counts = torch.tensor([len(t) for t in self.tokens], device=self.device)
-        out_of_budget = (counts >= self.max_new_tokens) & active
-        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+        # the first reason that applies, in REASONS order
+        code = torch.where(self.counts >= self.max_new_tokens, 3, 0)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            code = torch.where(code == 0, 4, code)
+        code = torch.where(block_done, 2, code)
+        code = torch.where(stop, 1, code) * active
         finished: list[tuple[int, str]] = []
-        for r in torch.nonzero(active).flatten().tolist():
-            reason = (
-                "stop"
-                if stop[r]
-                else "done"
-                if block_done[r]
-                else "max_tokens"
-                if out_of_budget[r]
-                else "max_time"
-                if timed_out
-                else None
-            )
-            if reason is not None:
-                self.done[r] = True
-                self.reasons[r] = reason
-                finished.append((r, reason))
+        for r, c in zip(torch.nonzero(code).flatten().tolist(), code[code > 0].tolist()):
+            self.done[r] = True
+            self.reasons[r] = self.REASONS[c]
+            finished.append((r, self.REASONS[c]))
         return finished
 
     def run(self) -> list[list[int]]:
@@ -423,9 +426,6 @@ def generate_tokens(
         constraints=constraints,
         compile=compile,
     )
-    rows = decoder.run()
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), decoder.pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    decoder.run()
+    out = decoder.out[:, : int(decoder.counts.max())].cpu()  # rows already padded with the pad id
     return out[0] if single else out

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from chameleon_sdk.document import Document, Image, Segment, Text
+from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.engine import Guidance, SamplerChoice, TokenDecoder, build_samplers, seeded_generator
 from chameleon_sdk.generation.events import (
@@ -111,7 +111,7 @@ class _RowBuilder:
         assert name is not None
         codes = self.pipe.vocabulary.ids_to_codes(name, torch.tensor(self.codes, dtype=torch.long))
         payload = self.pipe.modalities[name].decode(codes) if name in self.pipe.modalities else codes
-        self.segments.append(Image(payload) if name == "image" else Segment(name, payload))  # type: ignore[arg-type]
+        self.segments.append(segment_of(name, payload))
         self.block, self.codes = None, []
         return (ImageDone if name == "image" else BlockDone)(self.row, name, payload)
 
@@ -169,8 +169,9 @@ def stream_documents(
             yield rows[r]._start(m)
     for step in decoder.steps():
         finished = dict(step.finished)
+        tokens = step.tokens.tolist()
         for r in torch.nonzero(step.active).flatten().tolist():
-            yield from rows[r].feed(int(step.tokens[r]))
+            yield from rows[r].feed(tokens[r])
             if r not in finished and rows[r].hit_stop_string:
                 decoder.finish(r, "stop_string")
                 finished[r] = "stop_string"

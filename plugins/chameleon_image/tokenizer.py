@@ -19,7 +19,7 @@ from chameleon_image.checkpoints import read_pretrained
 from chameleon_image.options import ARCHITECTURE_FIELDS, ImageTokenizerOptions
 from chameleon_image.pixels import as_pixels, image_from_pixels
 from chameleon_image.vqgan import VQGAN
-from chameleon_sdk import CheckpointError, ConfigError, TokenizationError, from_dict, to_dict
+from chameleon_sdk import CheckpointError, ConfigError, TokenizationError, from_dict, read_json, to_dict
 
 WEIGHTS_FILE = "image_tokenizer.safetensors"
 OPTIONS_FILE = "image_tokenizer.json"
@@ -233,12 +233,7 @@ class ImageTokenizer:
 def read_saved(directory: Path) -> tuple[ImageTokenizerOptions, dict[str, torch.Tensor]]:
     """Options and weights from a directory written by :meth:`ImageTokenizer.save`."""
     meta_path = directory / OPTIONS_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {str(meta_path)!r}: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{str(meta_path)!r} is not valid JSON: {exc}") from exc
+    meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{str(meta_path)!r} is not a {FORMAT} v{FORMAT_VERSION} file")
     try:
