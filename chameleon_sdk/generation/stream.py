@@ -43,10 +43,13 @@ class _RowBuilder:
     def __init__(self, pipe: Pipeline, row: int, stop_strings: Sequence[str], progress_every: int | None) -> None:
         self.pipe, self.row = pipe, row
         self.stop_strings = [s for s in stop_strings if s]
-        self.holdback = max((len(s) for s in self.stop_strings), default=1) - 1
+        self.holdback = max((len(s) for s in self.stop_strings), default=1) - 1  # chars a stop string may still claim
         self.progress_every = progress_every
         self.segments: list[Text | Image | Segment] = []
-        self.text_ids: list[int] = []
+        self.text_ids: list[int] = []  # the current text run
+        # text_ids[prefix:read] are decoded already and kept as left context for the next decode, so
+        # each token costs a short decode instead of re-decoding the whole run
+        self.prefix = self.read = 0
         self.text = ""  # decoded text of the current run
         self.emitted = 0  # characters of self.text already sent as deltas
         self.block: str | None = None
@@ -74,24 +77,35 @@ class _RowBuilder:
             return []
         if int(vocab.modality_index[token]) == TEXT:
             self.text_ids.append(token)
-            self.text = self.pipe.text_tokenizer.decode(self.text_ids)
-            self._cut_at_stop_string()
+            self._extend_text(final=False)
             return self._flush_text(final=False)
         return []  # stop tokens and other structure are not content
 
-    def _cut_at_stop_string(self) -> None:
-        """Cut the text at the first stop string, if one appeared (before anything is emitted)."""
-        hits = [self.text.find(s) for s in self.stop_strings if s in self.text]
+    def _extend_text(self, *, final: bool) -> None:
+        """Append the text of the pending ids; an incomplete UTF-8 sequence waits for more bytes."""
+        if self.hit_stop_string or self.read == len(self.text_ids):
+            return
+        decode = self.pipe.text_tokenizer.decode
+        context = decode(self.text_ids[self.prefix : self.read])
+        decoded = decode(self.text_ids[self.prefix :])
+        if decoded.endswith("\ufffd") and not final:
+            return
+        before = len(self.text)
+        self.text += decoded[len(context) :]
+        self.prefix, self.read = self.read, len(self.text_ids)
+        self._cut_at_stop_string(since=max(0, before - self.holdback))
+
+    def _cut_at_stop_string(self, *, since: int) -> None:
+        """Cut the text at the first stop string ending in the new text (earlier text had none)."""
+        hits = [i for i in (self.text.find(s, since) for s in self.stop_strings) if i >= 0]
         if hits:
             self.text = self.text[: min(hits)]
             self.hit_stop_string = True
 
     def _flush_text(self, *, final: bool) -> list[GenerationEvent]:
-        end = len(self.text)
-        if not final:
-            end -= self.holdback
-            while end > self.emitted and self.text[end - 1] == "\ufffd":  # an incomplete UTF-8 sequence
-                end -= 1
+        if final:
+            self._extend_text(final=True)
+        end = len(self.text) if final else len(self.text) - self.holdback
         events: list[GenerationEvent] = []
         if end > self.emitted:
             events.append(TextDelta(self.row, self.text[self.emitted : end]))
@@ -99,7 +113,7 @@ class _RowBuilder:
         if final:
             if self.text:
                 self.segments.append(Text(self.text))
-            self.text_ids, self.text, self.emitted = [], "", 0
+            self.text_ids, self.text, self.emitted, self.prefix, self.read = [], "", 0, 0, 0
         return events
 
     def _start(self, modality: str) -> GenerationEvent:

@@ -6,6 +6,8 @@ import threading
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import chameleon_sdk as cs
 from chameleon_sdk.generation.events import (
@@ -153,3 +155,20 @@ def test_cli_generate_writes_the_output(pipe, tmp_path, suffix, capsys):
     assert code == 0 and out.is_file()
     assert "a red" in out.read_text(encoding="utf-8")
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+@given(text=st.text(max_size=60), cut=st.integers(0, 60), width=st.integers(1, 4), use_stop=st.booleans())
+def test_incremental_text_equals_decoding_the_whole_run(pipe, text, cut, width, use_stop):
+    """Deltas built token by token (short decodes) equal one decode of the run, stop strings included."""
+    from chameleon_sdk.generation.stream import _RowBuilder
+
+    ids = pipe.text_tokenizer.encode(text)
+    stop = text[cut : cut + width] if use_stop and text[cut : cut + width] else None
+    row = _RowBuilder(pipe, 0, [stop] if stop else [], progress_every=None)
+    events = [e for token in ids for e in row.feed(token)]
+    events += row.finish("max_tokens")
+    expected = text[: text.find(stop)] if stop else text
+    deltas = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert deltas == expected == events[-1].document.text
+    assert "\ufffd" not in deltas or "\ufffd" in text
+    assert row.hit_stop_string == bool(stop)
