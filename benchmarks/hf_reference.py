@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from chameleon_checkpoint.hf_vocabulary import image_name  # the released IMGIMG spelling
 
 NUM_CODES = 8192
 OFFSET = 4
@@ -28,9 +29,6 @@ def text_ids(vocab_size: int, batch: int, seq: int) -> torch.Tensor:
 def vocabulary_map(vocab_size: int) -> dict[str, int]:
     """A released-style map: image codes at ids 4.. (as many as fit), then the structural tokens."""
     codes = num_codes(vocab_size)
-
-    def image_name(code: int) -> str:
-        return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
 
     names = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
     names |= {image_name(c): OFFSET + c for c in range(codes)}

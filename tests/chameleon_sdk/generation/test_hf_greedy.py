@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from chameleon_checkpoint.hf_vocabulary import image_name  # the released IMGIMG spelling
 
 import chameleon_sdk as cs
 
@@ -15,9 +16,6 @@ TEXT = 40  # ids after the image block and the specials are plain text pieces
 
 
 def _vocabulary_map() -> dict[str, int]:
-    def image_name(code: int) -> str:  # the released spelling: digits as letters A-J, then "Z"
-        return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
-
     names = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
     names |= {image_name(c): OFFSET + c for c in range(NUM_CODES)}
     end = OFFSET + NUM_CODES
