@@ -14,12 +14,18 @@ The helpers below (:func:`read_json`, :func:`read_safetensors`, :func:`write_saf
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno as _errno
+import functools
+import hashlib
 import json
 import os
+import pickle
 import shutil
+import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "MANIFEST_FILE",
     "SAFETENSORS_FILE",
     "SAFETENSORS_INDEX_FILE",
     "CheckpointFormat",
@@ -40,16 +47,24 @@ __all__ = [
     "detect_format",
     "load_model",
     "load_weights",
+    "prune_step_directories",
     "read_json",
+    "read_manifest",
     "read_safetensors",
+    "read_torch_file",
     "read_torch_weights",
     "replace_directory",
     "save_model",
     "staging_directory",
+    "verify_dcp_metadata",
+    "verify_manifest",
     "write_json",
+    "write_manifest",
     "write_safetensors",
 ]
 
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "chameleon-sdk/manifest"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 KIND = "checkpoint_format"
@@ -100,12 +115,18 @@ def _formats(registry: PluginRegistry) -> dict[str, CheckpointFormat]:
     return formats
 
 
+def _checked_path(path: Any, what: str = "checkpoint path") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"{what} must be a str or os.PathLike, got {type(path).__name__}: {path!r:.80}")
+    return Path(path)
+
+
 def detect_format(path: str | os.PathLike[str], *, registry: PluginRegistry | None = None) -> str:
     """The name of the one registered format that recognises ``path``.
 
     :raises CheckpointError: when ``path`` does not exist, or no format (or more than one) claims it.
     """
-    path = Path(path)
+    path = _checked_path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     registry = registry or get_registry()
@@ -129,6 +150,7 @@ def load_model(
     options: Any = None,
     registry: PluginRegistry | None = None,
     dtype: torch.dtype | None = None,
+    verify: bool = True,
 ) -> nn.Module:
     """Load a model checkpoint, detecting its format unless ``format`` names one.
 
@@ -136,13 +158,19 @@ def load_model(
     :param format: a ``checkpoint_format`` plugin name (``"native"``, ``"hf"``, ``"original"``).
     :param options: options for that format's plugin (a mapping or its options class).
     :param dtype: cast the loaded model to this dtype (default: keep the model's fp32 parameters).
+    :param verify: check the files against the directory's ``manifest.json`` first (a directory
+        without one, such as a Hugging Face download, is loaded as it is).
     :returns: the model, in eval mode, with ``model.checkpoint_info`` describing its source.
     :raises CheckpointError: on a missing or corrupt file (named), a shape mismatch (key and both shapes).
     """
     registry = registry or get_registry()
-    path = Path(path)
+    path = _checked_path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise CheckpointError(f"load_model: dtype must be a torch.dtype such as torch.bfloat16, got {dtype!r}")
+    if verify and path.is_dir():
+        verify_manifest(path)
     name = format or detect_format(path, registry=registry)
     fmt = registry.build(KIND, name, options)
     model = fmt.load(path, registry=registry)
@@ -162,46 +190,238 @@ def save_model(
     """Write ``model`` as a checkpoint directory of ``format``, atomically.
 
     The format writes into a temporary sibling directory that then replaces ``path`` in one rename,
-    so readers see either the old checkpoint or the complete new one.
+    so readers see either the old checkpoint or the complete new one; ``manifest.json`` (SHA-256 and
+    size of every file) is written last.
     """
     registry = registry or get_registry()
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(f"save_model: expected a torch.nn.Module, got {type(model).__name__}")
     fmt = registry.build(KIND, format, options)
-    path = Path(path)
+    path = _checked_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with staging_directory(path) as tmp:
         fmt.save(model, tmp)
     return path
 
 
+def prune_step_directories(root: Path, keep_last: int) -> None:
+    """Keep the newest ``keep_last`` complete ``step-NNNNNNNN`` folders under ``root``.
+
+    Also removes what crashed writes left behind (``.step-*.tmp-*``). An old folder is first hidden
+    by one atomic rename and only then deleted, so a crash mid-delete never leaves a half-deleted
+    checkpoint that looks complete (the next prune removes the rest).
+    """
+    for stale in root.glob(".step-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    complete = sorted(p for p in root.iterdir() if p.is_dir() and _is_step_name(p.name))
+    for old in complete[: max(len(complete) - keep_last, 0)]:
+        hidden = old.with_name(f".{old.name}.tmp-pruned-{os.getpid()}")
+        old.rename(hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _is_step_name(name: str) -> bool:
+    return len(name) == 13 and name.startswith("step-") and name[5:].isdigit()
+
+
 @contextlib.contextmanager
-def staging_directory(target: Path) -> Iterator[Path]:
+def staging_directory(target: Path, *, manifest: bool = True) -> Iterator[Path]:
     """A fresh temporary sibling of ``target`` that replaces ``target`` when the block succeeds
-    (and is removed when it fails): readers never see a half-written directory."""
+    (and is removed when it fails): readers never see a half-written directory.
+
+    With ``manifest=True`` the block's files are then listed with their SHA-256 and size in
+    ``manifest.json`` (written last, see :func:`write_manifest`) and flushed to disk before the rename,
+    so the loaders can tell a complete checkpoint from a damaged one (:func:`verify_manifest`).
+    """
+    target = Path(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield tmp
+        if manifest:
+            write_manifest(tmp, sync=True)
         replace_directory(tmp, target)
+        _fsync_directory(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _exchange(src: Path, dst: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    libc = _libc()
+    if libc is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (_errno.EINVAL, _errno.ENOSYS, _errno.ENOTSUP, _errno.EXDEV, _errno.EPERM):
+        return False  # this file system or kernel cannot exchange: fall back to two renames
+    raise OSError(errno, os.strerror(errno), str(dst))
+
+
+@functools.cache
+def _libc() -> Any:
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def replace_directory(src: Path, dst: Path) -> None:
-    """Move directory ``src`` to ``dst``, replacing an existing ``dst`` (a file or directory)."""
+    """Move directory ``src`` to ``dst``, replacing an existing ``dst`` (a file or directory).
+
+    On Linux the two are exchanged atomically, so ``dst`` always holds the old or the new copy; where
+    that is unsupported the old copy is first renamed to ``.NAME.old-PID`` (a crash between the two
+    renames leaves it there).
+    """
     if not dst.exists():
         os.replace(src, dst)
         return
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
+    if _exchange(src, dst):
+        old = src  # after the exchange, src holds the old copy
+    else:
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            os.replace(old, dst)
+            raise
     if old.is_dir():
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink(missing_ok=True)
+
+
+# -- manifests ---------------------------------------------------------------------------------
+
+
+def _sha256(path: Path, *, sync: bool = False) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        if sync:
+            os.fsync(f.fileno())
+    return digest.hexdigest(), size
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _manifest_entries(directory: Path) -> list[Path]:
+    """Every file under ``directory``; a subdirectory with its own manifest is covered by that file."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(directory):
+        here = Path(root)
+        if here != directory and MANIFEST_FILE in files:
+            found.append(here / MANIFEST_FILE)
+            dirs.clear()
+            continue
+        dirs.sort()
+        found += [here / name for name in sorted(files) if not (here == directory and name == MANIFEST_FILE)]
+    return found
+
+
+def write_manifest(
+    directory: str | os.PathLike[str], *, files: Iterable[str] | None = None, sync: bool = False
+) -> Path:
+    """Write ``manifest.json`` into ``directory``: the SHA-256 and size of each file.
+
+    :param files: the paths (relative to ``directory``) to list; by default every file under it,
+        where a subdirectory holding its own ``manifest.json`` is listed by that file alone (its
+        manifest covers the rest, so nothing is hashed twice).
+    :param sync: flush each file to disk (``fsync``) while hashing it, so the checkpoint survives
+        a power cut as well as a crash.
+    """
+    directory = _checked_path(directory, "directory")
+    paths = [directory / f for f in files] if files is not None else _manifest_entries(directory)
+    entries: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        if not path.is_file():
+            raise CheckpointError(f"cannot list {str(path)!r} in the manifest: it is not a file")
+        digest, size = _sha256(path, sync=sync)
+        entries[path.relative_to(directory).as_posix()] = {"sha256": digest, "size": size}
+    target = directory / MANIFEST_FILE
+    write_json(target, {"format": MANIFEST_FORMAT, "format_version": 1, "files": entries})
+    if sync:
+        _sha256(target, sync=True)
+        _fsync_directory(directory)
+    return target
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """``{relative path: {"sha256", "size"}}`` from ``directory/manifest.json``, or None without one.
+
+    A ``manifest.json`` of another tool (no ``files`` table) counts as none.
+    """
+    path = _checked_path(directory, "directory") / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if not isinstance(data, Mapping) or "files" not in data:
+        return None
+    files = data["files"]
+    if data.get("format") != MANIFEST_FORMAT or not isinstance(files, Mapping):
+        raise CheckpointError(f"manifest {str(path)!r} is not a {MANIFEST_FORMAT} manifest (corrupt?)")
+    for name, entry in files.items():
+        ok = isinstance(entry, Mapping) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)
+        if not ok or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"manifest {str(path)!r}: malformed entry {name!r}")
+    return {str(k): dict(v) for k, v in files.items()}
+
+
+def verify_manifest(directory: str | os.PathLike[str], *, recursive: bool = True) -> bool:
+    """Check every file ``directory/manifest.json`` lists against its size and SHA-256.
+
+    A directory without a manifest (one downloaded from the Hugging Face Hub, a release) passes:
+    returns False. Files the manifest does not list are not checked.
+
+    :param recursive: also verify the manifests of subdirectories that the manifest lists (their
+        own loaders do it when False).
+    :returns: True when a manifest was found and everything matched.
+    :raises CheckpointError: naming the missing, truncated or altered file.
+    """
+    directory = _checked_path(directory, "directory")
+    files = read_manifest(directory)
+    if files is None:
+        return False
+    for name, entry in sorted(files.items()):
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {str(path)!r} is missing (listed in {MANIFEST_FILE})")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise CheckpointError(
+                f"checkpoint file {str(path)!r} is truncated or altered: {size} bytes, "
+                f"the manifest says {entry['size']}"
+            )
+        digest, _ = _sha256(path)
+        if digest != entry["sha256"]:
+            raise CheckpointError(
+                f"checkpoint file {str(path)!r} is corrupt: its SHA-256 does not match {MANIFEST_FILE} "
+                f"({digest[:12]}... vs {entry['sha256'][:12]}...)"
+            )
+        if recursive and path.name == MANIFEST_FILE and path.parent != directory:
+            verify_manifest(path.parent, recursive=True)
+    return True
 
 
 # -- file helpers ------------------------------------------------------------------------------
@@ -209,7 +429,7 @@ def replace_directory(src: Path, dst: Path) -> None:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parse a JSON file; :class:`CheckpointError` names the file when it is missing or corrupt."""
-    path = Path(path)
+    path = _checked_path(path, "JSON file path")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -222,7 +442,12 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    _atomic_write(Path(path), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    path = _checked_path(path, "JSON file path")
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot write {str(path)!r}: the data is not JSON-serialisable ({exc})") from exc
+    _atomic_write(path, (text + "\n").encode("utf-8"))
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -271,7 +496,7 @@ def read_safetensors(
     from safetensors import SafetensorError, safe_open
 
     tensors: dict[str, torch.Tensor] = {}
-    for file, wanted in _safetensors_files(Path(path)).items():
+    for file, wanted in _safetensors_files(_checked_path(path)).items():
         if not Path(file).is_file():
             raise CheckpointError(f"checkpoint file {file!r} is missing")
         try:
@@ -307,8 +532,14 @@ def write_safetensors(
     """
     from safetensors.torch import save
 
-    directory = Path(directory)
+    directory = _checked_path(directory, "directory")
+    if not isinstance(tensors, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+    ):
+        raise CheckpointError("write_safetensors: expected a mapping of str names to tensors")
     meta = {"format": "pt", **(metadata or {})}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CheckpointError(f"write_safetensors: metadata must map str to str, got {metadata!r:.80}")
     # safetensors refuses views into shared storage; a contiguous clone of each tensor is cheap here.
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -332,16 +563,96 @@ def write_safetensors(
     return [*names, SAFETENSORS_INDEX_FILE]
 
 
-def read_torch_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a ``torch.save``-d state dict with ``weights_only=True`` (no pickled code runs)."""
-    path = Path(path)
+def read_torch_file(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
+    """Load a ``torch.save``-d file with ``weights_only=True``: tensors, containers and plain values
+    only. A file whose unpickling would import or call anything else is refused, never executed.
+
+    :param mmap: map the file instead of reading it (zip-format files only; ignored for others).
+    :raises CheckpointError: naming the file when it is missing, corrupt, or needs pickled code.
+    """
+    path = _checked_path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {str(path)!r} is missing")
     try:
-        # mmap keeps multi-GB shards out of RAM until used; only the zip format supports it.
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as exc:  # torch raises many types (pickle, zip, runtime) for a bad file
-        raise CheckpointError(f"checkpoint file {str(path)!r} cannot be read as torch weights: {exc}") from exc
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines()]
+        why = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0] if lines else "")
+        raise CheckpointError(
+            f"refusing to load {str(path)!r}: it needs pickled code, which is never run "
+            f"(only torch.load(weights_only=True) is used). {why.split('. Please use')[0]}"
+        ) from exc
+    except Exception as exc:  # torch raises many types (zip, runtime, EOF) for a bad file
+        raise CheckpointError(f"checkpoint file {str(path)!r} cannot be read as torch data: {exc}") from exc
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles ``torch.distributed.checkpoint`` metadata only: its dataclasses and enums, tensor
+    sizes, dtypes, layouts, memory formats and paths. Any other global is refused, so no code runs."""
+
+    _DCP = "torch.distributed.checkpoint."
+    _PATHS = frozenset({"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"})
+
+    def __init__(self, file: Any, source: str) -> None:
+        super().__init__(file)
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        import dataclasses
+        import enum
+        import importlib
+
+        allowed = (
+            (module == "torch" and name == "Size")
+            or (module == "torch.serialization" and name == "_get_layout")
+            or (module == "pathlib" and name in self._PATHS)
+            or (module == "collections" and name == "OrderedDict")
+        )
+        if not allowed and (module == "torch" or module.startswith(self._DCP)):
+            try:
+                found = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                found = None
+            allowed = isinstance(found, (torch.dtype, torch.layout, torch.memory_format)) or (
+                module.startswith(self._DCP)
+                and isinstance(found, type)
+                and (dataclasses.is_dataclass(found) or issubclass(found, enum.Enum))
+            )
+        if not allowed:
+            raise CheckpointError(
+                f"refusing to load {self.source!r}: it needs {module}.{name}, which is not part of checkpoint "
+                "metadata (the file is never unpickled with it)"
+            )
+        return super().find_class(module, name)
+
+
+def verify_dcp_metadata(directory: str | os.PathLike[str]) -> None:
+    """Check the metadata files of a ``torch.distributed.checkpoint`` directory before ``dcp.load``.
+
+    ``dcp.load`` unpickles ``.metadata`` with plain :mod:`pickle`, which would run any code a crafted
+    file holds; this reads every ``*.metadata`` file of ``directory`` with an unpickler that allows
+    only the checkpoint-metadata classes, so such a file is refused before it is ever loaded.
+
+    :raises CheckpointError: naming the file and what it needed, or a missing or corrupt file.
+    """
+    directory = _checked_path(directory, "directory")
+    files = sorted(directory.glob("*.metadata")) if directory.is_dir() else []
+    if not files:
+        raise CheckpointError(f"{str(directory)!r} holds no .metadata file: not a torch.distributed.checkpoint")
+    for path in files:
+        try:
+            with path.open("rb") as f:
+                _MetadataUnpickler(f, str(path)).load()
+        except CheckpointError:
+            raise
+        except Exception as exc:  # pickle raises many types for a damaged file
+            raise CheckpointError(f"checkpoint metadata {str(path)!r} is corrupt: {exc!r}") from exc
+
+
+def read_torch_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a ``torch.save``-d state dict with ``weights_only=True`` (no pickled code runs)."""
+    # mmap keeps multi-GB shards out of RAM until used
+    data = read_torch_file(path, mmap=True)
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"checkpoint file {str(path)!r} does not hold a mapping of names to tensors")
     return dict(data)
@@ -353,6 +664,8 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, so
     :param source: the checkpoint being read, named in errors.
     :raises CheckpointError: naming missing or unexpected keys, or a key with both shapes.
     """
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"checkpoint {source!r}: expected a mapping of names to tensors")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))

@@ -8,6 +8,7 @@ is not an int, ``1`` is not a bool), and an unknown key is an error naming the v
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import tempfile
@@ -35,14 +36,51 @@ __all__ = [
 T = TypeVar("T")
 
 
+@functools.cache
+def _field_types(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def typed(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    """An attrs validator: ``value`` must match the field's annotation, by the strict rules of
+    :func:`from_dict` (no ``"12"`` for an int, no ``True`` for a number); :class:`ConfigError` otherwise."""
+    cls: Any = type(instance)
+    _convert(_field_types(cls)[attribute.name], value, f"{cls.__name__}.{attribute.name}")
+
+
+def check_types(instance: Any) -> None:
+    """Run :func:`typed` on every field of an attrs instance (for ``__attrs_post_init__``)."""
+    for attribute in attrs.fields(type(instance)):
+        typed(instance, attribute, getattr(instance, attribute.name))
+
+
+def one_of(*choices: Any) -> Any:
+    """An attrs validator: the value must be one of ``choices`` (:class:`ConfigError` names them)."""
+
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            raise ConfigError(
+                f"{type(instance).__name__}.{attribute.name} must be one of {list(choices)}, got {value!r}"
+            )
+
+    return check
+
+
 def _positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    typed(instance, attribute, value)
     if value is not None and value <= 0:
         raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value!r}")
 
 
 def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    typed(instance, attribute, value)
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be in [0, 1), got {value!r}")
+
+
+def _name(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"a component name must be a non-empty string, got {value!r}")
 
 
 def _options_dict(value: Any) -> dict[str, Any]:
@@ -60,7 +98,7 @@ class ComponentSpec:
     against the plugin's own options class when the component is built.
     """
 
-    name: str
+    name: str = attrs.field(validator=_name)
     options: dict[str, Any] = attrs.field(factory=dict, converter=_options_dict, hash=False)
 
     @classmethod
@@ -87,7 +125,17 @@ def _slot(default: str) -> Any:
 def _specs(values: Any) -> tuple[ComponentSpec, ...]:
     if isinstance(values, (str, Mapping, ComponentSpec)):
         values = [values]
+    if not isinstance(values, (list, tuple)):
+        raise ConfigError(f"expected a list of components (names or {{'name', 'options'}}), got {values!r}")
     return tuple(ComponentSpec.of(v) for v in values)
+
+
+def _model_config(value: Any) -> Any:
+    if value is None or isinstance(value, ModelConfig):
+        return value
+    if isinstance(value, Mapping):
+        return from_dict(ModelConfig, value, where="PipelineConfig.model")
+    raise ConfigError(f"PipelineConfig.model must be a ModelConfig or a mapping of its fields, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -152,9 +200,7 @@ class PipelineConfig:
 
     text_tokenizer: ComponentSpec = _slot("sentencepiece")
     modalities: tuple[ComponentSpec, ...] = attrs.field(default=(), converter=_specs)
-    vocabulary: VocabularyLayout = attrs.field(
-        default="appended", validator=attrs.validators.in_(typing.get_args(VocabularyLayout))
-    )
+    vocabulary: VocabularyLayout = attrs.field(default="appended", validator=one_of(*typing.get_args(VocabularyLayout)))
     attention: ComponentSpec = _slot("sdpa")
     stability: tuple[ComponentSpec, ...] = attrs.field(default=(), converter=_specs)
     trainer: ComponentSpec = _slot("local")
@@ -163,7 +209,7 @@ class PipelineConfig:
     callbacks: tuple[ComponentSpec, ...] = attrs.field(
         factory=lambda: (ComponentSpec(name="metrics-jsonl"),), converter=_specs
     )
-    model: ModelConfig | None = None
+    model: ModelConfig | None = attrs.field(default=None, converter=_model_config)
 
     def __attrs_post_init__(self) -> None:
         names = [m.name for m in self.modalities]
@@ -255,6 +301,9 @@ def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
     :raises ConfigError: naming the field path, the bad value and what was expected, or the
         unknown key and the valid ones.
     """
+    is_config = isinstance(cls, type) and attrs.has(cls)  # (a plain bool: no narrowing of ``cls``)
+    if not is_config:
+        raise ConfigError(f"from_dict: {cls!r} is not a config class (an attrs class)")
     where = where or cls.__name__
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of options, got {data!r}")
@@ -280,6 +329,8 @@ def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
 
 def load_config(path: str | os.PathLike[str], cls: type[T] = PipelineConfig) -> T:  # type: ignore[assignment]
     """Read a config from a ``.json`` or ``.toml`` file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"load_config: expected a path to a .json or .toml file, got {path!r}")
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -312,4 +363,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:
     """Write a config as JSON (atomically)."""
-    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"save_config: expected a file path, got {path!r}")
+    try:
+        text = json.dumps(to_dict(config), indent=2, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"save_config: {type(config).__name__} is not a JSON-serialisable config: {exc}") from exc
+    atomic_write_text(path, text + "\n")

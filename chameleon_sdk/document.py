@@ -25,11 +25,23 @@ from chameleon_sdk.image_io import open_image
 __all__ = ["Document", "Image", "Segment", "Text", "read_jsonl", "write_jsonl"]
 
 
+def _instance_of(kind: type, what: str) -> Any:
+    """An attrs validator raising :class:`DocumentError` (not attrs' bare TypeError)."""
+
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, kind):
+            raise DocumentError(
+                f"{type(instance).__name__}.{attribute.name} must be {what}, got {type(value).__name__}: {value!r:.60}"
+            )
+
+    return check
+
+
 @attrs.frozen
 class Text:
     """A run of text."""
 
-    text: str = attrs.field(validator=attrs.validators.instance_of(str))
+    text: str = attrs.field(validator=_instance_of(str, "a str"))
     modality = "text"
 
     @property
@@ -45,7 +57,7 @@ def _same_pixels(a: PIL.Image.Image, b: PIL.Image.Image) -> bool:
 class Image:
     """A picture (a PIL image); equality compares mode, size and pixels."""
 
-    image: PIL.Image.Image = attrs.field(validator=attrs.validators.instance_of(PIL.Image.Image))
+    image: PIL.Image.Image = attrs.field(validator=_instance_of(PIL.Image.Image, "a PIL image"))
     modality = "image"
 
     @property
@@ -65,7 +77,7 @@ class Segment:
     For the JSONL format the payload must be JSON-serialisable data.
     """
 
-    modality: str = attrs.field(validator=attrs.validators.instance_of(str))
+    modality: str = attrs.field(validator=_instance_of(str, "a modality name (str)"))
     payload: Any
 
     def __attrs_post_init__(self) -> None:
@@ -82,6 +94,11 @@ def segment_of(modality: str, payload: Any) -> Image | Segment:
 
 
 def _canonical(segments: Iterable[AnySegment]) -> tuple[AnySegment, ...]:
+    if isinstance(segments, (str, bytes)) or not isinstance(segments, Iterable):
+        raise DocumentError(
+            f"Document: expected a sequence of Text, Image or Segment values, got {type(segments).__name__} "
+            "(Document.of(...) builds one from plain strings and images)"
+        )
     out: list[AnySegment] = []
     for seg in segments:
         if not isinstance(seg, (Text, Image, Segment)):
@@ -140,6 +157,8 @@ class Document:
         written to ``base_dir/image_dir/`` as a PNG named by its content hash and referenced by a
         path relative to ``base_dir``.
         """
+        if base_dir is not None and not isinstance(base_dir, (str, os.PathLike)):
+            raise DocumentError(f"Document.to_json: base_dir must be a path, got {base_dir!r}")
         out: list[dict[str, Any]] = []
         for seg in self.segments:
             if isinstance(seg, Text):
@@ -241,15 +260,32 @@ def write_jsonl(
     """
     if images not in ("base64", "files"):
         raise DocumentError(f"write_jsonl: images must be 'base64' or 'files', got {images!r}")
-    path = Path(path)
+    path = _path(path, "write_jsonl")
+    if isinstance(documents, (str, bytes, Document)) or not isinstance(documents, Iterable):
+        raise DocumentError(f"write_jsonl: expected an iterable of Documents, got {type(documents).__name__}")
     base = path.parent if images == "files" else None
-    lines = [json.dumps(doc.to_json(base_dir=base, image_dir=image_dir), ensure_ascii=False) for doc in documents]
+    lines = []
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, Document):
+            raise DocumentError(f"write_jsonl: item {i} is a {type(doc).__name__}, not a Document")
+        try:
+            lines.append(json.dumps(doc.to_json(base_dir=base, image_dir=image_dir), ensure_ascii=False))
+        except (TypeError, ValueError) as exc:
+            raise DocumentError(
+                f"write_jsonl: document {i} has a segment payload that is not JSON-serialisable: {exc}"
+            ) from exc
     atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _path(path: Any, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise DocumentError(f"{what}: expected a file path, got {path!r}")
+    return Path(path)
 
 
 def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
     """``(where, line)`` for every non-blank line, ``where`` being ``FILE:LINE`` for error messages."""
-    path = Path(path)
+    path = _path(path, "reading JSONL")
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
@@ -273,6 +309,6 @@ def parse_json_line(where: str, line: str) -> Any:
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Document]:
     """Read documents from JSONL; errors name the file and the line. Blank lines are skipped."""
-    base = Path(path).parent
+    base = _path(path, "read_jsonl").parent
     for where, line in jsonl_lines(path):
         yield Document.from_json(parse_json_line(where, line), base_dir=base, where=where)

@@ -100,6 +100,20 @@ def register_samplers(register: Register) -> None:
 def register_checkpoint_formats(register: Register) -> None:
     """Register checkpoint readers/writers (kind ``checkpoint_format``).
 
+    A format reads and writes models (:class:`chameleon_sdk.CheckpointFormat`) and may also hold
+    image tokenizers (:class:`chameleon_sdk.ImageTokenizerFormat`).
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+@hookspec
+def register_image_tokenizer_losses(register: Register) -> None:
+    """Register extra training losses of image tokenizers (kind ``image_tokenizer_loss``).
+
+    A loss adds a term to the tokenizer's training loss and may train parameters of its own (a
+    discriminator). See :class:`chameleon_sdk.ImageTokenizerLoss` for the contract.
+
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """
 

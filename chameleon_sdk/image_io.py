@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from chameleon_sdk.errors import ImageDecodeError
+from chameleon_sdk.errors import ConfigError, ImageDecodeError
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "open_image", "to_rgb"]
 
@@ -53,8 +53,12 @@ def open_image(
     :param name: what to call the input in errors (default: the path, or ``"<bytes>"``).
     :raises ImageDecodeError: naming the input and the problem.
     """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
+        raise ConfigError(f"open_image: max_pixels must be a positive integer, got {max_pixels!r}")
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, label = bytes(source), name or "<bytes>"
+    elif not isinstance(source, (str, os.PathLike)):
+        raise ImageDecodeError(f"open_image: expected a file path or the file's bytes, got {type(source).__name__}")
     else:
         path = Path(source)
         label = name or str(path)
@@ -97,6 +101,8 @@ def open_image(
 
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     """The image as 8-bit RGB by the module's documented rules (first frame; alpha over white)."""
+    if not isinstance(image, PIL.Image.Image):
+        raise ImageDecodeError(f"to_rgb: expected a PIL image, got {type(image).__name__}")
     if getattr(image, "n_frames", 1) > 1 and image.tell() != 0:
         image.seek(0)
     mode = image.mode

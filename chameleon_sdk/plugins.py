@@ -39,6 +39,7 @@ from chameleon_sdk.config import from_dict
 from chameleon_sdk.errors import (
     ConfigError,
     DuplicatePluginError,
+    PluginError,
     PluginLoadError,
     PluginNotFoundError,
 )
@@ -67,6 +68,7 @@ KINDS: Mapping[str, str] = {
     "trainer": "register_trainers",
     "sampler": "register_samplers",
     "checkpoint_format": "register_checkpoint_formats",
+    "image_tokenizer_loss": "register_image_tokenizer_losses",
     "callback": "register_callbacks",
 }
 
@@ -202,8 +204,17 @@ class PluginRegistry:
         with self._lock:
             if name is None:
                 name = plugin.__name__ if isinstance(plugin, ModuleType) else f"{type(plugin).__name__}-{id(plugin):x}"
+            if not isinstance(name, str) or not name:
+                raise PluginLoadError(f"a plugin name must be a non-empty string, got {name!r}")
             module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
             self._register(plugin, name, (module.split(".")[0], None))
+            if not self.pm.get_hookcallers(plugin):
+                self.pm.unregister(name=name)
+                self._providers.pop(name, None)
+                raise PluginLoadError(
+                    f"{plugin!r:.60} has no @chameleon_sdk.hookimpl functions, so it registers nothing; "
+                    f"hooks: {sorted(KINDS.values())}"
+                )
             return name
 
     def unregister(self, name: str) -> None:
@@ -293,8 +304,8 @@ class PluginRegistry:
         return self.get(kind, name).build(options)
 
 
-def _closest(name: str, names: Any) -> str | None:
-    matches = difflib.get_close_matches(name, list(names), n=1, cutoff=0.5)
+def _closest(name: Any, names: Any) -> str | None:
+    matches = difflib.get_close_matches(str(name), [str(n) for n in names], n=1, cutoff=0.5)
     return matches[0] if matches else None
 
 
@@ -317,6 +328,8 @@ def get_registry() -> PluginRegistry:
 def use_registry(registry: PluginRegistry | None = None) -> Iterator[PluginRegistry]:
     """Make ``registry`` (a fresh one by default) the default for the duration of the block."""
     global _default
+    if registry is not None and not isinstance(registry, PluginRegistry):
+        raise PluginError(f"use_registry: expected a PluginRegistry or None, got {type(registry).__name__}")
     registry = registry or PluginRegistry()
     with _default_lock:
         previous, _default = _default, registry

@@ -1,6 +1,8 @@
 """Test helpers for plugin authors, loaded by pytest through the ``pytest11`` entry point.
 
-The ``registered_plugin`` fixture registers plugins for one test and removes them afterwards::
+``chameleon_registry`` gives each test a fresh registry (installed plugins loaded from their entry
+points) as the default, so nothing a test registers leaks into the next. The ``registered_plugin``
+fixture registers plugins for one test and removes them afterwards::
 
     def test_my_modality(registered_plugin):
         registered_plugin(my_plugin_module)
@@ -13,7 +15,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chameleon_sdk.plugins import get_registry
+from chameleon_sdk.plugins import PluginRegistry, get_registry, use_registry
+
+
+@pytest.fixture
+def chameleon_registry() -> Iterator[PluginRegistry]:
+    """A fresh registry (installed plugins loaded from entry points), the default for one test."""
+    with use_registry() as registry:
+        yield registry
 
 
 @pytest.fixture

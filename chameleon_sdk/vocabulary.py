@@ -36,6 +36,12 @@ TEXT = -1  # modality_index value of text ids
 SPECIAL = -2  # modality_index value of structural tokens (bos, eos, pad, eot, begin/end)
 
 
+def _int(value: Any, what: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"Vocabulary: {what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 def _as_long(values: torch.Tensor | Sequence[int], what: str) -> torch.Tensor:
     if not isinstance(values, torch.Tensor):
         try:
@@ -83,8 +89,12 @@ class Vocabulary:
         blocks: Sequence[ModalityBlock] = (),
     ) -> None:
         self.layout = layout
-        self.size = size
-        self.specials = dict(specials)
+        self.size = _int(size, "size", minimum=1)
+        if not isinstance(specials, Mapping):
+            raise ConfigError(f"Vocabulary: specials must map role names to ids, got {specials!r}")
+        self.specials = {str(role): _int(i, f"special token {role!r}") for role, i in specials.items()}
+        if not all(isinstance(b, ModalityBlock) for b in blocks):
+            raise ConfigError("Vocabulary: blocks must be ModalityBlock values")
         self.blocks = {b.modality: b for b in blocks}
         if len(self.blocks) != len(blocks):
             raise ConfigError("Vocabulary: a modality appears twice")
@@ -94,9 +104,13 @@ class Vocabulary:
         self.modality_index = torch.full((size,), TEXT, dtype=torch.long)
         self.id_to_code = torch.full((size,), -1, dtype=torch.long)
         claimed = torch.zeros(size, dtype=torch.long)
-        structural = [*self.specials.values()] + [i for b in blocks for i in (b.begin_id, b.end_id)]
+        structural = [*self.specials.values()] + [
+            _int(i, f"{b.modality!r} begin/end id") for b in blocks for i in (b.begin_id, b.end_id)
+        ]
         for i, block in enumerate(blocks):
             ids = block.code_ids
+            if not isinstance(ids, torch.Tensor) or ids.dtype != torch.long or ids.dim() != 1:
+                raise ConfigError(f"Vocabulary: {block.modality!r} code ids must be a 1-D integer tensor")
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
                 raise ConfigError(f"Vocabulary: {block.modality!r} codes fall outside [0, {size})")
             self.modality_index[ids] = i
@@ -130,15 +144,18 @@ class Vocabulary:
         :param modalities: codebook size per modality, in layout order.
         :param block_lengths: codes per payload for modalities with fixed-length blocks.
         """
-        if text_size <= 0:
-            raise ConfigError(f"Vocabulary.appended: text_size must be > 0, got {text_size}")
+        _int(text_size, "text_size", minimum=1)
+        if not isinstance(modalities or {}, Mapping):
+            raise ConfigError(f"Vocabulary.appended: modalities must map names to codebook sizes, got {modalities!r}")
         next_id = text_size
         specials = {"bos": bos_id, "eos": eos_id, "pad": pad_id, "eot": next_id}
         next_id += 1
         blocks = []
         for name, codebook_size in (modalities or {}).items():
-            if codebook_size <= 0:
-                raise ConfigError(f"Vocabulary.appended: modality {name!r} needs a codebook size > 0")
+            if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size <= 0:
+                raise ConfigError(
+                    f"Vocabulary.appended: modality {name!r} needs a codebook size > 0, got {codebook_size!r}"
+                )
             begin, end = next_id, next_id + 1
             codes = torch.arange(next_id + 2, next_id + 2 + codebook_size)
             length = (block_lengths or {}).get(name)
@@ -174,6 +191,7 @@ class Vocabulary:
                         f"got {codebook_size}"
                     )
                 continue
+            _int(codebook_size, f"codebook size of {name!r}", minimum=1)
             codes = torch.arange(next_id + 2, next_id + 2 + codebook_size)
             blocks.append(
                 ModalityBlock(
@@ -262,7 +280,7 @@ class Vocabulary:
                     )
                 )
             return cls(layout=data["layout"], size=data["size"], specials=data["specials"], blocks=blocks)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"malformed vocabulary description: missing or wrong {exc}") from exc
 
     def __eq__(self, other: object) -> bool:

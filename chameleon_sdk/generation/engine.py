@@ -17,21 +17,25 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import ComponentSpec
+from chameleon_sdk.config import ComponentSpec, one_of, typed
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.constraints import TEXT_MODES, BlockConstraint, ModalityStates
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.vocabulary import TEXT, Vocabulary
 
-__all__ = ["Guidance", "Sampler", "StepOutput", "TokenDecoder", "generate_tokens"]
+__all__ = ["DEFAULT_MAX_BATCH", "Guidance", "Sampler", "StepOutput", "TokenDecoder", "generate_tokens"]
+
+#: prompts decoded together at most, unless ``max_batch`` says otherwise: every row holds a KV cache
+#: of ``prompt + max_new_tokens`` slots per layer, so an unbounded batch is an unbounded allocation
+DEFAULT_MAX_BATCH = 256
 
 Sampler = Callable[..., torch.Tensor]
 SamplerChoice = str | ComponentSpec | Mapping[str, Any] | Sampler
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise GenerationError(f"Guidance.{attribute.name} must be >= 0, got {value!r}")
 
 
@@ -50,8 +54,8 @@ class Guidance:
 
     scale_text: float = attrs.field(default=3.0, validator=_positive)
     scale_image: float = attrs.field(default=1.2, validator=_positive)
-    rows: int = attrs.field(default=3, validator=attrs.validators.in_((2, 3)))
-    modality: str = "image"
+    rows: int = attrs.field(default=3, validator=one_of(2, 3))
+    modality: str = attrs.field(default="image", validator=typed)
 
     def combine(self, logits: torch.Tensor) -> torch.Tensor:
         """``[R, rows, V]`` -> ``[R, V]``."""
@@ -72,9 +76,17 @@ class StepOutput:
     finished: list[tuple[int, str]]
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _as_prompts(input_ids: Any) -> tuple[list[list[int]], bool]:
     """Normalise prompts to a list of id lists; the flag says the input was a single 1-D prompt."""
+    if isinstance(input_ids, (str, bytes)):
+        raise GenerationError(f"input_ids must be token ids, got a {type(input_ids).__name__}: tokenize text first")
     if isinstance(input_ids, torch.Tensor):
+        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+            raise GenerationError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
         if input_ids.dtype.is_floating_point or input_ids.dim() not in (1, 2):
             raise GenerationError(
                 f"input_ids must be an integer tensor [T] or [B, T], got {input_ids.dtype} {tuple(input_ids.shape)}"
@@ -84,8 +96,14 @@ def _as_prompts(input_ids: Any) -> tuple[list[list[int]], bool]:
         return input_ids.tolist(), False
     if isinstance(input_ids, Sequence) and input_ids and all(isinstance(i, int) for i in input_ids):
         return [list(input_ids)], True
-    if isinstance(input_ids, Sequence) and all(isinstance(p, (Sequence, torch.Tensor)) for p in input_ids):
-        return [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in input_ids], False
+    if isinstance(input_ids, Sequence) and all(
+        isinstance(p, (Sequence, torch.Tensor)) and not isinstance(p, (str, bytes)) for p in input_ids
+    ):
+        prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in input_ids]
+        bad = next(((r, i) for r, p in enumerate(prompts) for i in p if not _is_int(i)), None)
+        if bad is not None:
+            raise GenerationError(f"input_ids: prompt {bad[0]} holds {bad[1]!r}, not an integer token id")
+        return prompts, False
     raise GenerationError(
         f"input_ids must be a tensor, a list of ids or a list of id lists, got {type(input_ids).__name__}"
     )
@@ -105,6 +123,8 @@ def seeded_generator(model: torch.nn.Module, seed: int | None) -> torch.Generato
     """A private generator on the model's device (None without a seed)."""
     if seed is None:
         return None
+    if not _is_int(seed):
+        raise GenerationError(f"seed must be an integer or None, got {seed!r}")
     generator = torch.Generator(device=model_device(model))
     generator.manual_seed(seed)
     return generator
@@ -122,9 +142,46 @@ def build_samplers(
     sampler: SamplerChoice, samplers: Mapping[str, SamplerChoice] | None, registry: PluginRegistry
 ) -> dict[str, Sampler]:
     """``{"text": default, modality: override...}`` from names, specs or callables."""
+    if samplers is not None and not isinstance(samplers, Mapping):
+        raise GenerationError(f"samplers must map modality names to samplers, got {samplers!r}")
     built = {"text": build_sampler(sampler, registry)}
     built.update({name: build_sampler(choice, registry) for name, choice in (samplers or {}).items()})
     return built
+
+
+def check_model(model: Any) -> None:
+    """:class:`GenerationError` unless ``model`` can decode (a :class:`ChameleonModel` or one like it)."""
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "new_cache") or not hasattr(config, "max_seq_len"):
+        raise GenerationError(f"model must be a ChameleonModel (or one like it), got {type(model).__name__}")
+
+
+def _check_decoder_args(
+    model: Any,
+    max_new_tokens: Any,
+    modes: Any,
+    vocabulary: Any,
+    stop_ids: Any,
+    guidance: Any,
+    max_time: Any,
+    constraints: Any,
+) -> None:
+    """Types and ranges of what :class:`TokenDecoder` takes: :class:`GenerationError` naming the argument."""
+    check_model(model)
+    if not _is_int(max_new_tokens) or max_new_tokens <= 0:
+        raise GenerationError(f"max_new_tokens must be > 0 (an integer), got {max_new_tokens!r}")
+    if not isinstance(modes, Sequence) or not all(isinstance(m, str) for m in modes):
+        raise GenerationError(f"mode must be a string or one string per prompt, got {modes!r}")
+    if vocabulary is not None and not isinstance(vocabulary, Vocabulary):
+        raise GenerationError(f"vocabulary must be a Vocabulary or None, got {type(vocabulary).__name__}")
+    if isinstance(stop_ids, (str, bytes)) or not isinstance(stop_ids, Sequence) or not all(map(_is_int, stop_ids)):
+        raise GenerationError(f"stop_ids must be a list of integer token ids, got {stop_ids!r}")
+    if guidance is not None and not isinstance(guidance, Guidance):
+        raise GenerationError(f"guidance must be a Guidance(...) or None, got {guidance!r}")
+    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float)) or max_time < 0):
+        raise GenerationError(f"max_time must be a number of seconds >= 0 or None, got {max_time!r}")
+    if constraints is not None and not isinstance(constraints, Mapping):
+        raise GenerationError(f"constraints must map modality names to BlockConstraints, got {constraints!r}")
 
 
 class TokenDecoder:
@@ -149,13 +206,27 @@ class TokenDecoder:
         constraints: Mapping[str, BlockConstraint] | None = None,
         pad_id: int | None = None,
         compile: bool = False,
+        max_batch: int | None = DEFAULT_MAX_BATCH,
     ) -> None:
-        if max_new_tokens <= 0:
-            raise GenerationError(f"max_new_tokens must be > 0, got {max_new_tokens}")
+        _check_decoder_args(model, max_new_tokens, modes, vocabulary, stop_ids, guidance, max_time, constraints)
         if not prompts or any(len(p) == 0 for p in prompts):
             raise GenerationError("every prompt needs at least one token (usually bos)")
+        if max_batch is not None and (not _is_int(max_batch) or max_batch <= 0):
+            raise GenerationError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+        if max_batch is not None and len(prompts) > max_batch:
+            raise GenerationError(
+                f"{len(prompts)} prompts exceed max_batch={max_batch}: generate in smaller batches, "
+                "or pass a larger max_batch (None: no limit) if the memory allows"
+            )
         if len(modes) != len(prompts):
             raise GenerationError(f"got {len(modes)} modes for {len(prompts)} prompts")
+        longest = max(len(p) for p in prompts)
+        limit = model.config.max_seq_len
+        if longest + max_new_tokens > limit:
+            raise GenerationError(
+                f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) = {longest + max_new_tokens} exceeds "
+                f"the model's max_seq_len of {limit}: shorten the prompt or ask for fewer tokens"
+            )
         vocab_size = model_vocab_size(model)
         flat = [i for p in prompts for i in p]
         if min(flat) < 0 or max(flat) >= vocab_size:
@@ -378,6 +449,7 @@ def generate_tokens(
     constraints: Mapping[str, BlockConstraint] | None = None,
     registry: PluginRegistry | None = None,
     compile: bool = False,
+    max_batch: int | None = DEFAULT_MAX_BATCH,
 ) -> torch.Tensor:
     """Generate token ids after ``input_ids``, without any tokenizer. The prompt is not returned.
 
@@ -398,12 +470,15 @@ def generate_tokens(
     :param max_time: seconds after which every row stops (reason ``max_time``).
     :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs):
         a one-off compile cost for faster steps; worth it for long generations.
+    :param max_batch: refuse more prompts than this (:class:`GenerationError`); None: no limit.
     :returns: ``[N]`` for one prompt, ``[B, N]`` for a batch (rows padded with the pad id), where
         ``N`` is the longest row's count of new tokens.
     """
     prompts, single = _as_prompts(input_ids)
     vocabulary = vocabulary if vocabulary is not None else getattr(model, "vocabulary", None)
-    modes = [mode] * len(prompts) if isinstance(mode, str) else list(mode)
+    modes = [mode] * len(prompts) if isinstance(mode, str) else mode
+    _check_decoder_args(model, max_new_tokens, modes, vocabulary, stop_ids or [], guidance, max_time, constraints)
+    modes = list(modes)
     if stop_ids is None:
         stop_ids = (
             [vocabulary.specials["eos"], vocabulary.specials.get("eot", vocabulary.specials["eos"])]
@@ -425,6 +500,7 @@ def generate_tokens(
         max_time=max_time,
         constraints=constraints,
         compile=compile,
+        max_batch=max_batch,
     )
     decoder.run()
     out = decoder.out[:, : int(decoder.counts.max())].cpu()  # rows already padded with the pad id

@@ -43,7 +43,8 @@ class KVCache:
         documents: bool = False,
         spans: bool = False,
     ) -> None:
-        if batch <= 0 or max_len <= 0:
+        counts = (batch, max_len)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in counts):
             raise ConfigError(f"KVCache: batch and max_len must be > 0, got batch={batch}, max_len={max_len}")
         shape = (config.num_layers, batch, config.kv_heads, max_len, config.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)

@@ -114,6 +114,11 @@ class ChameleonModel(nn.Module):
         registry: PluginRegistry | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise ConfigError(
+                f"ChameleonModel: expected a ModelConfig, got {type(config).__name__} "
+                "(build one with ModelConfig(...) or chameleon_sdk.from_dict(ModelConfig, data))"
+            )
         if config.vocab_size is None:
             raise ConfigError("ChameleonModel: config.vocab_size is None; set it (Pipeline.build_model fills it)")
         registry = registry or get_registry()
@@ -130,6 +135,8 @@ class ChameleonModel(nn.Module):
         backend = record.build(self.attention_spec.options)
         if isinstance(stability, (str, Mapping, ComponentSpec)):
             stability = [stability]
+        if not isinstance(stability, Iterable):
+            raise ConfigError(f"stability must be a list of trick names or specs, got {stability!r}")
         self.stability_specs = tuple(ComponentSpec.of(s) for s in stability)
         names = [s.name for s in self.stability_specs]
         if len(set(names)) != len(names):
@@ -217,11 +224,23 @@ class ChameleonModel(nn.Module):
             spans=spans,
         )
 
-    def _validate(self, input_ids: torch.Tensor, *tensors: torch.Tensor | None) -> None:
+    def _validate(self, input_ids: torch.Tensor, *tensors: torch.Tensor | None, check_range: bool = True) -> None:
+        if not isinstance(input_ids, torch.Tensor):
+            raise ConfigError(f"input_ids must be an integer tensor [B, T], got {type(input_ids).__name__}")
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int32, torch.int64):
             raise ConfigError(
                 f"input_ids must be an integer tensor [B, T], got {input_ids.dtype} {tuple(input_ids.shape)}"
             )
+        if check_range and input_ids.numel():
+            # one reduction (a device sync on GPUs): skipped for one-token decode steps, whose ids the
+            # decoder sampled itself; an out-of-range id would otherwise be an IndexError (a device
+            # assert on CUDA)
+            low, high = int(input_ids.min()), int(input_ids.max())
+            size = self.config.vocab_size
+            if low < 0 or high >= size:  # type: ignore[operator]
+                raise ConfigError(
+                    f"input_ids hold token {low if low < 0 else high}, outside the vocabulary [0, {size})"
+                )
         for t in tensors:
             if t is not None and tuple(t.shape) != tuple(input_ids.shape):
                 raise ConfigError(
@@ -250,7 +269,14 @@ class ChameleonModel(nn.Module):
             and attend to everything cached before them. The cache is advanced in place.
         """
         if not torch.compiler.is_compiling():
-            self._validate(input_ids, positions, document_ids, span_ids)
+            self._validate(
+                input_ids, positions, document_ids, span_ids, check_range=cache is None or input_ids.shape[1] > 1
+            )
+            if cache is None and input_ids.shape[1] > self.config.max_seq_len:
+                raise ConfigError(
+                    f"input_ids hold {input_ids.shape[1]} positions, more than the model's max_seq_len "
+                    f"({self.config.max_seq_len})"
+                )
         batch, length = input_ids.shape
         slots = None
         if cache is None:
@@ -347,6 +373,12 @@ class ChameleonModel(nn.Module):
                 f"loss: targets {tuple(targets.shape)} must match logits[..., :-1] {tuple(logits.shape[:-1])}"
             )
         mask = targets != ignore_index
+        if not torch.compiler.is_compiling():
+            vocab = logits.shape[-1]
+            outside = ((targets < 0) | (targets >= vocab)) & mask
+            if bool(outside.any()):
+                bad = targets[outside][0]
+                raise ConfigError(f"loss: target {int(bad)} is outside the vocabulary [0, {vocab})")
         count = mask.sum().clamp(min=1)
         per_token = F.cross_entropy(
             logits.float().flatten(0, -2), targets.flatten(), ignore_index=ignore_index, reduction="none"

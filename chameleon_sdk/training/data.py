@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ import attrs
 import numpy as np
 import torch
 
+from chameleon_sdk.config import check_types, from_dict, typed
 from chameleon_sdk.document import Document, Text, jsonl_lines, parse_json_line
 from chameleon_sdk.errors import ChameleonError, ConfigError, DocumentError
 
@@ -43,6 +44,7 @@ IGNORE = -100
 
 
 def _weight(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    typed(instance, attribute, value)
     if value < 0:
         raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be >= 0, got {value!r}")
 
@@ -58,17 +60,28 @@ class SourceConfig:
         prompt tokens are masked out of the loss.
     """
 
-    path: str
+    path: str = attrs.field(validator=typed)
     weight: float = attrs.field(default=1.0, validator=_weight)
-    stage2: bool = False
-    sft: bool = False
+    stage2: bool = attrs.field(default=False, validator=typed)
+    sft: bool = attrs.field(default=False, validator=typed)
+
+
+def _sources(value: Any) -> tuple[SourceConfig, ...]:
+    if isinstance(value, (SourceConfig, Mapping)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"DataConfig.sources: expected a list of sources ({{path, weight, ...}}), got {value!r}")
+    return tuple(
+        v if isinstance(v, SourceConfig) else from_dict(SourceConfig, v, where=f"DataConfig.sources[{i}]")
+        for i, v in enumerate(value)
+    )
 
 
 @attrs.frozen(kw_only=True)
 class DataConfig:
     """Where training data comes from and how it is packed and mixed."""
 
-    sources: tuple[SourceConfig, ...]
+    sources: tuple[SourceConfig, ...] = attrs.field(converter=_sources)
     seq_len: int = 512
     batch_size: int = 8
     stage2_fraction: float = 0.2
@@ -79,6 +92,7 @@ class DataConfig:
     seed: int = 0
 
     def __attrs_post_init__(self) -> None:
+        check_types(self)
         if not self.sources:
             raise ConfigError("DataConfig.sources: at least one source is needed")
         if self.seq_len < 2 or self.batch_size < 1:

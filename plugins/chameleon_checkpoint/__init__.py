@@ -1,4 +1,8 @@
-"""Built-in checkpoint formats: ``native``, ``hf`` (transformers' layout) and ``original`` (Meta's release)."""
+"""Built-in checkpoint formats: ``native``, ``hf`` (transformers' layout) and ``original`` (Meta's release).
+
+Each reads models and, through the methods of ``chameleon_sdk.ImageTokenizerFormat``, image
+tokenizers (the layouts are in ``vqgan.py``); ``original`` only reads.
+"""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ tables stored per head (``[heads, head_dim]``, rows repeated when heads share on
 always applies QK-norm; ``swin_norm: true`` is our ``norm-reorder`` trick.
 
 The image tokenizer's weights (``model.vqmodel.*``) are not part of the language model: loading
-skips them (read them with ``chameleon_sdk.read_safetensors(path, prefix="model.vqmodel.")``; the
-shape is ``config.json``'s ``vq_config``), and saving a model that was loaded from an ``hf``
-directory copies them from there so the written checkpoint stays complete.
+skips them (``chameleon_sdk.read_image_tokenizer(path)`` reads them, with ``config.json``'s
+``vq_config``, through this format's image tokenizer methods in ``vqgan.py``), and saving a model
+that was loaded from an ``hf`` directory copies them from there so the written checkpoint stays
+complete.
 
 ``transformers`` fixes the QK-norm LayerNorm epsilon at 1e-5 while ours uses ``norm_eps``
 (``rms_norm_eps`` here); the two agree exactly for every released model, whose epsilon is 1e-5.
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 import chameleon_sdk
+from chameleon_checkpoint import vqgan
 from chameleon_checkpoint.hf_vocabulary import map_from_vocabulary, vocabulary_from_map
 from chameleon_checkpoint.layout import (
     INFERENCE_NEUTRAL,
@@ -38,11 +40,19 @@ from chameleon_checkpoint.layout import (
     collapse_rows,
     expand_rows,
     qk_norm_spec,
+    require_chameleon_model,
     shareable,
     stability_names,
     table_rows,
 )
-from chameleon_sdk import CheckpointError, CheckpointInfo, ComponentSpec, ModelConfig, PluginRegistry
+from chameleon_sdk import (
+    CheckpointError,
+    CheckpointInfo,
+    ComponentSpec,
+    ImageTokenizerCheckpoint,
+    ModelConfig,
+    PluginRegistry,
+)
 
 CONFIG_FILE = "config.json"
 VQ_PREFIX = "model.vqmodel."
@@ -265,6 +275,7 @@ class HFFormat:
     # -- save ---------------------------------------------------------------------------------
 
     def save(self, model: nn.Module, path: Path) -> None:
+        require_chameleon_model(model, self.name)
         config: ModelConfig = model.config
         unsupported = [n for n in stability_names(model) if n not in {QK_NORM, NORM_REORDER, *INFERENCE_NEUTRAL}]
         if unsupported:
@@ -284,3 +295,14 @@ class HFFormat:
             tensors.update(chameleon_sdk.read_safetensors(info.path, prefix=VQ_PREFIX))
         chameleon_sdk.write_json(path / CONFIG_FILE, hf_config_from_model(model, base, groups))
         chameleon_sdk.write_safetensors(tensors, path, max_shard_bytes=self.options.max_shard_bytes)
+
+    # -- image tokenizers (chameleon_sdk.ImageTokenizerFormat; the layout is in vqgan.py) ------------
+
+    def detect_image_tokenizer(self, path: Path) -> bool:
+        return vqgan.detect_hf(path)
+
+    def read_image_tokenizer(self, path: Path) -> ImageTokenizerCheckpoint:
+        return vqgan.read_hf(path)
+
+    def write_image_tokenizer(self, checkpoint: ImageTokenizerCheckpoint, path: Path) -> None:
+        vqgan.write_hf(checkpoint, path, max_shard_bytes=self.options.max_shard_bytes)

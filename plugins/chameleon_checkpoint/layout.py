@@ -42,6 +42,15 @@ def build_model(
     return chameleon_sdk.ChameleonModel(config, attention=attention, stability=tuple(stability), registry=registry)
 
 
+def require_chameleon_model(model: nn.Module, format_name: str) -> None:
+    """:class:`CheckpointError` unless ``model`` is a ChameleonModel-style model this layout can describe."""
+    if not isinstance(getattr(model, "config", None), ModelConfig) or not hasattr(model, "attention_spec"):
+        raise CheckpointError(
+            f"the {format_name} format saves ChameleonModel-style models (with .config and .attention_spec), "
+            f"got {type(model).__name__}"
+        )
+
+
 def stability_names(model: nn.Module) -> list[str]:
     return [spec.name for spec in getattr(model, "stability_specs", ())]
 

@@ -18,8 +18,17 @@ import attrs
 from torch import nn
 
 import chameleon_sdk
-from chameleon_checkpoint.layout import build_model
-from chameleon_sdk import CheckpointError, CheckpointInfo, ComponentSpec, ModelConfig, PluginRegistry, Vocabulary
+from chameleon_checkpoint import vqgan
+from chameleon_checkpoint.layout import build_model, require_chameleon_model
+from chameleon_sdk import (
+    CheckpointError,
+    CheckpointInfo,
+    ComponentSpec,
+    ImageTokenizerCheckpoint,
+    ModelConfig,
+    PluginRegistry,
+    Vocabulary,
+)
 
 CONFIG_FILE = "config.json"
 FORMAT_TAG = "chameleon-sdk/native"
@@ -81,6 +90,7 @@ class NativeFormat:
         return model
 
     def save(self, model: nn.Module, path: Path) -> None:
+        require_chameleon_model(model, self.name)
         vocabulary = getattr(model, "vocabulary", None)
         meta: dict[str, Any] = {
             "format": FORMAT_TAG,
@@ -92,3 +102,14 @@ class NativeFormat:
         }
         chameleon_sdk.write_json(path / CONFIG_FILE, meta)
         chameleon_sdk.write_safetensors(model.state_dict(), path)
+
+    # -- image tokenizers (chameleon_sdk.ImageTokenizerFormat; the layout is in vqgan.py) ------------
+
+    def detect_image_tokenizer(self, path: Path) -> bool:
+        return vqgan.detect_native(path)
+
+    def read_image_tokenizer(self, path: Path) -> ImageTokenizerCheckpoint:
+        return vqgan.read_native(path)
+
+    def write_image_tokenizer(self, checkpoint: ImageTokenizerCheckpoint, path: Path) -> None:
+        vqgan.write_native(checkpoint, path)

@@ -29,9 +29,17 @@ import torch
 from torch import nn
 
 import chameleon_sdk
+from chameleon_checkpoint import vqgan
 from chameleon_checkpoint.hf_vocabulary import vocabulary_from_map
 from chameleon_checkpoint.layout import NORM_REORDER, build_model, interleaved_to_half, qk_norm_spec
-from chameleon_sdk import CheckpointError, CheckpointInfo, ComponentSpec, ModelConfig, PluginRegistry
+from chameleon_sdk import (
+    CheckpointError,
+    CheckpointInfo,
+    ComponentSpec,
+    ImageTokenizerCheckpoint,
+    ModelConfig,
+    PluginRegistry,
+)
 
 PARAMS_FILE = "params.json"
 TOKENIZER_FILE = Path("tokenizer") / "text_tokenizer.json"
@@ -165,6 +173,17 @@ class OriginalFormat:
 
     def save(self, model: nn.Module, path: Path) -> None:
         raise CheckpointError("the original format is read-only; save as 'native' or 'hf'")
+
+    # -- image tokenizers (chameleon_sdk.ImageTokenizerFormat; the layout is in vqgan.py) ------------
+
+    def detect_image_tokenizer(self, path: Path) -> bool:
+        return vqgan.detect_original(path)
+
+    def read_image_tokenizer(self, path: Path) -> ImageTokenizerCheckpoint:
+        return vqgan.read_original(path)
+
+    def write_image_tokenizer(self, checkpoint: ImageTokenizerCheckpoint, path: Path) -> None:
+        raise CheckpointError("the original format is read-only; save the image tokenizer as 'native' or 'hf'")
 
 
 def merge_shards(shards: list[dict[str, torch.Tensor]], source: str) -> dict[str, torch.Tensor]:

@@ -6,23 +6,43 @@ Registered through the ``chameleon_sdk`` entry-point group as modality ``"image"
     codes = tok.encode(pil_image)            # 1-D LongTensor, block_length codes
     image = tok.decode(codes)                # PIL RGB image
     metrics = tok.fit("images/", {"steps": 2000, "max_seconds": 150})
-    tok.save("out/")                          # image_tokenizer.safetensors + image_tokenizer.json
+    tok.save("out/")                          # through the `native` checkpoint format
     released = chameleon_sdk.load_image_tokenizer("chameleon-7b/")   # HF (encoder only) or vqgan.ckpt
 
+and the image-tokenizer losses ``lpips`` (perceptual; weights a user supplies) and ``patch-gan``
+(adversarial, hinge loss, adaptive weight), named in the training options' ``losses``.
+
 Modules: ``options`` (the options class), ``vqgan`` (the network), ``pixels`` (preprocessing),
-``tokenizer`` (the modality), ``training`` (``fit``), ``checkpoints`` (released-weight layouts).
+``tokenizer`` (the modality), ``training`` (``fit``, resumable), ``losses`` (the loss plugins).
+Checkpoint layouts belong to the ``checkpoint_format`` plugins (``chameleon_sdk.read_image_tokenizer``).
 """
 
 from __future__ import annotations
 
 import chameleon_sdk
+from chameleon_image.losses import LPIPSLoss, LPIPSOptions, PatchGANLoss, PatchGANOptions
 from chameleon_image.options import ImageTokenizerOptions
 from chameleon_image.tokenizer import ImageTokenizer
 from chameleon_image.training import ImageTokenizerTrainer, ImageTrainingOptions
 
-__all__ = ["ImageTokenizer", "ImageTokenizerOptions", "ImageTokenizerTrainer", "ImageTrainingOptions"]
+__all__ = [
+    "ImageTokenizer",
+    "ImageTokenizerOptions",
+    "ImageTokenizerTrainer",
+    "ImageTrainingOptions",
+    "LPIPSLoss",
+    "LPIPSOptions",
+    "PatchGANLoss",
+    "PatchGANOptions",
+]
 
 
 @chameleon_sdk.hookimpl
 def register_modalities(register):
     register("image", ImageTokenizer, options=ImageTokenizerOptions)
+
+
+@chameleon_sdk.hookimpl
+def register_image_tokenizer_losses(register):
+    register("lpips", LPIPSLoss, options=LPIPSOptions)
+    register("patch-gan", PatchGANLoss, options=PatchGANOptions)

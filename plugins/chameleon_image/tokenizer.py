@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 import PIL.Image
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from chameleon_image.checkpoints import read_pretrained
+import chameleon_sdk
 from chameleon_image.options import ARCHITECTURE_FIELDS, ImageTokenizerOptions
 from chameleon_image.pixels import as_pixels, image_from_pixels
 from chameleon_image.vqgan import VQGAN
-from chameleon_sdk import CheckpointError, ConfigError, TokenizationError, from_dict, read_json, to_dict
-
-WEIGHTS_FILE = "image_tokenizer.safetensors"
-OPTIONS_FILE = "image_tokenizer.json"
-FORMAT = "chameleon-image-tokenizer"
-FORMAT_VERSION = 1
+from chameleon_sdk import CheckpointError, ConfigError, ImageTokenizerCheckpoint, TokenizationError, from_dict
 
 
 class ImageTokenizer:
@@ -32,20 +22,29 @@ class ImageTokenizer:
 
     Implements the ``Modality`` and ``Stateful`` protocols of :mod:`chameleon_sdk`, plus batch
     encode/decode, progressive previews (:meth:`decode_partial`) and training (:meth:`fit`).
-    Codes are in row-major order of the latent grid (``grid_size x grid_size``).
+    Codes are in row-major order of the latent grid (``grid_size x grid_size``). Weights are read
+    and written by the ``checkpoint_format`` plugins, as an
+    :class:`~chameleon_sdk.ImageTokenizerCheckpoint` (:meth:`to_checkpoint`).
     """
 
     payload_types: tuple[type, ...] = (PIL.Image.Image,)
 
     def __init__(self, options: ImageTokenizerOptions | None = None) -> None:
         options = options or ImageTokenizerOptions()
-        state: dict[str, torch.Tensor] | None = None
+        checkpoint = None
         if options.pretrained is not None:
-            options, state = read_pretrained(options)
+            checkpoint = chameleon_sdk.read_image_tokenizer(options.pretrained, format=options.pretrained_format)
+            fields = {name: getattr(checkpoint.architecture, name) for name in ARCHITECTURE_FIELDS}
+            try:
+                options = attrs.evolve(options, **fields)
+            except ConfigError as exc:
+                raise CheckpointError(
+                    f"{checkpoint.source!r}: unsupported image tokenizer configuration: {exc}"
+                ) from exc
         self.options = options
         self.model = VQGAN(options).eval()
-        if state is not None:
-            self._load_state(state, where=str(options.pretrained))
+        if checkpoint is not None:
+            self._load_state(checkpoint.state_dict, where=checkpoint.source)
 
     # -- Modality protocol ------------------------------------------------------------------------
 
@@ -162,33 +161,29 @@ class ImageTokenizer:
 
     # -- Stateful protocol ------------------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike[str]) -> None:
-        """Write ``image_tokenizer.safetensors`` and ``image_tokenizer.json`` (the options) into ``directory``.
+    def to_checkpoint(self) -> ImageTokenizerCheckpoint:
+        """The architecture and a CPU copy of the weights, as the checkpoint formats write them."""
+        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()}
+        return ImageTokenizerCheckpoint(architecture=self.options.architecture(), state_dict=state)
 
-        Each file is written to a temporary name and renamed, weights first, so the JSON's presence
-        means the directory is complete.
+    def save(self, directory: str | os.PathLike[str], *, format: str = "native", options: Any = None) -> None:
+        """Write the tokenizer as a ``format`` checkpoint directory (:func:`chameleon_sdk.save_image_tokenizer`).
+
+        ``directory`` is replaced as a whole, atomically, with a ``manifest.json`` of SHA-256 sums.
+        ``native``: ``image_tokenizer.json`` + ``image_tokenizer.safetensors``; ``hf``: the encoder side only.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
-        _atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "options": to_dict(self.saved_options())}
-        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-        _atomic(directory / OPTIONS_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        chameleon_sdk.save_image_tokenizer(self, directory, format=format, options=options)
 
-    def saved_options(self) -> ImageTokenizerOptions:
-        """The options as saved: the actual architecture, no ``pretrained`` path."""
-        return attrs.evolve(self.options, pretrained=None)
-
-    def load(self, directory: str | os.PathLike[str]) -> None:
-        """Restore weights written by :meth:`save`; the saved architecture must match this one's."""
-        saved, state = read_saved(Path(directory))
-        mine, theirs = self.options.architecture(), saved.architecture()
-        diff = {k: (mine[k], theirs[k]) for k in ARCHITECTURE_FIELDS if mine[k] != theirs[k]}
+    def load(self, directory: str | os.PathLike[str], *, format: str | None = None) -> None:
+        """Restore weights from a checkpoint in any readable layout; its architecture must match this one's."""
+        checkpoint = chameleon_sdk.read_image_tokenizer(directory, format=format)
+        mine, theirs = self.options.architecture(), checkpoint.architecture
+        diff = {k: (getattr(mine, k), getattr(theirs, k)) for k in ARCHITECTURE_FIELDS}
+        diff = {k: pair for k, pair in diff.items() if pair[0] != pair[1]}
         if diff:
             details = ", ".join(f"{k}: this tokenizer {a!r}, saved {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(f"image tokenizer in {str(directory)!r} has a different architecture ({details})")
-        self._load_state(state, where=str(directory))
+        self._load_state(checkpoint.state_dict, where=checkpoint.source)
 
     def _load_state(self, state: Mapping[str, torch.Tensor], where: str) -> None:
         own = self.model.state_dict()
@@ -230,34 +225,5 @@ class ImageTokenizer:
         )
 
 
-def read_saved(directory: Path) -> tuple[ImageTokenizerOptions, dict[str, torch.Tensor]]:
-    """Options and weights from a directory written by :meth:`ImageTokenizer.save`."""
-    meta_path = directory / OPTIONS_FILE
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{str(meta_path)!r} is not a {FORMAT} v{FORMAT_VERSION} file")
-    try:
-        options = from_dict(ImageTokenizerOptions, meta.get("options"), where=str(meta_path))
-    except ConfigError as exc:
-        raise CheckpointError(str(exc)) from exc
-    weights = directory / WEIGHTS_FILE
-    try:
-        state = load_file(str(weights))
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"cannot read image tokenizer weights {str(weights)!r}: {exc}") from exc
-    return options, state
-
-
 def _few(items: list[str]) -> str:
     return f"{items[:5]}{' ...' if len(items) > 5 else ''}"
-
-
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

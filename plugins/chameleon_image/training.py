@@ -1,4 +1,5 @@
-"""Training the image tokenizer: reconstruction + VQ losses, EMA option, dead-code restarts.
+"""Training the image tokenizer: reconstruction + VQ losses, EMA option, dead-code restarts, loss
+plugins, and checkpoints to resume from.
 
 Loss per step, on pixels ``x`` and reconstruction ``x'``::
 
@@ -14,16 +15,28 @@ this is the textbook VQ-VAE weighting.
 Dead-code restarts: every ``restart_every`` steps, codes chosen fewer than ``dead_code_threshold``
 times since the last check are re-initialised to random latents of the current batch.
 
-Perceptual (LPIPS) and adversarial losses are not built in: an LPIPS network needs pretrained
-weights a user has to supply; plug them in by subclassing :class:`ImageTokenizerTrainer` and
-overriding :meth:`ImageTokenizerTrainer.extra_loss`.
+Extra terms come from ``image_tokenizer_loss`` plugins named in ``losses`` (built in: ``lpips``,
+perceptual, with weights a user supplies; ``patch-gan``, adversarial), in the listed order: each sees
+the pixel loss plus the terms listed before it as ``reconstruction_loss``, so list a perceptual loss
+before an adversarial one for taming's adaptive weight. After the tokenizer's step, each loss may
+train its own parameters (the discriminator).
+
+Resume: with ``checkpoint_dir`` set, ``checkpoint_dir/step-NNNNNNNN/`` is written every
+``checkpoint_every`` steps and after the last one (atomically, with a SHA-256 manifest; the last
+``keep_last`` are kept): ``tokenizer/`` (the weights, through the ``native`` checkpoint format) and
+``trainer_state.pt`` (optimizer, EMA codebook statistics, code usage, the loss plugins' state, the
+data order and position, every RNG). ``resume=True`` continues from the newest one; the result is
+bitwise the same as an uninterrupted run on CPU, and on CUDA under
+``torch.use_deterministic_algorithms(True)`` (a ``max_seconds`` budget makes the schedule depend on
+wall-clock time, so only step-based runs are reproducible).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,10 +47,35 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+import chameleon_sdk
 from chameleon_image.pixels import fit_square
-from chameleon_sdk import ConfigError, Image, open_image, read_jsonl, to_rgb
+from chameleon_sdk import (
+    CheckpointError,
+    ComponentSpec,
+    ConfigError,
+    Image,
+    ImageLossInputs,
+    ImageTokenizerLoss,
+    TrainingError,
+    open_image,
+    read_jsonl,
+    to_rgb,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+STATE_FILE = "trainer_state.pt"
+LOSS_KIND = "image_tokenizer_loss"
+#: options that may change between a run and its resumption (the others must match)
+RESUMABLE_CHANGES = (
+    "steps",
+    "max_seconds",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "keep_last",
+    "resume",
+    "eval_batch_size",
+)
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -48,6 +86,12 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
 def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"image training option {attribute.name} must be in [0, 1), got {value!r}")
+
+
+def _specs(values: Any) -> tuple[ComponentSpec, ...]:
+    if isinstance(values, (str, Mapping, ComponentSpec)):
+        values = [values]
+    return tuple(ComponentSpec.of(v) for v in values)
 
 
 @attrs.frozen(kw_only=True)
@@ -68,6 +112,13 @@ class ImageTrainingOptions:
         ``max_held_out`` images; at least one when the fraction is > 0).
     :param precision: ``"bf16"`` runs the convolutions under CPU/GPU bf16 autocast (quantization
         and losses stay in fp32); ``"fp32"`` does not.
+    :param losses: extra loss terms, ``image_tokenizer_loss`` plugins by name or ``{"name", "options"}``
+        (``lpips``, ``patch-gan``), applied in this order.
+    :param checkpoint_dir: where to write ``step-NNNNNNNN/`` checkpoints (relative paths are taken
+        from the working directory); None writes none.
+    :param checkpoint_every: steps between checkpoints; 0 writes one after the last step only.
+    :param keep_last: how many checkpoints to keep (older ones are deleted).
+    :param resume: continue from the newest checkpoint in ``checkpoint_dir`` when there is one.
     """
 
     steps: int = attrs.field(default=1000, validator=_positive)
@@ -93,6 +144,11 @@ class ImageTrainingOptions:
     eval_batch_size: int = attrs.field(default=64, validator=_positive)
     precision: Literal["fp32", "bf16"] = attrs.field(default="fp32", validator=attrs.validators.in_(("fp32", "bf16")))
     seed: int = 0
+    losses: tuple[ComponentSpec, ...] = attrs.field(default=(), converter=_specs)
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    keep_last: int = attrs.field(default=2, validator=_positive)
+    resume: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.commitment_beta < 0 or self.dead_code_threshold < 0:
@@ -101,6 +157,10 @@ class ImageTrainingOptions:
             )
         if self.l1_weight < 0 or self.l2_weight < 0 or self.l1_weight + self.l2_weight == 0:
             raise ConfigError("image training options l1_weight and l2_weight must be >= 0 and not both 0")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"image training option checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.checkpoint_every and self.checkpoint_dir is None:
+            raise ConfigError("image training option checkpoint_every needs checkpoint_dir (where to write them)")
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -164,6 +224,19 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # -- trainer ------------------------------------------------------------------------------------------
 
 
+@attrs.define
+class _Progress:
+    """Everything of a run that changes step by step, besides the weights and the optimizer."""
+
+    step: int
+    cursor: int
+    perm: torch.Tensor
+    usage: torch.Tensor
+    restarted: int = 0
+    elapsed: float = 0.0
+    stats: dict[str, float] = attrs.field(factory=lambda: {"loss": float("nan")})
+
+
 class ImageTokenizerTrainer:
     """Trains an :class:`~chameleon_image.ImageTokenizer` in place."""
 
@@ -177,10 +250,17 @@ class ImageTokenizerTrainer:
         n, d = self.quantize.embedding.weight.shape
         self.ema_count = torch.zeros(n)
         self.ema_sum = torch.zeros(n, d)
+        self.losses = [self._build_loss(spec) for spec in options.losses]
 
-    def extra_loss(self, pixels: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor | float:
-        """Hook for perceptual / adversarial terms (none by default)."""
-        return 0.0
+    def _build_loss(self, spec: ComponentSpec) -> ImageTokenizerLoss:
+        loss = chameleon_sdk.get_registry().build(LOSS_KIND, spec.name, spec.options)
+        if not isinstance(loss, ImageTokenizerLoss):
+            raise ConfigError(
+                f"{LOSS_KIND} plugin {spec.name!r} does not follow chameleon_sdk.ImageTokenizerLoss "
+                "(loss, update, state_dict, load_state_dict, to)"
+            )
+        loss.to(self.tokenizer.device)
+        return loss
 
     def _autocast(self) -> Any:
         device = self.tokenizer.device.type
@@ -194,9 +274,9 @@ class ImageTokenizerTrainer:
         return o.learning_rate * (o.min_lr_ratio + (1 - o.min_lr_ratio) * cosine)
 
     def step(
-        self, pixels: torch.Tensor, optimizer: torch.optim.Optimizer
+        self, pixels: torch.Tensor, optimizer: torch.optim.Optimizer, *, index: int = 0
     ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-        """One optimiser step; returns scalars, the batch's codes and its (prepared) latents."""
+        """One optimiser step (number ``index``); returns scalars, the batch's codes and its (prepared) latents."""
         o, q = self.options, self.quantize
         with self._autocast():
             z = self.model.latents(pixels)
@@ -216,8 +296,18 @@ class ImageTokenizerTrainer:
         recon = recon.float()
         l1 = (recon - pixels).abs().mean()
         l2 = (recon - pixels).pow(2).mean()
-        loss = o.l1_weight * l1 + o.l2_weight * l2 + codebook_loss + o.commitment_beta * commitment
-        loss = loss + self.extra_loss(pixels, recon)
+        stats: dict[str, float] = {}
+        # The reconstruction loss grows by each plugin's term, in order (what taming calls nll).
+        nll = o.l1_weight * l1 + o.l2_weight * l2
+        last_layer = self.model.decoder.conv_out.weight
+        for extra in self.losses:
+            inputs = ImageLossInputs(
+                pixels=pixels, reconstruction=recon, step=index, reconstruction_loss=nll, last_layer=last_layer
+            )
+            term, extra_stats = extra.loss(inputs)
+            nll = nll + term
+            stats.update(extra_stats)
+        loss = nll + codebook_loss + o.commitment_beta * commitment
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if o.grad_clip is not None:
@@ -225,11 +315,21 @@ class ImageTokenizerTrainer:
         optimizer.step()
         if o.codebook_update == "ema":
             self._ema_update(flat.detach(), codes)
-        stats = {
-            "loss": float(loss.detach()),
-            "l1": float(l1.detach()),
-            "psnr": float(psnr(recon.detach(), pixels).mean()),
-        }
+        if self.losses:
+            detached = ImageLossInputs(
+                pixels=pixels,
+                reconstruction=recon.detach(),
+                step=index,
+                reconstruction_loss=nll.detach(),
+                last_layer=last_layer,
+            )
+            for extra in self.losses:
+                stats.update(extra.update(detached))
+        stats.update(
+            loss=float(loss.detach()),
+            l1=float(l1.detach()),
+            psnr=float(psnr(recon.detach(), pixels).mean()),
+        )
         return stats, codes, flat.detach()
 
     @torch.no_grad()
@@ -266,7 +366,8 @@ class ImageTokenizerTrainer:
     ) -> dict[str, float]:
         """Train on ``data`` (see :func:`load_training_images`); returns held-out metrics.
 
-        :param callback: called as ``callback(step, stats)`` after every step.
+        :param callback: called as ``callback(step, stats)`` after every step (and after that
+            step's checkpoint, if one is due).
         """
         o = self.options
         tok = self.tokenizer.options
@@ -282,51 +383,127 @@ class ImageTokenizerTrainer:
         codebook = self.quantize.embedding.weight
         params = [p for p in self.model.parameters() if not (o.codebook_update == "ema" and p is codebook)]
         optimizer = torch.optim.AdamW(params, lr=o.learning_rate, betas=o.betas, weight_decay=o.weight_decay)
-        usage = torch.zeros(tok.codebook_size)
-        restarted, stats = 0, {"loss": float("nan")}
-        start = time.perf_counter()
+        state = _Progress(
+            step=0,
+            cursor=0,
+            perm=torch.randperm(train.shape[0], generator=generator),
+            usage=torch.zeros(tok.codebook_size),
+        )
+        checkpoints = Path(o.checkpoint_dir) if o.checkpoint_dir is not None else None
+        if checkpoints is not None and o.resume and (latest := latest_checkpoint(checkpoints)) is not None:
+            state = self._restore(latest, optimizer, generator, train.shape[0])
+        start = time.perf_counter() - state.elapsed
         self.model.train()
-        bar = tqdm(total=o.steps, desc="image tokenizer", disable=not progress, unit="step")
-        step = 0
+        bar = tqdm(total=o.steps, initial=min(state.step, o.steps), desc="image tokenizer", disable=not progress)
         try:
-            cursor, perm = 0, torch.randperm(train.shape[0], generator=generator)
-            for step in range(o.steps):
+            while state.step < o.steps:
+                step = state.step
                 elapsed = time.perf_counter() - start
                 if o.max_seconds is not None and elapsed >= o.max_seconds:
                     break
                 done = max(step / o.steps, elapsed / o.max_seconds if o.max_seconds else 0.0)
                 for group in optimizer.param_groups:
                     group["lr"] = self._lr(done, step)
-                if cursor + o.batch_size > train.shape[0]:
-                    cursor, perm = 0, torch.randperm(train.shape[0], generator=generator)
-                batch = _as_pixels(train[perm[cursor : cursor + o.batch_size]]).to(device)
-                cursor += o.batch_size
-                stats, codes, flat = self.step(batch, optimizer)
-                usage += torch.bincount(codes.cpu(), minlength=tok.codebook_size).float()
+                if state.cursor + o.batch_size > train.shape[0]:
+                    state.cursor, state.perm = 0, torch.randperm(train.shape[0], generator=generator)
+                batch = _as_pixels(train[state.perm[state.cursor : state.cursor + o.batch_size]]).to(device)
+                state.cursor += o.batch_size
+                state.stats, codes, flat = self.step(batch, optimizer, index=step)
+                state.usage += torch.bincount(codes.cpu(), minlength=tok.codebook_size).float()
                 if o.dead_code_threshold > 0 and (step + 1) % o.restart_every == 0:
-                    restarted += self._restart(usage, flat, generator)
-                    usage.zero_()
+                    state.restarted += self._restart(state.usage, flat, generator)
+                    state.usage.zero_()
+                state.step = step + 1
+                state.elapsed = time.perf_counter() - start
+                if checkpoints is not None and (
+                    state.step == o.steps or (o.checkpoint_every and state.step % o.checkpoint_every == 0)
+                ):
+                    self._save(checkpoints, state, optimizer, generator)
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.1f}")
+                bar.set_postfix(loss=f"{state.stats['loss']:.4f}", psnr=f"{state.stats['psnr']:.1f}")
                 if callback is not None:
-                    callback(step, stats)
-            else:
-                step = o.steps
+                    callback(step, state.stats)
         finally:
             bar.close()
             self.model.eval()
         seconds = time.perf_counter() - start
         metrics = self.evaluate(held if n_held else train[: o.max_held_out])
         metrics.update(
-            steps=float(step),
+            steps=float(state.step),
             seconds=seconds,
-            images_per_second=step * o.batch_size / max(seconds, 1e-9),
-            final_loss=stats["loss"],
-            restarted_codes=float(restarted),
+            images_per_second=state.step * o.batch_size / max(seconds, 1e-9),
+            final_loss=state.stats["loss"],
+            restarted_codes=float(state.restarted),
             train_images=float(train.shape[0]),
             held_out_images=float(n_held),
         )
         return metrics
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _save(self, root: Path, state: _Progress, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> Path:
+        """Write ``root/step-NNNNNNNN`` atomically, then delete all but the newest ``keep_last``."""
+        root.mkdir(parents=True, exist_ok=True)
+        target = root / f"step-{state.step:08d}"
+        trainer_state = {
+            "options": chameleon_sdk.to_dict(self.options),
+            "train_images": int(state.perm.numel()),
+            "step": state.step,
+            "cursor": state.cursor,
+            "perm": state.perm,
+            "usage": state.usage,
+            "restarted": state.restarted,
+            "elapsed": state.elapsed,
+            "stats": state.stats,
+            "optimizer": optimizer.state_dict(),
+            "ema_count": self.ema_count,
+            "ema_sum": self.ema_sum,
+            "losses": [loss.state_dict() for loss in self.losses],
+            "rng": {"data": generator.get_state(), **_global_rng()},
+        }
+        with chameleon_sdk.staging_directory(target) as tmp:
+            chameleon_sdk.save_image_tokenizer(self.tokenizer, tmp / "tokenizer", format="native")
+            torch.save(trainer_state, tmp / STATE_FILE)
+        chameleon_sdk.prune_step_directories(root, self.options.keep_last)
+        return target
+
+    def _restore(
+        self, path: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator, train_images: int
+    ) -> _Progress:
+        chameleon_sdk.verify_manifest(path)
+        try:
+            saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for a corrupt or unsafe file
+            raise CheckpointError(f"cannot read {str(path / STATE_FILE)!r}: {exc}") from exc
+        mine = chameleon_sdk.to_dict(self.options)
+        changed = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved["options"].get(k, mine[k]) != mine[k])
+        if changed or saved["train_images"] != train_images:
+            details = [f"{k}: checkpoint {saved['options'][k]!r}, now {mine[k]!r}" for k in changed]
+            if saved["train_images"] != train_images:
+                details.append(f"training images: checkpoint {saved['train_images']}, now {train_images}")
+            raise TrainingError(
+                f"cannot resume from {str(path)!r}: the run differs ({'; '.join(details)}); "
+                "pass resume=False or another checkpoint_dir to start afresh"
+            )
+        self.tokenizer.load(path / "tokenizer", format="native")
+        optimizer.load_state_dict(saved["optimizer"])
+        self.ema_count.copy_(saved["ema_count"])
+        self.ema_sum.copy_(saved["ema_sum"])
+        if len(saved["losses"]) != len(self.losses):
+            raise TrainingError(f"cannot resume from {str(path)!r}: it has {len(saved['losses'])} loss plugin state(s)")
+        for loss, loss_state in zip(self.losses, saved["losses"], strict=True):
+            loss.load_state_dict(loss_state)
+        generator.set_state(saved["rng"]["data"])
+        _set_global_rng(saved["rng"])
+        return _Progress(
+            step=int(saved["step"]),
+            cursor=int(saved["cursor"]),
+            perm=saved["perm"],
+            usage=saved["usage"],
+            restarted=int(saved["restarted"]),
+            elapsed=float(saved["elapsed"]),
+            stats=dict(saved["stats"]),
+        )
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor) -> dict[str, float]:
@@ -348,3 +525,24 @@ class ImageTokenizerTrainer:
             "codes_used": float((counts > 0).sum()),
             "perplexity": float(entropy.exp()),
         }
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest ``step-NNNNNNNN`` directory under ``root`` (each is written atomically), or None."""
+    if not root.is_dir():
+        return None
+    found = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir())
+    return found[-1] if found else None
+
+
+def _global_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_global_rng(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -193,7 +193,7 @@ def test_read_torch_weights_refuses_pickled_objects_and_garbage(tmp_path):
     torch.save({"w": torch.ones(2)}, tmp_path / "ok.pth")
     torch.testing.assert_close(chameleon_sdk.read_torch_weights(tmp_path / "ok.pth")["w"], torch.ones(2))
     torch.save({"w": NotATensor()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match=r"evil\.pth' cannot be read as torch weights"):
+    with pytest.raises(CheckpointError, match=r"refusing to load '.*evil\.pth': it needs pickled code"):
         chameleon_sdk.read_torch_weights(tmp_path / "evil.pth")
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"garbage\.pth'"):
@@ -222,3 +222,13 @@ def test_a_format_that_needs_options_does_not_break_detection(formats, registere
     assert chameleon_sdk.detect_format(tmp_path / "ckpt") == "alpha"
     loaded = chameleon_sdk.load_model(tmp_path / "ckpt", format="needs-options", options={"secret": "x"})
     assert isinstance(loaded, nn.Linear)
+
+
+def test_prune_step_directories_keeps_the_newest_and_clears_crash_leftovers(tmp_path):
+    for step in (10, 20, 30):
+        (tmp_path / f"step-{step:08d}").mkdir()
+        (tmp_path / f"step-{step:08d}" / "weights").write_text("x")
+    (tmp_path / ".step-00000040.tmp-123").mkdir()  # a write killed half-way
+    (tmp_path / "notes").mkdir()  # not a checkpoint: left alone
+    chameleon_sdk.prune_step_directories(tmp_path, keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "step-00000020", "step-00000030"]

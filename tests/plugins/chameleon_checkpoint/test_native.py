@@ -75,16 +75,20 @@ def test_attention_backend_can_be_overridden_at_load(registry, make_model, tmp_p
 def test_missing_weights_file_is_named(registry, make_model, tmp_path):
     chameleon_sdk.save_model(make_model(), tmp_path / "ckpt")
     (tmp_path / "ckpt" / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"ckpt' has neither 'model\.safetensors'"):
+    with pytest.raises(CheckpointError, match=r"ckpt/model\.safetensors' is missing \(listed in manifest\.json\)"):
         chameleon_sdk.load_model(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match=r"ckpt' has neither 'model\.safetensors'"):
+        chameleon_sdk.load_model(tmp_path / "ckpt", verify=False)
 
 
 def test_corrupt_weights_file_is_named(registry, make_model, tmp_path):
     chameleon_sdk.save_model(make_model(), tmp_path / "ckpt")
     weights = tmp_path / "ckpt" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match=r"model\.safetensors' is not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors' is truncated or altered: 100 bytes"):
         chameleon_sdk.load_model(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors' is not a readable safetensors file"):
+        chameleon_sdk.load_model(tmp_path / "ckpt", verify=False)
 
 
 def test_shape_mismatch_names_the_key_and_both_shapes(registry, make_model, tmp_path):
@@ -93,6 +97,9 @@ def test_shape_mismatch_names_the_key_and_both_shapes(registry, make_model, tmp_
     meta = json.loads(config_file.read_text())
     meta["model"]["ffn_dim"] = 24
     config_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"config\.json' is (truncated or altered|corrupt)"):
+        chameleon_sdk.load_model(tmp_path / "ckpt")
+    chameleon_sdk.write_manifest(tmp_path / "ckpt")  # a consistent checkpoint of another shape
     with pytest.raises(
         CheckpointError, match=r"'layers\.0\.feed_forward\.w1\.weight' has shape \[40, 32\], .*\[24, 32\]"
     ):
@@ -105,11 +112,13 @@ def test_bad_config_is_named(registry, make_model, tmp_path):
     meta = json.loads(config_file.read_text())
     meta["model"]["dimm"] = 3
     config_file.write_text(json.dumps(meta))
+    chameleon_sdk.write_manifest(tmp_path / "ckpt")  # hand-edited, then re-listed: the format's own checks
     with pytest.raises(CheckpointError, match=r"config\.json.*unknown key 'dimm'"):
         chameleon_sdk.load_model(tmp_path / "ckpt")
     meta["model"].pop("dimm")
     meta["format_version"] = 99
     config_file.write_text(json.dumps(meta))
+    chameleon_sdk.write_manifest(tmp_path / "ckpt")
     with pytest.raises(CheckpointError, match="format_version 99"):
         chameleon_sdk.load_model(tmp_path / "ckpt")
 
