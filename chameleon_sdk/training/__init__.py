@@ -1,6 +1,13 @@
 """Training: mixed-modal data, trainer and callback contracts."""
 
-from chameleon_sdk.training.contracts import BatchSource, Callback, Trainer, TrainResult, call_callbacks
+from chameleon_sdk.training.contracts import (
+    BatchSource,
+    Callback,
+    Trainer,
+    TrainResult,
+    call_callbacks,
+    is_main_process,
+)
 from chameleon_sdk.training.data import Batch, DataConfig, MixtureData, PackedSource, SourceConfig
 
 __all__ = [
@@ -14,4 +21,5 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "call_callbacks",
+    "is_main_process",
 ]

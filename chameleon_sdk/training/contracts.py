@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -11,7 +12,7 @@ import torch
 
 from chameleon_sdk.training.data import Batch
 
-__all__ = ["BatchSource", "Callback", "TrainResult", "Trainer", "call_callbacks"]
+__all__ = ["BatchSource", "Callback", "TrainResult", "Trainer", "call_callbacks", "is_main_process"]
 
 
 @runtime_checkable
@@ -41,9 +42,10 @@ class TrainResult:
 class Callback:
     """Base class for callback plugins: override any of these (all optional, all no-ops here).
 
-    ``info`` on start holds ``out_dir``, ``steps``, ``start_step`` and ``trainer``; ``metrics`` per step
-    holds ``step``, ``loss``, each loss term, ``lr``, ``grad_norm``, ``tokens``, ``tokens_per_s``,
-    ``skipped_steps``, ``stage`` and the model's monitors when enabled.
+    ``info`` on start holds ``out_dir``, ``steps``, ``start_step``, ``trainer`` and ``model`` (the
+    unwrapped :class:`ChameleonModel`); ``metrics`` per step holds ``step``, ``loss``, each loss term,
+    ``lr``, ``grad_norm``, ``tokens``, ``tokens_per_s``, ``skipped_steps``, ``stage`` and the model's
+    monitors when enabled (``model.collect_stats``; the ``stability-monitor`` callback turns it on).
     """
 
     def on_train_start(self, info: Mapping[str, Any]) -> None:
@@ -57,6 +59,16 @@ class Callback:
 
     def on_train_end(self, result: TrainResult) -> None:
         """Called once after the last step."""
+
+
+def is_main_process() -> bool:
+    """False in every process of a distributed run but rank 0 (the one that writes run files).
+
+    Reads the joined process group, else ``RANK`` as ``torchrun`` sets it; True in a plain process.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 def call_callbacks(callbacks: Sequence[Any], method: str, *args: Any) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import chameleon_sdk
-from chameleon_monitors.stability_monitor import MonitorOptions, StabilityMonitor
+from chameleon_monitors.stability_monitor import MonitorOptions, StabilityMonitor, StabilityWarning
 
-__all__ = ["MonitorOptions", "StabilityMonitor"]
+__all__ = ["MonitorOptions", "StabilityMonitor", "StabilityWarning"]
 
 
 @chameleon_sdk.hookimpl

@@ -1,6 +1,12 @@
 """A callback that records the stability monitors of a :class:`chameleon_sdk.ChameleonModel`.
 
-Usage (a training loop; the callback contract is two methods)::
+As a trainer callback (``PipelineConfig(callbacks=["metrics-jsonl", "stability-monitor"])``) it
+turns the model's monitors on at the start of the run, so every step's metrics (and so
+``metrics.jsonl``) carry them; it keeps a history and raises a :class:`StabilityWarning` when a
+value is not finite or the last layer's output norm grows past ``growth_warning`` times its first
+value.
+
+In a hand-written training loop::
 
     monitor = chameleon_sdk.get_registry().build("callback", "stability-monitor", {"growth_warning": 10})
     monitor.attach(model)                      # turns on model.collect_stats
@@ -18,14 +24,20 @@ output norm has grown more than ``growth_warning`` times over its first recorded
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 from torch import nn
 
-from chameleon_sdk import ConfigError, LossOutput, ModelOutput
+from chameleon_sdk import Callback, ConfigError, LossOutput, ModelOutput
 
-__all__ = ["MonitorOptions", "StabilityMonitor"]
+__all__ = ["MonitorOptions", "StabilityMonitor", "StabilityWarning"]
+
+
+class StabilityWarning(UserWarning):
+    """A monitored value says training is becoming unstable."""
 
 
 @attrs.frozen(kw_only=True)
@@ -46,7 +58,7 @@ class MonitorOptions:
             raise ConfigError(f"stability-monitor: need every > 0 and growth_warning > 1, got {self!r}")
 
 
-class StabilityMonitor:
+class StabilityMonitor(Callback):
     """Records per-layer output norms, max attention logits, mean log Z and the loss terms."""
 
     def __init__(self, options: MonitorOptions | None = None) -> None:
@@ -75,11 +87,35 @@ class StabilityMonitor:
         record: dict[str, Any] = {"step": step}
         for name, value in output.stats.items():
             record[name] = value.tolist() if value.dim() else float(value)
-        norms = record["layer_output_norm"]
-        record["last_layer_output_norm"] = norms[-1]
         if loss is not None:
             record["loss"] = float(loss.loss.detach())
             record.update({name: float(value) for name, value in loss.terms.items()})
+        return self._record(record)
+
+    # -- the trainer callback contract ------------------------------------------------------------
+
+    def on_train_start(self, info: Mapping[str, Any]) -> None:
+        """Attach to the run's model (the trainer passes it as ``info["model"]``)."""
+        model = info.get("model")
+        if model is None:
+            raise ConfigError("stability-monitor: the trainer did not pass the model in on_train_start's info")
+        self.attach(model)
+
+    def on_step_end(self, metrics: Mapping[str, Any]) -> None:
+        """Record the monitors the trainer put in this step's metrics; warn on trouble."""
+        step = int(metrics.get("step", len(self.history)))
+        if step % self.options.every or "layer_output_norm" not in metrics:
+            return
+        record = self._record(dict(metrics))
+        for message in record["warnings"]:
+            warnings.warn(f"step {step}: {message}", StabilityWarning, stacklevel=2)
+
+    def on_train_end(self, result: Any) -> None:
+        """Stop collecting stats (the model is left as it was before the run)."""
+        self.detach()
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        record["last_layer_output_norm"] = record["layer_output_norm"][-1]
         record["warnings"] = self._warnings(record)
         self.history.append(record)
         return record

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,40 +55,34 @@ def save_checkpoint(
     *,
     keep_last: int,
 ) -> Path:
-    """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder and a rename; prune old ones."""
+    """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder, a manifest and a rename; prune old ones."""
     root = checkpoint_root(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:08d}.tmp-"))
-    try:
+    with chameleon_sdk.staging_directory(target) as tmp:  # temporary ".step-NNNNNNNN.tmp-*" until complete
         chameleon_sdk.save_model(model, tmp / "model", format="native")
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    complete = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name))
-    for old in complete[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".step-*.tmp-*"):  # left behind by a crash mid-write
-        shutil.rmtree(stale, ignore_errors=True)
+    chameleon_sdk.prune_step_directories(root, keep_last)
     return target
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model weights, optimizer and RNG state from ``path``; returns the saved state dict."""
+    """Restore model weights, optimizer and RNG state from ``path``; returns the saved state dict.
+
+    The files are checked against the checkpoint's manifest first: a damaged checkpoint is a
+    :class:`CheckpointError` naming the file, never a silently different run.
+    """
+    chameleon_sdk.verify_manifest(path, recursive=False)  # model/ is verified by load_model
     saved = chameleon_sdk.load_model(path / "model", format="native")
+    # names a missing or unexpected key, or a key with both shapes
+    chameleon_sdk.load_weights(model, saved.state_dict(), source=str(path / "model"))
+    state = chameleon_sdk.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state")
     try:
-        model.load_state_dict(saved.state_dict(), strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model being trained: {exc}") from exc
-    try:
-        state = torch.load(path / STATE_FILE, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"cannot read {str(path / STATE_FILE)!r}: {exc}") from exc
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{str(path / STATE_FILE)!r} does not fit this run's optimizer: {exc!r}") from exc
     return state

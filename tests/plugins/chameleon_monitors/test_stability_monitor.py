@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from chameleon_monitors import StabilityWarning
 
 import chameleon_sdk
 from chameleon_sdk import ChameleonModel, ConfigError, ModelConfig
+from chameleon_sdk.training import Batch
 
 TINY = ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=64, ffn_dim=48, max_seq_len=32)
 
@@ -56,3 +59,32 @@ def test_monitor_warns_when_the_last_layer_norm_explodes():
 def test_monitor_options_are_validated():
     with pytest.raises(ConfigError):
         build(every=0)
+
+
+class RandomBatches:
+    """A pure batch source of random tokens (enough for a few trainer steps)."""
+
+    @property
+    def counters(self):
+        return {}
+
+    def stage(self, step):
+        return 1
+
+    def batch_at(self, step, micro=0):
+        ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(step))
+        return Batch(ids[:, :-1], ids[:, 1:], torch.zeros(2, 8, dtype=torch.long))
+
+
+def test_as_a_trainer_callback_it_turns_the_monitors_on_and_warns(tmp_path):
+    torch.manual_seed(0)
+    model = ChameleonModel(TINY, attention="eager", stability=["qk-norm"])
+    monitor = build(growth_warning=1.01)
+    metrics = chameleon_sdk.get_registry().build("callback", "metrics-jsonl", {})
+    trainer = chameleon_sdk.get_registry().build("trainer", "local", {"lr": 0.3, "progress": False, "warmup_steps": 0})
+    with pytest.warns(StabilityWarning, match="grew"):
+        trainer.fit(model, RandomBatches(), steps=6, out_dir=tmp_path, callbacks=[metrics, monitor], resume=False)
+    assert [r["step"] for r in monitor.history] == list(range(6))
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(len(line["layer_output_norm"]) == 2 and "max_attention_logit" in line for line in lines)
+    assert model.collect_stats is False  # detached at the end of the run

@@ -1,0 +1,344 @@
+"""The one training loop that every built-in trainer runs.
+
+``local``, ``ddp`` and ``fsdp`` differ only in their :class:`Strategy`: where the model lives and
+how it is wrapped, which rows of each global batch a process computes, how gradients and metrics
+are reduced across processes, and how checkpoints are written and read. The base class is the
+one-process strategy of ``local``.
+
+The per-step maths is the same for all: a step's loss is the mean over every counted token of the
+global batch (``grad_accum`` micro-batches of ``batch_size`` rows). A process adds up its rows'
+share, ``loss(rows) * tokens(rows) / tokens(global batch)``, scaled by the number of processes
+because data-parallel gradient reduction averages over them; so one process and N processes take
+the same optimizer step up to float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+import torch.utils.checkpoint
+from tqdm import tqdm
+
+import chameleon_sdk
+from chameleon_sdk import Batch, BatchSource, ConfigError, TrainingError, TrainResult, call_callbacks
+from chameleon_training.options import TrainerOptions
+from chameleon_training.schedule import learning_rate
+from chameleon_training.state import latest_checkpoint, load_checkpoint, save_checkpoint
+
+
+def fast_bf16_available(device: torch.device) -> bool:
+    """Whether bf16 autocast pays here: a bf16 GPU, or a CPU with AMX.
+
+    Measured: on an AMX CPU a bf16-autocast train step of a 43M-parameter model took 0.46x the fp32
+    time; on an AVX512-BF16 CPU without AMX (AMD EPYC) ``benchmarks/train_step.py`` measured no gain
+    (0.75-1.09x, noisy), so such CPUs stay in fp32 under ``precision="auto"``.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "amx_bf16" in flags.split()
+
+
+def resolve_precision(options: TrainerOptions, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32."""
+    if options.precision == "fp32":
+        return None
+    if options.precision == "bf16" or fast_bf16_available(device):
+        return torch.bfloat16
+    return None
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay 2-D weights (matmuls, embeddings); never norms or biases."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def apply_partial_training(model: torch.nn.Module, options: TrainerOptions) -> None:
+    """Freeze parameters by name pattern; for Anole, train only the image-code rows of the head."""
+    for name, param in model.named_parameters():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in options.freeze):
+            param.requires_grad_(False)
+    if not options.anole:
+        return
+    vocabulary = getattr(model, "vocabulary", None)
+    if vocabulary is None or "image" not in vocabulary.blocks:
+        raise ConfigError("trainer option anole needs a model whose vocabulary has an 'image' block")
+    for param in model.parameters():
+        param.requires_grad_(False)
+    head = model.output.weight
+    head.requires_grad_(True)
+    rows = vocabulary.code_mask("image").to(head.device)[: head.shape[0]].unsqueeze(1).to(head.dtype)
+    head.register_hook(lambda grad: grad * rows)  # other rows get zero gradient, so Adam leaves them
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each block in the backward pass (the state-dict keys do not change)."""
+    for block in getattr(model, "layers", []):
+        forward = block.forward
+
+        def checkpointed(*args: Any, _forward: Any = forward) -> Any:
+            return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False)
+
+        block.forward = functools.wraps(forward)(checkpointed)
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointRequest:
+    """A checkpoint to write, beyond the model and optimizer: where, which step, and what else."""
+
+    out_dir: Path
+    step: int
+    extra: dict[str, Any]  # trainer state (counters) saved next to the optimizer state
+    meta: dict[str, Any]  # meta.json: step, trainer, options, versions
+    keep_last: int
+
+
+class Strategy:
+    """How the loop places, wraps, reduces and checkpoints: here, one process and the model as it is.
+
+    Distributed strategies override the methods below; the loop calls them in this order:
+    :meth:`setup`, :meth:`prepare`, :meth:`wrap`, then per step :meth:`rows`, :meth:`grad_sync`,
+    :meth:`reduce_sum`, :meth:`clip_grad_norm`, and :meth:`save`/:meth:`load` for checkpoints;
+    :meth:`finish` and :meth:`close` at the end.
+    """
+
+    name = "local"
+    rank = 0
+    world_size = 1
+
+    @property
+    def is_main(self) -> bool:
+        """The process that reports progress, calls callbacks and writes run files."""
+        return self.rank == 0
+
+    def setup(self, options: TrainerOptions) -> None:
+        """Join the process group (nothing to join here)."""
+
+    def close(self) -> None:
+        """Leave what :meth:`setup` joined."""
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module whose parameters the optimizer steps (here: ``model`` itself, where it is)."""
+        return model
+
+    def device(self, module: torch.nn.Module) -> torch.device:
+        return next(module.parameters()).device
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """What the forward pass calls (a data-parallel wrapper, or ``module``)."""
+        return module
+
+    def rows(self, batch: Batch) -> Batch:
+        """This process's rows of a micro-batch of the global batch."""
+        return batch
+
+    def grad_sync(self, wrapped: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+        """A context for one micro-batch's backward: reduce gradients only when ``enabled`` (the last)."""
+        return contextlib.nullcontext()
+
+    def reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum over processes."""
+        return values
+
+    def clip_grad_norm(self, params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm to ``max_norm``; return the norm before clipping."""
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if hasattr(norm, "full_tensor"):  # a DTensor: the norm of sharded gradients
+            norm = norm.full_tensor()
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return norm
+
+    def latest(self, out_dir: Path) -> tuple[int, Path] | None:
+        return latest_checkpoint(out_dir)
+
+    def save(self, request: CheckpointRequest, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
+        r = request
+        return save_checkpoint(r.out_dir, r.step, module, optimizer, r.extra, r.meta, keep_last=r.keep_last)
+
+    def load(self, path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return load_checkpoint(path, module, optimizer)
+
+    def finish(self, model: torch.nn.Module, module: torch.nn.Module) -> None:
+        """Leave the trained weights in ``model`` (here they already are)."""
+
+
+class LoopTrainer:
+    """A trainer plugin: the shared loop under the strategy :meth:`strategy` returns."""
+
+    def __init__(self, options: TrainerOptions | None = None) -> None:
+        self.options = options or TrainerOptions()
+
+    def strategy(self) -> Strategy:
+        return Strategy()
+
+    def fit(
+        self,
+        model: torch.nn.Module,
+        data: BatchSource,
+        *,
+        steps: int,
+        out_dir: Path | None,
+        callbacks: Sequence[Any] = (),
+        resume: bool = True,
+    ) -> TrainResult:
+        if steps <= 0:
+            raise ConfigError(f"steps must be > 0, got {steps}")
+        strategy = self.strategy()
+        strategy.setup(self.options)
+        try:
+            return _run(strategy, self.options, model, data, steps, out_dir, callbacks, resume)
+        finally:
+            strategy.close()
+
+
+def _run(
+    strategy: Strategy,
+    o: TrainerOptions,
+    model: torch.nn.Module,
+    data: BatchSource,
+    steps: int,
+    out_dir: Path | None,
+    callbacks: Sequence[Any],
+    resume: bool,
+) -> TrainResult:
+    out_dir = Path(out_dir) if out_dir is not None else None
+    callbacks = callbacks if strategy.is_main else ()
+    apply_partial_training(model, o)
+    module = strategy.prepare(model)
+    device = strategy.device(module)
+    autocast_dtype = resolve_precision(o, device)
+    if o.activation_checkpointing:
+        enable_activation_checkpointing(module)
+    wrapped = strategy.wrap(module)
+    decay = 0.0 if o.anole else o.weight_decay  # decoupled decay would move the frozen head rows
+    optimizer = torch.optim.AdamW(parameter_groups(module, decay), lr=o.lr, betas=o.betas, eps=o.eps)
+    forward = torch.compile(wrapped) if o.compile else wrapped
+
+    start_step, resumed_from, skipped = 0, None, 0
+    if resume and out_dir is not None and (found := strategy.latest(out_dir)) is not None:
+        step, path = found
+        state = strategy.load(path, module, optimizer)
+        start_step = resumed_from = step
+        skipped = int(state.get("skipped", 0))
+    call_callbacks(
+        callbacks,
+        "on_train_start",
+        {
+            "out_dir": out_dir,
+            "steps": steps,
+            "start_step": start_step,
+            "trainer": strategy.name,
+            "model": module,
+            "world_size": strategy.world_size,
+            "precision": str(autocast_dtype or torch.float32),
+        },
+    )
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    nonfinite_in_row = 0
+    loss_value = math.nan
+    checkpoint: Path | None = None
+    started = time.perf_counter()
+    bar = tqdm(
+        range(start_step, steps),
+        initial=start_step,
+        total=steps,
+        disable=not (o.progress and strategy.is_main),
+        unit="step",
+    )
+    for step in bar:
+        step_start = time.perf_counter()
+        lr = learning_rate(o, step, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        module.train()
+        batches = [data.batch_at(step, micro) for micro in range(o.grad_accum)]
+        total_tokens = sum(b.num_tokens for b in batches)
+        sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), dtype=torch.float32, device=device)}
+        stats: dict[str, Any] = {}
+        for micro, batch in enumerate(strategy.rows(b) for b in batches):
+            autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+            with strategy.grad_sync(wrapped, micro == o.grad_accum - 1):
+                with autocast:
+                    out = forward(batch.input_ids.to(device), document_ids=batch.document_ids.to(device))
+                result = module.loss(out.logits, batch.targets.to(device))
+                share = batch.num_tokens / max(total_tokens, 1)  # exact token mean over the global batch
+                (result.loss * (share * strategy.world_size)).backward()
+            sums["loss"] += result.loss.detach().float() * share
+            for name, value in result.terms.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * share
+            stats = {k: v.tolist() for k, v in out.stats.items()}
+        grad_norm = strategy.clip_grad_norm(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+        totals = dict(zip(sums, strategy.reduce_sum(torch.stack(list(sums.values()))).tolist()))
+        loss_value = totals.pop("loss")
+        if math.isfinite(loss_value) and bool(torch.isfinite(grad_norm)):
+            optimizer.step()
+            nonfinite_in_row = 0
+        else:
+            skipped += 1
+            nonfinite_in_row += 1
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - step_start
+        metrics = {
+            "step": step,
+            "loss": loss_value,
+            **totals,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens": total_tokens,
+            "tokens_per_s": total_tokens / elapsed if elapsed > 0 else 0.0,
+            "skipped_steps": skipped,
+            "stage": data.stage(step),
+            **dict(data.counters),
+            **stats,
+        }
+        call_callbacks(callbacks, "on_step_end", metrics)
+        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+        if nonfinite_in_row >= o.max_nonfinite:
+            raise TrainingError(
+                f"{nonfinite_in_row} non-finite steps in a row (loss {loss_value}, grad norm {float(grad_norm)}) "
+                f"at step {step}: lower the learning rate or enable qk-norm / z-loss"
+            )
+        done = step + 1
+        if out_dir is not None and (done == steps or (o.checkpoint_every and done % o.checkpoint_every == 0)):
+            meta = {
+                "step": done,
+                "trainer": strategy.name,
+                "world_size": strategy.world_size,
+                "options": chameleon_sdk.to_dict(o),
+                "sdk_version": chameleon_sdk.__version__,
+                "plugins": [r.to_json() for r in chameleon_sdk.available_plugins()],
+            }
+            request = CheckpointRequest(
+                out_dir=out_dir, step=done, extra={"skipped": skipped}, meta=meta, keep_last=o.keep_last
+            )
+            checkpoint = strategy.save(request, module, optimizer)
+            call_callbacks(callbacks, "on_checkpoint", done, checkpoint)
+    bar.close()
+    strategy.finish(model, module)
+    result = TrainResult(
+        steps=steps,
+        final_loss=loss_value,
+        skipped_steps=skipped,
+        seconds=time.perf_counter() - started,
+        checkpoint=checkpoint,
+        resumed_from=resumed_from,
+    )
+    call_callbacks(callbacks, "on_train_end", result)
+    return result
