@@ -1,0 +1,40 @@
+"""Experiments that reproduce the paper's findings at small scale (``chameleon lab ...``).
+
+- :func:`run_stability_sweep`: the stability ablation as a Wortsman-style learning-rate sweep
+  (docs/stability-lab.md).
+"""
+
+from __future__ import annotations
+
+from chameleon_sdk.lab.stability import (
+    DEFAULT_ARMS,
+    DEFAULT_LRS,
+    ArmSummary,
+    RunResult,
+    StabilityReport,
+    StabilitySweepConfig,
+    held_out_batch,
+    lr_sensitivity,
+    parse_arm,
+    run_stability_sweep,
+    sweep_data,
+    train_run,
+)
+from chameleon_sdk.lab.synthetic import SyntheticMix, SyntheticMixConfig
+
+__all__ = [
+    "DEFAULT_ARMS",
+    "DEFAULT_LRS",
+    "ArmSummary",
+    "RunResult",
+    "StabilityReport",
+    "StabilitySweepConfig",
+    "SyntheticMix",
+    "SyntheticMixConfig",
+    "held_out_batch",
+    "lr_sensitivity",
+    "parse_arm",
+    "run_stability_sweep",
+    "sweep_data",
+    "train_run",
+]
