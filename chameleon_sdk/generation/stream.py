@@ -7,6 +7,8 @@ generate from several threads at once.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +16,15 @@ import torch
 
 from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import GenerationError
-from chameleon_sdk.generation.engine import Guidance, SamplerChoice, TokenDecoder, build_samplers, seeded_generator
+from chameleon_sdk.generation.engine import (
+    DEFAULT_MAX_BATCH,
+    Guidance,
+    SamplerChoice,
+    TokenDecoder,
+    build_samplers,
+    check_model,
+    seeded_generator,
+)
 from chameleon_sdk.generation.events import (
     BlockDone,
     BlockProgress,
@@ -33,6 +43,9 @@ if TYPE_CHECKING:
     from chameleon_sdk.pipeline import Pipeline
 
 __all__ = ["stream_documents"]
+
+#: new tokens per row when ``max_new_tokens`` is not given (fewer when the model's context is shorter)
+DEFAULT_MAX_NEW_TOKENS = 256
 
 Prompt = Document | str
 
@@ -131,6 +144,12 @@ class _RowBuilder:
 
     def finish(self, reason: str) -> list[GenerationEvent]:
         events = self._flush_text(final=True)
+        partial = getattr(self.pipe.modalities.get(self.block or ""), "decode_partial", None)
+        if self.block is not None and self.codes and partial is not None:
+            # stopped inside a block (max_tokens, max_time; a variable-length block can be cut anywhere):
+            # keep what decode_partial makes of it, as detokenize(strict=False) does
+            codes = self.pipe.vocabulary.ids_to_codes(self.block, torch.tensor(self.codes, dtype=torch.long))
+            self.segments.append(segment_of(self.block, partial(codes)))
         return [*events, Finished(self.row, reason, Document(self.segments))]
 
 
@@ -140,26 +159,54 @@ def stream_documents(
     *,
     model: ChameleonModel | None = None,
     mode: str | Sequence[str] = "text",
-    max_new_tokens: int = 256,
-    sampler: SamplerChoice = "greedy",
+    max_new_tokens: int | None = None,
+    sampler: SamplerChoice | None = None,
     samplers: Mapping[str, SamplerChoice] | None = None,
     guidance: Guidance | None = None,
     stop: Sequence[str] = (),
     seed: int | None = None,
     max_time: float | None = None,
     progress_every: int | None = None,
+    max_batch: int | None = DEFAULT_MAX_BATCH,
 ) -> Iterator[GenerationEvent]:
     """Yield events while generating a continuation of each prompt. See ``Pipeline.stream``."""
     model = model if model is not None else getattr(pipe, "model", None)
     if model is None:
         raise GenerationError("the pipeline has no model: build one (pipe.model = pipe.build_model()) or pass model=")
-    batch: list[Prompt] = [prompts] if isinstance(prompts, (Document, str)) else list(prompts)
+    check_model(model)
+    if isinstance(prompts, (Document, str)):
+        batch: list[Prompt] = [prompts]
+    elif isinstance(prompts, Sequence) and all(isinstance(p, (Document, str)) for p in prompts):
+        batch = list(prompts)
+    else:
+        raise GenerationError(f"prompt must be a Document, a str, or a list of them, got {prompts!r:.80}")
     if not batch:
         raise GenerationError("no prompts given")
+    if max_batch is not None and isinstance(max_batch, int) and len(batch) > max_batch:  # before any tokenizing
+        raise GenerationError(
+            f"{len(batch)} prompts exceed max_batch={max_batch}: generate in smaller batches, "
+            "or pass a larger max_batch (None: no limit) if the memory allows"
+        )
+    if isinstance(stop, str) or not isinstance(stop, Sequence) or not all(isinstance(s, str) for s in stop):
+        raise GenerationError(f"stop must be a list of stop strings, got {stop!r}")
+    if progress_every is not None and (
+        isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every <= 0
+    ):
+        raise GenerationError(f"progress_every must be a positive number of codes or None, got {progress_every!r}")
+    if not isinstance(mode, str) and not (isinstance(mode, Sequence) and all(isinstance(m, str) for m in mode)):
+        raise GenerationError(f"mode must be a string or one string per prompt, got {mode!r}")
     vocab = pipe.vocabulary
     ids = [pipe.tokenize(p) for p in batch]
+    if max_new_tokens is None:  # the default: up to 256, as far as the model's context allows
+        room = model.config.max_seq_len - max(len(i) for i in ids)
+        if room <= 0:
+            raise GenerationError(
+                f"the prompt ({max(len(i) for i in ids)} tokens) fills the model's max_seq_len "
+                f"({model.config.max_seq_len}): shorten it"
+            )
+        max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, room)
     modes = [mode] * len(batch) if isinstance(mode, str) else list(mode)
-    built = build_samplers(sampler, samplers, pipe.registry)
+    built = build_samplers(pipe.config.sampler if sampler is None else sampler, samplers, pipe.registry)
     constraints = {
         name: m.block_constraint(vocab) for name, m in pipe.modalities.items() if hasattr(m, "block_constraint")
     }
@@ -176,6 +223,7 @@ def stream_documents(
         generator=generator,
         max_time=max_time,
         constraints=constraints,
+        max_batch=max_batch,
     )
     rows = [_RowBuilder(pipe, r, stop, progress_every) for r in range(len(batch))]
     for r, m in enumerate(modes):  # modality-mode rows start inside their block
@@ -193,8 +241,19 @@ def stream_documents(
                 yield from rows[r].finish(finished[r])
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse generation options :func:`stream_documents` does not take, naming the valid ones."""
+    valid = [name for name in inspect.signature(stream_documents).parameters if name not in ("pipe", "prompts")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise GenerationError(f"unknown generation option {unknown[0]!r}{hint}; valid options: {valid}")
+
+
 def generate_documents(pipe: Pipeline, prompts: Prompt | Sequence[Prompt], **kwargs: Any) -> Document | list[Document]:
     """Collect :func:`stream_documents` into documents (one, or a list for a batch)."""
+    check_options(kwargs)
     single = isinstance(prompts, (Document, str))
     results: dict[int, Document] = {}
     for event in stream_documents(pipe, prompts, **kwargs):
