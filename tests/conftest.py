@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
+import types
+from pathlib import Path
 
 import attrs
 import pytest
@@ -23,10 +27,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
-def registry():
-    """A fresh registry (built-ins loaded from entry points) installed as the default for one test."""
-    with chameleon_sdk.use_registry() as reg:
-        yield reg
+def registry(chameleon_registry):
+    """The ``chameleon_registry`` fixture (``chameleon_sdk.testing``) under a short name."""
+    return chameleon_registry
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +81,7 @@ def digits_plugin():
     return DigitsPlugin()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_image_options():
     """Options of a tiny, untrained ``image`` tokenizer: 16 px -> 8 x 8 = 64 codes of 16."""
     return {
@@ -91,3 +94,98 @@ def tiny_image_options():
         "codebook_size": 16,
         "mid_attention": False,
     }
+
+
+# -- executed documentation ---------------------------------------------------------------------
+# Every ```python block of README.md and docs/**/*.md runs (tests/test_readme.py,
+# tests/test_docs_blocks.py). The blocks of one file run in order, like one script: in one module
+# namespace, in a temporary working directory, with a fresh plugin registry and a seeded torch RNG.
+# `<!-- not-run: reason -->` on the line directly above a ```python fence skips that block.
+
+NOT_RUN = re.compile(r"^\s*<!--\s*not-run:(.*?)-->\s*$")
+FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})[ \t]*(?P<lang>[^\s`]*)[^`]*$")
+PYTHON_ALIASES = {"py", "py3", "python3", "pycon"}  # would silently escape execution
+
+
+@attrs.frozen(kw_only=True)
+class MarkdownBlock:
+    """One ```python block: its first code line (1-based), its code and its not-run reason (None: it runs)."""
+
+    path: Path
+    line: int
+    code: str
+    not_run: str | None
+
+
+def python_blocks(path: Path) -> list[MarkdownBlock]:
+    """The ```python blocks of a Markdown file, in order.
+
+    Fences of other languages are skipped whole (a python fence inside them is not a block). Raises
+    AssertionError naming the file and line for an unclosed fence, a not-run marker that is not
+    directly above a ```python fence or has no reason, and Python fenced as ``py``/``python3``.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks: list[MarkdownBlock] = []
+    markers_used: set[int] = set()
+    fenced: set[int] = set()  # lines inside code fences of any language
+    i = 0
+    while i < len(lines):
+        opening = FENCE.match(lines[i])
+        if opening is None:
+            i += 1
+            continue
+        indent, ticks, lang = opening["indent"], opening["ticks"], opening["lang"]
+        closing = re.compile(rf"^{re.escape(indent)}{ticks}`*[ \t]*$")
+        end = next((j for j in range(i + 1, len(lines)) if closing.match(lines[j])), None)
+        if end is None:
+            raise AssertionError(f"{path}:{i + 1}: this code fence is never closed")
+        fenced.update(range(i + 1, end))
+        if lang in PYTHON_ALIASES:
+            raise AssertionError(f"{path}:{i + 1}: fence Python as ```python (```{lang} blocks are not executed)")
+        marker = NOT_RUN.match(lines[i - 1]) if i > 0 else None
+        if lang == "python":
+            if marker is not None:
+                markers_used.add(i - 1)
+                if not marker[1].strip():
+                    raise AssertionError(f"{path}:{i}: a not-run marker needs a reason: <!-- not-run: why -->")
+            body = [line.removeprefix(indent) if line.strip() else "" for line in lines[i + 1 : end]]
+            blocks.append(
+                MarkdownBlock(
+                    path=path,
+                    line=i + 2,
+                    code="\n".join(body) + "\n",
+                    not_run=marker[1].strip() if marker else None,
+                )
+            )
+        i = end + 1
+    for number, line in enumerate(lines):
+        if NOT_RUN.match(line) and number not in markers_used and number not in fenced:
+            raise AssertionError(f"{path}:{number + 1}: a not-run marker must sit directly above a ```python fence")
+    return blocks
+
+
+@pytest.fixture
+def run_markdown(registry, tmp_path, monkeypatch):
+    """``run_markdown(path) -> namespace``: execute a Markdown file's python blocks as one script.
+
+    The module is registered in ``sys.modules`` under ``docs_<stem>`` (so ``sys.modules[__name__]``
+    works, as in a script), the working directory is a fresh temporary one and the default plugin
+    registry a fresh one. Tracebacks name the Markdown file and line. Not-run blocks are not compiled.
+    """
+
+    def run(path: Path) -> dict:
+        path = Path(path).resolve()
+        name = "docs_" + re.sub(r"\W", "_", path.stem)
+        module = types.ModuleType(name)
+        module.__file__ = str(path)
+        monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.chdir(tmp_path)
+        torch.manual_seed(0)
+        for block in python_blocks(path):
+            if block.not_run is None:
+                # padded with newlines so that tracebacks show the Markdown file's own line numbers
+                exec(compile("\n" * (block.line - 1) + block.code, str(path), "exec"), module.__dict__)
+        return module.__dict__
+
+    return run
