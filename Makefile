@@ -5,15 +5,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The audio modality is a separately installable plugin distribution; its dependencies come with the core.
+AUDIO := plugins/chameleon-audio
 TORCH := torch==2.13.0
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install test lint typecheck demo clean
+.PHONY: install test lint typecheck demo docs clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(AUDIO)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e $(AUDIO)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,12 +27,23 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy $(AUDIO)/chameleon_audio
 
 test: lint typecheck
 	$(BIN)/python -m pytest -x -q --durations=15
+	$(BIN)/python -m pytest -x -q --durations=5 $(AUDIO)/tests
 
 demo: $(STAMP)
 	$(BIN)/chameleon demo --out demo-out
 
+# The documentation site (mkdocs-material) into site/; --strict turns every warning into an error.
+DOCS_STAMP := $(VENV)/.docs-stamp
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) demo-out site .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -31,9 +31,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from chameleon_sdk.demo import run_demo
+    from chameleon_sdk.config import from_dict, to_dict
+    from chameleon_sdk.demo import PLANS, DemoPlan, run_demo
+    from chameleon_sdk.training.run import apply_overrides
 
-    run_demo(args.out, quick=args.quick)
+    base = to_dict(PLANS["quick" if args.quick else "default"])
+    plan = from_dict(DemoPlan, apply_overrides(base, args.set or []), where="chameleon demo --set")
+    run_demo(args.out, quick=args.quick, plan=plan)
     return 0
 
 
@@ -55,8 +59,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from chameleon_sdk.generation.events import Finished, ImageDone, ImageStarted, TextDelta
     from chameleon_sdk.image_io import open_image
     from chameleon_sdk.pipeline import Pipeline
-    from chameleon_sdk.render import write_document
+    from chameleon_sdk.render import output_suffix, write_document
 
+    output_suffix(args.out)  # before any work: a bad output name fails at once
+    if args.max_new_tokens is not None and args.max_new_tokens <= 0:
+        raise ConfigError(f"--max-new-tokens must be > 0, got {args.max_new_tokens}")
     pipe = Pipeline.from_pretrained(args.model)
     items: list[object] = []
     for kind, value in args.parts or []:
@@ -106,14 +113,37 @@ def _cmd_train_image_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from chameleon_sdk.training import is_main_process
     from chameleon_sdk.training.run import load_run_config, run_training
 
     config = load_run_config(args.config, args.set or ())
     result = run_training(config, base_dir=args.config.parent)
-    print(
-        f"trained {result.steps} steps in {result.seconds:.1f}s: final loss {result.final_loss:.4f}, "
-        f"{result.skipped_steps} skipped; checkpoint {result.checkpoint}"
-    )
+    if is_main_process():  # under torchrun: one line, from rank 0
+        print(
+            f"trained {result.steps} steps in {result.seconds:.1f}s: final loss {result.final_loss:.4f}, "
+            f"{result.skipped_steps} skipped; checkpoint {result.checkpoint}"
+        )
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from chameleon_sdk.plotting import plot_metrics
+
+    out = plot_metrics(args.metrics, args.out, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_lab_stability(args: argparse.Namespace) -> int:
+    from chameleon_sdk.lab import StabilitySweepConfig, run_stability_sweep
+
+    given = {"lrs": args.lrs, "arms": args.arms, "steps": args.steps, "seed": args.seed}
+    changes = {key: value for key, value in given.items() if value is not None}
+    config = StabilitySweepConfig.quick(**changes) if args.quick else StabilitySweepConfig(**changes)
+    progress = None if args.quiet else (lambda run: print(run.line(), file=sys.stderr, flush=True))
+    report = run_stability_sweep(config, out_dir=args.out, progress=progress)
+    print(report.table())
+    print(f"wrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'stability.png'} in {report.seconds:.0f}s")
     return 0
 
 
@@ -134,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action=_PromptPart, dest="parts", help="prompt text (repeatable)")
     p.add_argument("--image", action=_PromptPart, dest="parts", help="a prompt image file (repeatable)")
     p.add_argument("--mode", default="text", help="text, image or interleaved (default: text)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or what the context allows")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--cfg-text", type=float, default=3.0, help="image guidance on the text (0: off)")
@@ -154,10 +184,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("plot", help="draw loss and stability curves from metrics.jsonl files (needs the plot extra)")
+    p.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl files (one line per file in each panel)")
+    p.add_argument("-o", "--out", type=Path, default=Path("curves.png"), help="the PNG (default: curves.png)")
+    p.add_argument("--title", default=None, help="a title above the panels")
+    p.set_defaults(func=_cmd_plot)
+
     p = sub.add_parser("demo", help="run the end-to-end demo")
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     p.add_argument("--quick", action="store_true", help="a shorter run, as the tests use")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change the plan: lm_steps=2000, device=cuda")
     p.set_defaults(func=_cmd_demo)
+
+    lab = sub.add_parser("lab", help="experiments that reproduce the paper's findings at small scale")
+    lab_sub = lab.add_subparsers(dest="experiment", required=True)
+    p = lab_sub.add_parser("stability", help="learning-rate sweep of the stability tricks (docs/stability-lab.md)")
+    p.add_argument("--out", default="stability-lab", help="output directory (default: stability-lab)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny model, few steps)")
+    p.add_argument("--lrs", type=float, nargs="+", help="peak learning rates (default: 1e-3 ... 1, 7 points)")
+    p.add_argument("--arms", nargs="+", help="arms: 'baseline' or trick names joined by '+' (default: 6 arms)")
+    p.add_argument("--steps", type=int, help="optimizer steps per run")
+    p.add_argument("--seed", type=int, help="initialisation and data seed")
+    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+    p.set_defaults(func=_cmd_lab_stability)
     return parser
 
 

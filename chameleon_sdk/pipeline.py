@@ -22,16 +22,16 @@ from typing import Any, overload
 import attrs
 import torch
 
-from chameleon_sdk.checkpoint import load_model, read_json, save_model, staging_directory
+from chameleon_sdk.checkpoint import load_model, read_json, save_model, staging_directory, verify_manifest
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
 from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import CheckpointError, ConfigError, TokenizationError
 from chameleon_sdk.generation.events import GenerationEvent
-from chameleon_sdk.generation.stream import generate_documents, stream_documents
+from chameleon_sdk.generation.stream import check_options, generate_documents, stream_documents
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, Stateful, TextTokenizer
-from chameleon_sdk.training.contracts import BatchSource, TrainResult
+from chameleon_sdk.training.contracts import BatchSource, TrainResult, is_main_process
 from chameleon_sdk.training.data import DataConfig, MixtureData
 from chameleon_sdk.vocabulary import SPECIAL, Vocabulary
 
@@ -84,6 +84,10 @@ class Pipeline:
 
     def train_text_tokenizer(self, texts: Iterable[str]) -> None:
         """Train the text tokenizer on ``texts`` (the vocabulary is rebuilt afterwards)."""
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+            raise TokenizationError(
+                f"train_text_tokenizer: expected an iterable of strings, got {type(texts).__name__}"
+            )
         self.text_tokenizer.train(texts)
         self._vocabulary = None
 
@@ -146,6 +150,8 @@ class Pipeline:
 
     def encode_segment(self, segment: Text | Image | Segment) -> torch.Tensor:
         """Token ids of one segment (``[begin, codes..., end]`` for non-text)."""
+        if not isinstance(segment, (Text, Image, Segment)):
+            raise TokenizationError(f"encode_segment: expected a Text, Image or Segment, got {type(segment).__name__}")
         vocab = self.vocabulary
         if isinstance(segment, Text):
             return torch.tensor(self.text_tokenizer.encode(segment.text), dtype=torch.long)
@@ -180,12 +186,17 @@ class Pipeline:
 
         With ``strict=True`` malformed structure raises :class:`TokenizationError`: a modality code
         outside its block, an end without a begin, a begin inside a block, an unterminated block.
-        With ``strict=False`` stray codes and ends are dropped and an unterminated block is decoded
-        by the modality's ``decode_partial`` when it has one, else dropped. Out-of-range ids always
-        raise.
+        With ``strict=False`` stray codes and ends are dropped, codes past a fixed block length are
+        cut, and a short or unterminated block is decoded by the modality's ``decode_partial`` when
+        it has one, else dropped. Out-of-range ids always raise.
         """
         vocab = self.vocabulary
-        ids_t = vocab._checked_ids(ids).flatten()
+        ids_t = vocab._checked_ids(ids)
+        if ids_t.dim() != 1:
+            raise TokenizationError(
+                f"detokenize: expected one sequence of ids (1-D), got shape {tuple(ids_t.shape)}; "
+                "detokenize the rows of a batch one by one"
+            )
         begin_of = {b.begin_id: name for name, b in vocab.blocks.items()}
         end_of = {b.end_id: name for name, b in vocab.blocks.items()}
         markers = torch.isin(ids_t, torch.tensor([*begin_of, *end_of], dtype=torch.long))
@@ -208,15 +219,14 @@ class Pipeline:
                     if strict:
                         raise TokenizationError(f"position {pos}: end-of-{name} without a matching begin")
                     continue
-                segments.append(self._decode_block(name, ids_t[open_at + 1 : pos], strict, open_at + 1))
+                block = self._decode_block(name, ids_t[open_at + 1 : pos], strict, open_at + 1)
+                segments += [block] if block is not None else []
                 cursor, open_at = pos + 1, -1
         if open_at >= 0:
             if strict:
                 raise TokenizationError(f"position {open_at}: {open_name} block is never closed")
-            partial = getattr(self.modalities.get(open_name), "decode_partial", None)
-            if partial is not None:
-                codes = vocab.ids_to_codes(open_name, self._only_codes(open_name, ids_t[open_at + 1 :]))
-                segments.append(segment_of(open_name, partial(codes)))
+            segment = self._lenient_block(open_name, self._only_codes(open_name, ids_t[open_at + 1 :]), closed=False)
+            segments += [segment] if segment is not None else []
         else:
             segments += self._text_segments(ids_t[cursor:], strict, cursor)
         return Document(segments)
@@ -224,7 +234,7 @@ class Pipeline:
     def _only_codes(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         return ids[self.vocabulary.code_mask(name)[ids]]
 
-    def _decode_block(self, name: str, ids: torch.Tensor, strict: bool, offset: int) -> Text | Image | Segment:
+    def _decode_block(self, name: str, ids: torch.Tensor, strict: bool, offset: int) -> Text | Image | Segment | None:
         modality = self._modality(name)
         vocab = self.vocabulary
         is_code = vocab.code_mask(name)[ids]
@@ -236,11 +246,28 @@ class Pipeline:
                     f"position {offset + bad}: token {token} inside a {name} block is not a code of modality {name!r}"
                 )
             ids = ids[is_code]
-        if strict and modality.block_length is not None and ids.numel() != modality.block_length:
+        if not strict:
+            return self._lenient_block(name, ids, closed=True)
+        if modality.block_length is not None and ids.numel() != modality.block_length:
             raise TokenizationError(
                 f"position {offset}: {name} block has {ids.numel()} codes, expected {modality.block_length}"
             )
         return segment_of(name, modality.decode(vocab.ids_to_codes(name, ids)))
+
+    def _lenient_block(self, name: str, ids: torch.Tensor, *, closed: bool) -> Text | Image | Segment | None:
+        """A block's payload by the ``strict=False`` rules: codes past a fixed block length are cut; a
+        short or unterminated block goes through ``decode_partial`` (dropped without one)."""
+        modality = self.modalities.get(name)
+        if modality is None:
+            return None
+        length = modality.block_length
+        if length is not None:
+            ids = ids[:length]
+        codes = self.vocabulary.ids_to_codes(name, ids)
+        if closed and (length is None or ids.numel() == length):
+            return segment_of(name, modality.decode(codes))
+        partial = getattr(modality, "decode_partial", None)
+        return segment_of(name, partial(codes)) if partial is not None else None
 
     def _text_segments(self, ids: torch.Tensor, strict: bool, offset: int) -> list[Text | Image | Segment]:
         kinds = self.vocabulary.modality_index[ids]
@@ -261,10 +288,11 @@ class Pipeline:
         and one :class:`Finished` per row with the row's document. Closing the iterator stops the work.
 
         Options: ``mode`` (``"text"``, ``"interleaved"``, ``"image"``; one, or one per row),
-        ``max_new_tokens``, ``sampler`` and per-modality ``samplers``, ``guidance`` (:class:`Guidance`),
-        ``stop`` (stop strings), ``seed``, ``max_time``, ``progress_every``, ``model`` (default
-        :attr:`model`).
+        ``max_new_tokens``, ``sampler`` (default: the config's ``sampler``) and per-modality
+        ``samplers``, ``guidance`` (:class:`Guidance`), ``stop`` (stop strings), ``seed``,
+        ``max_time``, ``progress_every``, ``model`` (default :attr:`model`).
         """
+        check_options(options)
         return stream_documents(self, prompt, **options)
 
     @overload
@@ -298,10 +326,19 @@ class Pipeline:
         :param callbacks: extra callback objects, after those the config names.
         :param base_dir: folder that relative source paths are resolved against.
         """
-        if self.model is None:
-            self.model = self.build_model()
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+            raise ConfigError(f"Pipeline.train: steps must be > 0 (an integer), got {steps!r}")
+        for name, value in (("out_dir", out_dir), ("base_dir", base_dir)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ConfigError(f"Pipeline.train: {name} must be a path, got {value!r}")
         if isinstance(data, Mapping):
             data = from_dict(DataConfig, data)
+        if not isinstance(data, (DataConfig, BatchSource)):
+            raise ConfigError(
+                f"Pipeline.train: data must be a DataConfig, its mapping or a BatchSource, got {type(data).__name__}"
+            )
+        if self.model is None:
+            self.model = self.build_model()
         if isinstance(data, DataConfig):
             data = MixtureData(self, data, total_steps=steps, base_dir=Path(base_dir) if base_dir else None)
         spec = self.config.trainer
@@ -309,7 +346,7 @@ class Pipeline:
         hooks = [self.registry.build("callback", c.name, c.options) for c in self.config.callbacks]
         out = Path(out_dir) if out_dir is not None else None
         result = trainer.fit(self.model, data, steps=steps, out_dir=out, callbacks=[*hooks, *callbacks], resume=resume)
-        if out is not None:
+        if out is not None and is_main_process():  # one writer in a distributed run
             self.save_pretrained(out / "pipeline")
         return result
 
@@ -347,6 +384,8 @@ class Pipeline:
         Everything is written to a temporary sibling folder first and renamed into place, so a
         crash never leaves a half-written pipeline at ``directory``.
         """
+        if not isinstance(directory, (str, os.PathLike)):
+            raise CheckpointError(f"Pipeline.save_pretrained: expected a directory path, got {directory!r}")
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         with staging_directory(directory) as tmp:
@@ -369,8 +408,15 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], *, registry: PluginRegistry | None = None) -> Pipeline:
-        """Load a pipeline written by :meth:`save_pretrained`."""
+        """Load a pipeline written by :meth:`save_pretrained`.
+
+        :raises CheckpointError: naming a file that is missing, truncated or altered since it was
+            saved (checked against ``manifest.json``), or a component that does not match.
+        """
+        if not isinstance(directory, (str, os.PathLike)):
+            raise CheckpointError(f"Pipeline.from_pretrained: expected a directory path, got {directory!r:.80}")
         directory = Path(directory)
+        verify_manifest(directory, recursive=False)  # model/ is verified by load_model
         meta_path = directory / PIPELINE_FILE
         meta = read_json(meta_path)
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:

@@ -10,16 +10,19 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import PIL.Image
+
 from chameleon_sdk.config import atomic_write_text
 from chameleon_sdk.document import Document, Image, Text
 from chameleon_sdk.errors import DocumentError
 
-__all__ = ["document_to_html", "write_document"]
+__all__ = ["document_to_html", "html_page", "png_data_uri", "write_document"]
 
 
-def _png_data_uri(image: Image) -> str:
+def png_data_uri(picture: PIL.Image.Image) -> str:
+    """``picture`` as a ``data:image/png;base64,...`` URI, to inline in HTML."""
     buf = io.BytesIO()
-    image.image.save(buf, format="PNG")
+    picture.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -30,7 +33,7 @@ def _segment_html(segment: object) -> str:
         w, h = segment.image.size
         scale = max(1, 256 // max(w, h))
         size = f'width="{w * scale}" height="{h * scale}"'
-        return f'<img src="{_png_data_uri(segment)}" {size} style="image-rendering: pixelated">'
+        return f'<img src="{png_data_uri(segment.image)}" {size} style="image-rendering: pixelated">'
     modality = html.escape(getattr(segment, "modality", "?"))
     return f'<code class="segment">[{modality}: {html.escape(repr(getattr(segment, "payload", ""))[:200])}]</code>'
 
@@ -45,11 +48,16 @@ def _page(title: str, sections: Sequence[tuple[str, Document]]) -> str:
         f'<section><h2>{html.escape(heading)}</h2><div class="doc">{document_to_html(doc)}</div></section>'
         for heading, doc in sections
     )
-    style = (
+    return html_page(title, body)
+
+
+def html_page(title: str, body: str, *, style: str = "") -> str:
+    """A whole HTML page around ``body`` (already HTML), with a heading and the default style."""
+    css = (
         "body{font-family:sans-serif;max-width:60em;margin:2em auto}.doc{white-space:pre-wrap}"
-        "img{vertical-align:middle;margin:4px}"
+        "img{vertical-align:middle;margin:4px}" + style
     )
-    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style>"
     return f"<!doctype html><html><head>{head}</head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
 
 
@@ -75,14 +83,20 @@ def _markdown(sections: Sequence[tuple[str, Document]], out: Path) -> str:
     return "\n".join(lines)
 
 
+def output_suffix(path: str | os.PathLike[str]) -> str:
+    """The suffix of an output file :func:`write_document` can write; :class:`DocumentError` otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".html", ".md", ".json"):
+        raise DocumentError(f"output file {str(path)!r}: expected a .html, .md or .json suffix")
+    return suffix
+
+
 def write_document(
     path: str | os.PathLike[str], sections: Sequence[tuple[str, Document]], *, title: str = "chameleon"
 ) -> Path:
     """Write titled documents to ``path``; the format follows the suffix: ``.html``, ``.md`` or ``.json``."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".html", ".md", ".json"):
-        raise DocumentError(f"output file {str(path)!r}: expected a .html, .md or .json suffix")
+    suffix = output_suffix(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".html":
         text = _page(title, sections)

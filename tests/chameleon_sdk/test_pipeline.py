@@ -179,5 +179,8 @@ def test_from_pretrained_errors(pipe, tmp_path):
         Pipeline.from_pretrained(tmp_path / "nothing")
     target = pipe.save_pretrained(tmp_path / "model")
     (target / "pipeline.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match=r"pipeline\.json' is truncated or altered"):
+        Pipeline.from_pretrained(target)  # the manifest notices first
+    (target / "manifest.json").unlink()
     with pytest.raises(CheckpointError, match="not valid JSON"):
         Pipeline.from_pretrained(target)

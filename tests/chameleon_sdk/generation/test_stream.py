@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import attrs
 import pytest
 import torch
 from hypothesis import given
@@ -172,3 +173,12 @@ def test_incremental_text_equals_decoding_the_whole_run(pipe, text, cut, width, 
     assert deltas == expected == events[-1].document.text
     assert "\ufffd" not in deltas or "\ufffd" in text
     assert row.hit_stop_string == bool(stop)
+
+
+def test_the_configured_sampler_is_the_default(pipe):
+    spec = {"name": "sample", "options": {"temperature": 2.0}}
+    explicit = pipe.generate("a red", max_new_tokens=12, sampler=spec, seed=5)
+    assert explicit != pipe.generate("a red", max_new_tokens=12, seed=5)  # the default config says greedy
+    pipe.config = attrs.evolve(pipe.config, sampler=cs.ComponentSpec(**spec))
+    assert pipe.generate("a red", max_new_tokens=12, seed=5) == explicit
+    assert pipe.generate("a red", max_new_tokens=12, seed=5, sampler="greedy") != explicit
