@@ -82,8 +82,8 @@ class DemoPlan:
     lm_steps: int = 900
     lm_batch: int = 32
     lm_lr: float = 3e-3
-    story_weight: float = 0.1  # share of training rows that are stories
-    caption_weight: float = 0.35  # share that are captioning SFT lines (picture -> caption; the rest: pairs)
+    story_weight: float = 0.15  # share of training rows that are stories
+    caption_weight: float = 0.25  # share that are captioning SFT lines (picture -> caption; the rest: pairs)
     draws_per_caption: int = 4  # text -> image samples per (colour, shape) pair
     captions: int = 48  # held-out pictures to caption
     stories: int = 4
