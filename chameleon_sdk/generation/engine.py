@@ -149,6 +149,24 @@ def build_samplers(
     return built
 
 
+def check_batch_size(count: int, max_batch: int | None) -> None:
+    """Refuse ``count`` prompts over ``max_batch`` (None: no limit), or a malformed ``max_batch``."""
+    if max_batch is not None and (not _is_int(max_batch) or max_batch <= 0):
+        raise GenerationError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+    if max_batch is not None and count > max_batch:
+        raise GenerationError(
+            f"{count} prompts exceed max_batch={max_batch}: generate in smaller batches, "
+            "or pass a larger max_batch (None: no limit) if the memory allows"
+        )
+
+
+def default_stop_ids(vocabulary: Vocabulary | None) -> list[int]:
+    """eos and end-of-turn (eos again in a vocabulary without one); nothing without a vocabulary."""
+    if vocabulary is None:
+        return []
+    return [vocabulary.specials["eos"], vocabulary.specials.get("eot", vocabulary.specials["eos"])]
+
+
 def check_model(model: Any) -> None:
     """:class:`GenerationError` unless ``model`` can decode (a :class:`ChameleonModel` or one like it)."""
     config = getattr(model, "config", None)
@@ -211,13 +229,7 @@ class TokenDecoder:
         _check_decoder_args(model, max_new_tokens, modes, vocabulary, stop_ids, guidance, max_time, constraints)
         if not prompts or any(len(p) == 0 for p in prompts):
             raise GenerationError("every prompt needs at least one token (usually bos)")
-        if max_batch is not None and (not _is_int(max_batch) or max_batch <= 0):
-            raise GenerationError(f"max_batch must be a positive integer or None, got {max_batch!r}")
-        if max_batch is not None and len(prompts) > max_batch:
-            raise GenerationError(
-                f"{len(prompts)} prompts exceed max_batch={max_batch}: generate in smaller batches, "
-                "or pass a larger max_batch (None: no limit) if the memory allows"
-            )
+        check_batch_size(len(prompts), max_batch)
         if len(modes) != len(prompts):
             raise GenerationError(f"got {len(modes)} modes for {len(prompts)} prompts")
         longest = max(len(p) for p in prompts)
@@ -480,11 +492,7 @@ def generate_tokens(
     _check_decoder_args(model, max_new_tokens, modes, vocabulary, stop_ids or [], guidance, max_time, constraints)
     modes = list(modes)
     if stop_ids is None:
-        stop_ids = (
-            [vocabulary.specials["eos"], vocabulary.specials.get("eot", vocabulary.specials["eos"])]
-            if vocabulary
-            else []
-        )
+        stop_ids = default_stop_ids(vocabulary)
     built = build_samplers(sampler, samplers, registry or get_registry())
     generator = seeded_generator(model, seed)
     decoder = TokenDecoder(

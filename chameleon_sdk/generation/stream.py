@@ -22,7 +22,9 @@ from chameleon_sdk.generation.engine import (
     SamplerChoice,
     TokenDecoder,
     build_samplers,
+    check_batch_size,
     check_model,
+    default_stop_ids,
     seeded_generator,
 )
 from chameleon_sdk.generation.events import (
@@ -182,11 +184,7 @@ def stream_documents(
         raise GenerationError(f"prompt must be a Document, a str, or a list of them, got {prompts!r:.80}")
     if not batch:
         raise GenerationError("no prompts given")
-    if max_batch is not None and isinstance(max_batch, int) and len(batch) > max_batch:  # before any tokenizing
-        raise GenerationError(
-            f"{len(batch)} prompts exceed max_batch={max_batch}: generate in smaller batches, "
-            "or pass a larger max_batch (None: no limit) if the memory allows"
-        )
+    check_batch_size(len(batch), max_batch)  # before any tokenizing
     if isinstance(stop, str) or not isinstance(stop, Sequence) or not all(isinstance(s, str) for s in stop):
         raise GenerationError(f"stop must be a list of stop strings, got {stop!r}")
     if progress_every is not None and (
@@ -218,7 +216,7 @@ def stream_documents(
         modes=modes,
         vocabulary=vocab,
         samplers=built,
-        stop_ids=[vocab.specials["eos"], vocab.specials["eot"]],
+        stop_ids=default_stop_ids(vocab),
         guidance=guidance,
         generator=generator,
         max_time=max_time,

@@ -39,6 +39,7 @@ from chameleon_checkpoint.layout import (
     build_model,
     collapse_rows,
     expand_rows,
+    json_object,
     qk_norm_spec,
     require_chameleon_model,
     shareable,
@@ -218,14 +219,8 @@ class HFFormat:
         self.options = options or HFOptions()
 
     def detect(self, path: Path) -> bool:
-        config_file = path / CONFIG_FILE
-        if not config_file.is_file():
-            return False
-        try:
-            config = chameleon_sdk.read_json(config_file)
-        except CheckpointError:
-            return False
-        return isinstance(config, dict) and config.get("model_type") == "chameleon"
+        config = json_object(path / CONFIG_FILE)
+        return config is not None and config.get("model_type") == "chameleon"
 
     # -- load ---------------------------------------------------------------------------------
 

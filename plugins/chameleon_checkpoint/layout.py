@@ -9,6 +9,8 @@ move between the two.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +22,20 @@ QK_NORM = "qk-norm"
 NORM_REORDER = "norm-reorder"
 #: tricks that change nothing at inference time, so every format can carry a model that uses them
 INFERENCE_NEUTRAL = frozenset({"z-loss", "dropout"})
+
+
+def json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when the file is missing, unreadable or not an object.
+
+    What format detection needs: a folder that is not ours is an answer (False), not an error.
+    """
+    if not path.is_file():
+        return None
+    try:
+        data = chameleon_sdk.read_json(path)
+    except CheckpointError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def qk_norm_spec(groups: int, num_heads: int) -> ComponentSpec:

@@ -19,7 +19,7 @@ from torch import nn
 
 import chameleon_sdk
 from chameleon_checkpoint import vqgan
-from chameleon_checkpoint.layout import build_model, require_chameleon_model
+from chameleon_checkpoint.layout import build_model, json_object, require_chameleon_model
 from chameleon_sdk import (
     CheckpointError,
     CheckpointInfo,
@@ -55,14 +55,8 @@ class NativeFormat:
         self.options = options or NativeOptions()
 
     def detect(self, path: Path) -> bool:
-        config_file = path / CONFIG_FILE
-        if not config_file.is_file():
-            return False
-        try:
-            meta = chameleon_sdk.read_json(config_file)
-        except CheckpointError:
-            return False
-        return isinstance(meta, dict) and meta.get("format") == FORMAT_TAG
+        meta = json_object(path / CONFIG_FILE)
+        return meta is not None and meta.get("format") == FORMAT_TAG
 
     def load(self, path: Path, *, registry: PluginRegistry) -> nn.Module:
         config_file = path / CONFIG_FILE

@@ -37,6 +37,7 @@ import attrs
 import torch
 
 import chameleon_sdk
+from chameleon_checkpoint.layout import json_object
 from chameleon_sdk import CheckpointError, ConfigError, ImageTokenizerCheckpoint, VQGANArchitecture
 
 NATIVE_CONFIG = "image_tokenizer.json"
@@ -105,14 +106,8 @@ def write_native(checkpoint: ImageTokenizerCheckpoint, path: Path) -> None:
 
 def _hf_vq_config(path: Path) -> tuple[dict[str, Any], bool] | None:
     """``(vq config, is a full model)`` for a Chameleon ``config.json``, or None for anything else."""
-    config_file = path / HF_CONFIG
-    if not path.is_dir() or not config_file.is_file():
-        return None
-    try:
-        config = chameleon_sdk.read_json(config_file)
-    except CheckpointError:
-        return None
-    if not isinstance(config, dict):
+    config = json_object(path / HF_CONFIG) if path.is_dir() else None
+    if config is None:
         return None
     if config.get("model_type") == "chameleon_vqgan":
         return config, False
