@@ -235,7 +235,7 @@ class ChameleonModel(nn.Module):
             # one reduction (a device sync on GPUs): skipped for one-token decode steps, whose ids the
             # decoder sampled itself; an out-of-range id would otherwise be an IndexError (a device
             # assert on CUDA)
-            low, high = int(input_ids.min()), int(input_ids.max())
+            low, high = torch.stack(torch.aminmax(input_ids)).tolist()
             size = self.config.vocab_size
             if low < 0 or high >= size:  # type: ignore[operator]
                 raise ConfigError(
