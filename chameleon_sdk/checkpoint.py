@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -126,20 +126,31 @@ def detect_format(path: str | os.PathLike[str], *, registry: PluginRegistry | No
 
     :raises CheckpointError: when ``path`` does not exist, or no format (or more than one) claims it.
     """
+    formats = _formats(registry or get_registry())
+    return claiming_format(
+        path,
+        {name: fmt.detect for name, fmt in formats.items()},
+        missing="checkpoint {path} does not exist",
+        unclaimed="no checkpoint format recognises {path} (it holds {listing}); "
+        f"registered formats: {sorted(formats) or 'none'}",
+    )
+
+
+def claiming_format(path: Any, detectors: Mapping[str, Callable[[Path], bool]], *, missing: str, unclaimed: str) -> str:
+    """The one name whose detector claims ``path``; :class:`CheckpointError` otherwise.
+
+    ``missing`` and ``unclaimed`` are the messages (``{path}``: the quoted path, ``{listing}``: up to
+    ten names the folder holds).
+    """
     path = _checked_path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    registry = registry or get_registry()
-    formats = _formats(registry)
-    claimed = [name for name, fmt in formats.items() if fmt.detect(path)]
+        raise CheckpointError(missing.format(path=repr(str(path))))
+    claimed = sorted(name for name, detect in detectors.items() if detect(path))
     if len(claimed) == 1:
         return claimed[0]
     if not claimed:
-        listing = sorted(p.name for p in path.iterdir()) if path.is_dir() else [path.name]
-        raise CheckpointError(
-            f"no checkpoint format recognises {str(path)!r} (it holds {listing[:10]}); "
-            f"registered formats: {sorted(formats) or 'none'}"
-        )
+        listing = sorted(p.name for p in path.iterdir())[:10] if path.is_dir() else [path.name]
+        raise CheckpointError(unclaimed.format(path=repr(str(path)), listing=listing))
     raise CheckpointError(f"{str(path)!r} is claimed by several checkpoint formats {claimed}; pass format=...")
 
 

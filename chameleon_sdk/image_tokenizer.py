@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import attrs
 import torch
 
-from chameleon_sdk.checkpoint import KIND, _checked_path, _formats, staging_directory, verify_manifest
+from chameleon_sdk.checkpoint import KIND, _checked_path, _formats, claiming_format, staging_directory, verify_manifest
 from chameleon_sdk.config import ComponentSpec, from_dict, load_config, typed
 from chameleon_sdk.errors import CheckpointError, ConfigError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -192,21 +192,15 @@ def detect_image_tokenizer_format(path: str | os.PathLike[str], *, registry: Plu
 
     :raises CheckpointError: when ``path`` does not exist, or no format (or more than one) claims it.
     """
-    path = _checked_path(path)
-    if not path.exists():
-        raise CheckpointError(f"image tokenizer checkpoint {str(path)!r} does not exist")
     formats = _image_formats(registry or get_registry())
-    claimed = sorted(name for name, fmt in formats.items() if fmt.detect_image_tokenizer(path))
-    if len(claimed) == 1:
-        return claimed[0]
-    if not claimed:
-        listing = sorted(p.name for p in path.iterdir())[:10] if path.is_dir() else [path.name]
-        raise CheckpointError(
-            f"{str(path)!r} holds no image tokenizer checkpoint (it holds {listing}); formats that can hold "
-            f"one: {sorted(formats)} (native: image_tokenizer.json + .safetensors; hf: config.json with "
-            "vq_config + model.safetensors; original: vqgan.yaml + vqgan.ckpt)"
-        )
-    raise CheckpointError(f"{str(path)!r} is claimed by several checkpoint formats {claimed}; pass format=...")
+    return claiming_format(
+        path,
+        {name: fmt.detect_image_tokenizer for name, fmt in formats.items()},
+        missing="image tokenizer checkpoint {path} does not exist",
+        unclaimed="{path} holds no image tokenizer checkpoint (it holds {listing}); formats that can hold "
+        f"one: {sorted(formats)} (native: image_tokenizer.json + .safetensors; hf: config.json with "
+        "vq_config + model.safetensors; original: vqgan.yaml + vqgan.ckpt)",
+    )
 
 
 def read_image_tokenizer(
