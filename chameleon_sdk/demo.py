@@ -34,8 +34,8 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import ComponentSpec, ModelConfig, PipelineConfig, atomic_write_text
-from chameleon_sdk.document import Document, Image, Text, write_jsonl
+from chameleon_sdk.config import ComponentSpec, ModelConfig, PipelineConfig, atomic_write_bytes, atomic_write_text
+from chameleon_sdk.document import Document, Image, Text, png_bytes, write_jsonl
 from chameleon_sdk.errors import ChameleonError
 from chameleon_sdk.generation import Guidance
 from chameleon_sdk.pipeline import Pipeline
@@ -136,12 +136,6 @@ def bundled_corpus() -> list[str]:
 def _parse_caption(text: str) -> dict[str, str | None]:
     found = _CAPTION.search(text)
     return {"color": found.group(1), "shape": found.group(2)} if found else {"color": None, "shape": None}
-
-
-def _save_png(image: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def _pairs(samples: Sequence[Shape]) -> list[Document]:
@@ -331,7 +325,7 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
     (out / "i2t").mkdir(exist_ok=True)
     image_to_text = []
     for i, (s, doc) in enumerate(zip(held_out, captioned)):
-        _save_png(s.image, out / "i2t" / f"{i:03d}.png")
+        atomic_write_bytes(out / "i2t" / f"{i:03d}.png", png_bytes(s.image))
         image_to_text.append(
             {"image": f"i2t/{i:03d}.png", "color": s.color, "shape": s.shape, "output": doc.text.strip()}
         )
@@ -359,7 +353,7 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
         pictures = [s.image for s in doc if isinstance(s, Image)]
         if not pictures:
             raise ChameleonError(f"image mode produced no image for {prompt!r}")
-        _save_png(pictures[0], out / "t2i" / f"{i:03d}.png")
+        atomic_write_bytes(out / "t2i" / f"{i:03d}.png", png_bytes(pictures[0]))
         drawn_pictures.append(pictures[0])
         _, color, shape = prompt.split()
         verdict = classify(pictures[0])
@@ -448,7 +442,7 @@ def _write_stories(pipe: Pipeline, plan: DemoPlan, out: Path, say: Callable[[str
                     said = {"color": found[-1][0], "shape": found[-1][1]}
             elif isinstance(seg, Image):
                 name = f"story/{i:03d}_{j:02d}.png"
-                _save_png(seg.image, out / name)
+                atomic_write_bytes(out / name, png_bytes(seg.image))
                 segments.append({"image": name})
                 seen = classify(seg.image)
                 checks.append({"said": said, "seen": {"color": seen.color, "shape": seen.shape}})

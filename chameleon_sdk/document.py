@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import PIL.Image
 
-from chameleon_sdk.config import atomic_write_text
+from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
 from chameleon_sdk.errors import DocumentError, ImageDecodeError
 from chameleon_sdk.image_io import open_image
 
@@ -164,7 +164,7 @@ class Document:
             if isinstance(seg, Text):
                 out.append({"text": seg.text})
             elif isinstance(seg, Image):
-                png = _png_bytes(seg.image)
+                png = png_bytes(seg.image)
                 if base_dir is None:
                     out.append({"image_base64": base64.b64encode(png).decode("ascii")})
                 else:
@@ -211,7 +211,7 @@ class Document:
         return cls(segments)
 
 
-def _png_bytes(image: PIL.Image.Image) -> bytes:
+def png_bytes(image: PIL.Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
@@ -224,9 +224,7 @@ def _write_image_file(png: bytes, base_dir: Path, image_dir: str) -> str:
     target = base_dir / rel
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".png.tmp")
-        tmp.write_bytes(png)
-        os.replace(tmp, target)
+        atomic_write_bytes(target, png)
     return rel.as_posix()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import PIL.Image
 
-from chameleon_sdk.config import atomic_write_text
-from chameleon_sdk.document import Document, Image, Text
+from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
+from chameleon_sdk.document import Document, Image, Text, png_bytes
 from chameleon_sdk.errors import DocumentError
 
 __all__ = ["document_to_html", "html_page", "png_data_uri", "write_document"]
@@ -21,9 +20,7 @@ __all__ = ["document_to_html", "html_page", "png_data_uri", "write_document"]
 
 def png_data_uri(picture: PIL.Image.Image) -> str:
     """``picture`` as a ``data:image/png;base64,...`` URI, to inline in HTML."""
-    buf = io.BytesIO()
-    picture.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
 
 
 def _segment_html(segment: object) -> str:
@@ -73,9 +70,7 @@ def _markdown(sections: Sequence[tuple[str, Document]], out: Path) -> str:
             elif isinstance(segment, Image):
                 counter += 1
                 name = f"{out.stem}_{counter:03d}.png"
-                tmp = out.parent / f".{name}.tmp"
-                segment.image.save(tmp, format="PNG")
-                os.replace(tmp, out.parent / name)
+                atomic_write_bytes(out.parent / name, png_bytes(segment.image))
                 parts.append(f"![image {counter}]({name})")
             else:
                 parts.append(f"`[{segment.modality}]`")
