@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import hashlib
 import os
 from collections.abc import Iterator
@@ -111,8 +112,15 @@ class DataParallelStrategy(Strategy):
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
+            # Free the run's wrapped module (FSDP/DDP state sits in reference cycles) while the group it
+            # talks through is alive: left to interpreter shutdown, gloo can abort the process.
+            gc.collect()
             dist.destroy_process_group()
         self.owns_group = False
+
+    def finish(self, model: torch.nn.Module, module: torch.nn.Module) -> None:
+        """Wait for every rank: none tears down its connections while another still uses them."""
+        self.barrier()
 
     def device(self, module: torch.nn.Module) -> torch.device:
         return self._device
@@ -284,6 +292,7 @@ class FSDPStrategy(DataParallelStrategy):
             for name, value in module.state_dict().items():
                 full = value.full_tensor() if hasattr(value, "full_tensor") else value
                 target[name].copy_(full)
+        super().finish(model, module)
 
 
 class DDPTrainer(LoopTrainer):
