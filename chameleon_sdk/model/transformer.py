@@ -18,12 +18,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from chameleon_sdk.config import ComponentSpec, ModelConfig
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.model.cache import KVCache
+from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
 from chameleon_sdk.model.extensions import StabilityTrick, overrides
 from chameleon_sdk.model.layers import DecoderBlock, RMSNorm, rotary_tables
 from chameleon_sdk.model.masking import MaskKind, MaskSpec, check_mask_support
@@ -380,9 +380,7 @@ class ChameleonModel(nn.Module):
                 bad = targets[outside][0]
                 raise ConfigError(f"loss: target {int(bad)} is outside the vocabulary [0, {vocab})")
         count = mask.sum().clamp(min=1)
-        per_token = F.cross_entropy(
-            logits.float().flatten(0, -2), targets.flatten(), ignore_index=ignore_index, reduction="none"
-        )
+        per_token = per_token_cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index)
         total = per_token.sum() / count
         terms = {"cross_entropy": total.detach()}
         for trick in self._loss_tricks:
