@@ -71,7 +71,7 @@ class DemoPlan:
     """How much the demo draws, trains and generates."""
 
     image_size: int = 64
-    train_images: int = 4000
+    train_images: int = 20000  # many distinct pictures: with 4,000 the model over-fits them
     train_stories: int = 1000
     vq_steps: int = 600
     vq_batch: int = 32
@@ -84,8 +84,8 @@ class DemoPlan:
     lm_lr: float = 3e-3
     story_weight: float = 0.15  # share of training rows that are stories
     caption_weight: float = 0.25  # share that are captioning SFT lines (picture -> caption; the rest: pairs)
-    draws_per_caption: int = 4  # text -> image samples per (colour, shape) pair
-    captions: int = 48  # held-out pictures to caption
+    draws_per_caption: int = 8  # text -> image samples per (colour, shape) pair
+    captions: int = 96  # held-out pictures to caption
     stories: int = 4
     ground_truth_checks: int = 240  # pictures the evaluator is validated on
     guidance: float = 2.0
