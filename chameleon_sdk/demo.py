@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -84,6 +85,7 @@ class DemoPlan:
     lm_lr: float = 3e-3
     story_weight: float = 0.15  # share of training rows that are stories
     caption_weight: float = 0.25  # share that are captioning SFT lines (picture -> caption; the rest: pairs)
+    picture_first: float = 0.5  # share of the pairs written picture first (the rest: caption, then picture)
     draws_per_caption: int = 8  # text -> image samples per (colour, shape) pair
     captions: int = 96  # held-out pictures to caption
     stories: int = 4
@@ -138,8 +140,10 @@ def _parse_caption(text: str) -> dict[str, str | None]:
     return {"color": found.group(1), "shape": found.group(2)} if found else {"color": None, "shape": None}
 
 
-def _pairs(samples: Sequence[Shape]) -> list[Document]:
-    return [Document.of(s.caption, s.image) for s in samples]
+def _pairs(samples: Sequence[Shape], picture_first: float) -> list[Document]:
+    """Caption-picture pairs; a ``picture_first`` share of them (spread evenly) in captioning order."""
+    flipped = [math.floor((i + 1) * picture_first) > math.floor(i * picture_first) for i in range(len(samples))]
+    return [Document.of(s.image, s.caption) if f else Document.of(s.caption, s.image) for s, f in zip(samples, flipped)]
 
 
 def _stories(samples: Sequence[Shape]) -> list[Document]:
@@ -295,7 +299,7 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
 
     data_dir = out / "data"
     data_dir.mkdir(exist_ok=True)
-    write_jsonl(_pairs(train), data_dir / "pairs.jsonl", images="files")
+    write_jsonl(_pairs(train, plan.picture_first), data_dir / "pairs.jsonl", images="files")
     write_jsonl(_stories(story_shapes), data_dir / "stories.jsonl", images="files")
     _write_captioning(train, data_dir / "captioning.jsonl")
     data = DataConfig(
@@ -305,6 +309,7 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
             SourceConfig(path=str(data_dir / "captioning.jsonl"), weight=plan.caption_weight, sft=True),
         ),
         seq_len=160,
+        rotate_pairs=False,  # the pairs file already has the order the plan asks for
         batch_size=plan.lm_batch,
         cache_dir=str(out / "cache"),
     )

@@ -30,7 +30,7 @@ from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import check_options, generate_documents, stream_documents
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.protocols import Modality, Stateful, TextTokenizer
+from chameleon_sdk.protocols import BatchEncodingModality, Modality, Stateful, TextTokenizer
 from chameleon_sdk.training.contracts import BatchSource, TrainResult, is_main_process
 from chameleon_sdk.training.data import DataConfig, MixtureData
 from chameleon_sdk.vocabulary import SPECIAL, Vocabulary
@@ -39,6 +39,16 @@ __all__ = ["Pipeline"]
 
 PIPELINE_FILE = "pipeline.json"
 FORMAT_VERSION = 1
+#: payloads per ``encode_batch`` call in :meth:`Pipeline.tokenize_batch`
+ENCODE_BATCH = 256
+
+
+def _as_document(document: Any, where: str) -> Document:
+    if isinstance(document, str):
+        return Document.of(document)
+    if not isinstance(document, Document):
+        raise TokenizationError(f"{where}: expected a Document or str, got {type(document).__name__}")
+    return document
 
 
 class Pipeline:
@@ -152,34 +162,75 @@ class Pipeline:
         """Token ids of one segment (``[begin, codes..., end]`` for non-text)."""
         if not isinstance(segment, (Text, Image, Segment)):
             raise TokenizationError(f"encode_segment: expected a Text, Image or Segment, got {type(segment).__name__}")
-        vocab = self.vocabulary
         if isinstance(segment, Text):
             return torch.tensor(self.text_tokenizer.encode(segment.text), dtype=torch.long)
-        modality = self._modality(segment.modality)
-        codes = modality.encode(segment.payload)
+        return self._block_ids(segment.modality, self._modality(segment.modality).encode(segment.payload))
+
+    def _block_ids(self, name: str, codes: Any) -> torch.Tensor:
+        """``[begin, ids..., end]`` for one payload's codes from modality ``name``, checked."""
+        modality = self.modalities[name]
         if not isinstance(codes, torch.Tensor) or codes.dim() != 1:
-            raise TokenizationError(f"modality {segment.modality!r} must encode to a 1-D tensor of codes")
+            raise TokenizationError(f"modality {name!r} must encode to a 1-D tensor of codes")
         if modality.block_length is not None and codes.numel() != modality.block_length:
             raise TokenizationError(
-                f"modality {segment.modality!r} produced {codes.numel()} codes; its block length is "
-                f"{modality.block_length}"
+                f"modality {name!r} produced {codes.numel()} codes; its block length is {modality.block_length}"
             )
-        block = vocab.block(segment.modality)
-        ids = vocab.codes_to_ids(segment.modality, codes)
+        block = self.vocabulary.block(name)
+        ids = self.vocabulary.codes_to_ids(name, codes)
         return torch.cat([torch.tensor([block.begin_id]), ids, torch.tensor([block.end_id])])
 
     def tokenize(self, document: Document | str, *, bos: bool = True, eos: bool = False) -> list[int]:
         """The token ids of ``document`` (a plain string is a one-segment document)."""
-        if isinstance(document, str):
-            document = Document.of(document)
-        if not isinstance(document, Document):
-            raise TokenizationError(f"tokenize: expected a Document or str, got {type(document).__name__}")
+        return self._tokenize([_as_document(document, "tokenize")], bos=bos, eos=eos)[0]
+
+    def tokenize_batch(
+        self, documents: Sequence[Document | str], *, bos: bool = True, eos: bool = False
+    ) -> list[list[int]]:
+        """``[tokenize(d) for d in documents]``, with the payloads of a modality that has
+        ``encode_batch`` (see :class:`~chameleon_sdk.protocols.BatchEncodingModality`) encoded
+        :data:`ENCODE_BATCH` at a time instead of one by one."""
+        if isinstance(documents, (str, Document)):
+            raise TokenizationError("tokenize_batch: expected a sequence of documents; use tokenize() for one")
+        docs = [_as_document(d, f"tokenize_batch: document {i}") for i, d in enumerate(documents)]
+        return self._tokenize(docs, bos=bos, eos=eos)
+
+    def _tokenize(self, docs: Sequence[Document], *, bos: bool, eos: bool) -> list[list[int]]:
+        encoded = self._encode_payloads_batched(docs)
         vocab = self.vocabulary
-        parts = [torch.tensor([vocab.specials["bos"]])] if bos else []
-        parts += [self.encode_segment(seg) for seg in document]
-        if eos:
-            parts.append(torch.tensor([vocab.specials["eos"]]))
-        return torch.cat(parts).tolist() if parts else []
+        out = []
+        for i, doc in enumerate(docs):
+            parts = [torch.tensor([vocab.specials["bos"]])] if bos else []
+            parts += [encoded[i, j] if (i, j) in encoded else self.encode_segment(seg) for j, seg in enumerate(doc)]
+            if eos:
+                parts.append(torch.tensor([vocab.specials["eos"]]))
+            out.append(torch.cat(parts).tolist() if parts else [])
+        return out
+
+    def _encode_payloads_batched(self, docs: Sequence[Document]) -> dict[tuple[int, int], torch.Tensor]:
+        """Block ids of every payload whose modality can encode in batches, keyed (document, segment)."""
+        waiting: dict[str, list[tuple[tuple[int, int], Any]]] = {}
+        for i, doc in enumerate(docs):
+            for j, seg in enumerate(doc):
+                if isinstance(seg, Text) or not isinstance(seg, (Image, Segment)):
+                    continue
+                modality = self._modality(seg.modality)
+                if isinstance(modality, BatchEncodingModality) and modality.block_length is not None:
+                    waiting.setdefault(seg.modality, []).append(((i, j), seg.payload))
+        encoded: dict[tuple[int, int], torch.Tensor] = {}
+        for name, items in waiting.items():
+            modality = self.modalities[name]
+            for start in range(0, len(items), ENCODE_BATCH):
+                chunk = items[start : start + ENCODE_BATCH]
+                codes = modality.encode_batch([payload for _, payload in chunk])  # type: ignore[attr-defined]
+                if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.shape[0] != len(chunk):
+                    raise TokenizationError(
+                        f"modality {name!r}: encode_batch of {len(chunk)} payloads must return a "
+                        f"[{len(chunk)}, {modality.block_length}] tensor of codes, got "
+                        f"{list(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}"
+                    )
+                for (key, _), row in zip(chunk, codes):
+                    encoded[key] = self._block_ids(name, row)
+        return encoded
 
     def detokenize(self, ids: Sequence[int] | torch.Tensor, *, strict: bool = True) -> Document:
         """The document for token ids.

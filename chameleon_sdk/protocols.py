@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Modality", "Stateful", "TextTokenizer", "TrainableModality"]
+__all__ = ["BatchEncodingModality", "Modality", "Stateful", "TextTokenizer", "TrainableModality"]
 
 
 @runtime_checkable
@@ -80,6 +80,16 @@ class Modality(Protocol):
 
     def decode(self, codes: torch.Tensor) -> Any:
         """The payload for a 1-D LongTensor of codes."""
+
+
+@runtime_checkable
+class BatchEncodingModality(Protocol):
+    """Optional for a fixed-length modality: encode many payloads in one call (one forward pass of
+    an image tokenizer instead of one per picture). :meth:`Pipeline.tokenize_batch` and the training
+    data pipeline use it when a modality has it; the result must equal ``encode`` row by row."""
+
+    def encode_batch(self, payloads: Sequence[Any]) -> torch.Tensor:
+        """Codes ``[len(payloads), block_length]``."""
 
 
 @runtime_checkable

@@ -194,7 +194,7 @@ def stream_documents(
     if not isinstance(mode, str) and not (isinstance(mode, Sequence) and all(isinstance(m, str) for m in mode)):
         raise GenerationError(f"mode must be a string or one string per prompt, got {mode!r}")
     vocab = pipe.vocabulary
-    ids = [pipe.tokenize(p) for p in batch]
+    ids = pipe.tokenize_batch(batch)
     if max_new_tokens is None:  # the default: up to 256, as far as the model's context allows
         room = model.config.max_seq_len - max(len(i) for i in ids)
         if room <= 0:

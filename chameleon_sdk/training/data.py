@@ -20,10 +20,11 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "DataConfig", "MixtureData", "PackedSource", "SourceConfig", "iter_records"]
 
 IGNORE = -100
+#: records tokenized together (their pictures go through the image tokenizer in batches)
+TOKENIZE_CHUNK = 256
 
 
 def _weight(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -144,18 +147,25 @@ def _is_pair(doc: Document) -> bool:
     return len(doc) == 2 and sum(isinstance(s, Text) for s in doc) == 1
 
 
-def _tokens_of(pipe: Pipeline, doc: Document, answer: Document | None) -> tuple[list[int], list[int]]:
-    """Token ids of one document (bos ... eos) and a 0/1 loss mask over them.
+def _tokens_of(
+    pipe: Pipeline, records: Sequence[tuple[Document, Document | None]]
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids of each record (bos ... eos) and a 0/1 loss mask over them.
 
-    With an ``answer``, ``doc`` is the prompt: ``[bos] prompt [eot] answer [eos]`` with only the
-    answer (and its eos) counted.
+    A record with an ``answer`` is SFT: ``[bos] prompt [eot] answer [eos]`` with only the answer
+    (and its eos) counted. Payloads are encoded in batches (:meth:`Pipeline.tokenize_batch`).
     """
-    if answer is None:
-        ids = pipe.tokenize(doc, bos=True, eos=True)
-        return ids, [1] * len(ids)
-    prompt = [*pipe.tokenize(doc, bos=True, eos=False), pipe.vocabulary.specials["eot"]]
-    reply = pipe.tokenize(answer, bos=False, eos=True)
-    return prompt + reply, [0] * len(prompt) + [1] * len(reply)
+    eos, eot = pipe.vocabulary.specials["eos"], pipe.vocabulary.specials["eot"]
+    bodies = pipe.tokenize_batch([doc for doc, _ in records], bos=True, eos=False)
+    replies = iter(pipe.tokenize_batch([a for _, a in records if a is not None], bos=False, eos=True))
+    out = []
+    for (_, answer), body in zip(records, bodies):
+        if answer is None:
+            out.append(([*body, eos], [1] * (len(body) + 1)))
+        else:
+            reply = next(replies)
+            out.append(([*body, eot, *reply], [0] * (len(body) + 1) + [1] * len(reply)))
+    return out
 
 
 class PackedSource:
@@ -203,19 +213,23 @@ class PackedSource:
         mask: list[int] = []
         offsets = [0]
         pairs = 0
-        for doc, answer in iter_records(self.path, skip_bad_records=config.skip_bad_records, counters=self.counters):
-            if config.rotate_pairs and answer is None and _is_pair(doc):
-                if pairs % 2 == 1:  # every other pair is flipped: image first (captioning) or text first
-                    doc = Document(doc.segments[::-1])
-                pairs += 1
-            if self.source.sft and answer is None:
-                raise DocumentError(f"{self.path}: every line of an SFT source needs 'prompt' and 'answer'")
-            if answer is not None and not self.source.sft:
-                raise DocumentError(f"{self.path}: prompt/answer lines need a source with sft = true")
-            ids, m = _tokens_of(pipe, doc, answer)
-            flat += ids
-            mask += m
-            offsets.append(len(flat))
+        records = iter_records(self.path, skip_bad_records=config.skip_bad_records, counters=self.counters)
+        while chunk := list(itertools.islice(records, TOKENIZE_CHUNK)):
+            checked = []
+            for doc, answer in chunk:
+                if config.rotate_pairs and answer is None and _is_pair(doc):
+                    if pairs % 2 == 1:  # every other pair is flipped: image first (captioning) or text first
+                        doc = Document(doc.segments[::-1])
+                    pairs += 1
+                if self.source.sft and answer is None:
+                    raise DocumentError(f"{self.path}: every line of an SFT source needs 'prompt' and 'answer'")
+                if answer is not None and not self.source.sft:
+                    raise DocumentError(f"{self.path}: prompt/answer lines need a source with sft = true")
+                checked.append((doc, answer))
+            for ids, m in _tokens_of(pipe, checked):
+                flat += ids
+                mask += m
+                offsets.append(len(flat))
         arrays = (
             np.asarray(flat, dtype=np.int32),
             np.asarray(offsets, dtype=np.int64),

@@ -7,6 +7,7 @@ run's figures are measured by ``make demo`` and reported in the README).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import PIL.Image
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chameleon_sdk import Image
-from chameleon_sdk.demo import PLANS, QUALITY_BAR
+from chameleon_sdk.demo import PLANS, QUALITY_BAR, _pairs
 from chameleon_sdk.pipeline import Pipeline
-from chameleon_sdk.shapes import COLORS, SHAPES
+from chameleon_sdk.shapes import COLORS, SHAPES, sample_shapes
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,14 @@ def test_the_page_renders_its_pictures_in_headless_chromium(demo, tmp_path):
         pixels = page.convert("RGB").getdata()
         coloured = sum(1 for r, g, b in pixels if max(r, g, b) - min(r, g, b) > 60)
     assert coloured > 2000  # the pictures (coloured shapes) are on screen, not just text
+
+
+@settings(max_examples=30, deadline=None)
+@given(count=st.integers(0, 40), share=st.floats(0.0, 1.0))
+def test_pairs_put_the_asked_share_picture_first_spread_evenly(count, share):
+    pairs = _pairs(sample_shapes(count, seed=0, size=16), share)
+    first = [isinstance(doc.segments[0], Image) for doc in pairs]
+    assert sum(first) == math.floor(count * share)
+    for end in range(count + 1):  # every prefix holds its share, to within one pair
+        assert abs(sum(first[:end]) - end * share) < 1
+    assert all({type(s).__name__ for s in doc} == {"Text", "Image"} for doc in pairs)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chameleon_sdk import Document, Image, Pipeline, Text
+from chameleon_sdk import Document, Image, Pipeline, Text, TokenizationError
 from chameleon_sdk.demo import bundled_corpus
 
 
@@ -134,3 +134,40 @@ def test_pipeline_save_and_load_keeps_the_image_tokenizer(pipe, shapes, tmp_path
     codes = torch.randint(0, 64, (64,))
     a = np.asarray(loaded.modalities["image"].decode(codes))
     assert np.array_equal(a, np.asarray(pipe.modalities["image"].decode(codes)))
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    layout=st.lists(st.lists(st.sampled_from(["text", "image"]), max_size=4), min_size=1, max_size=6),
+    seed=st.integers(0, 2**31 - 1),
+    bos=st.booleans(),
+    eos=st.booleans(),
+)
+def test_tokenize_batch_equals_tokenizing_one_by_one(pipe, shape_drawer, layout, seed, bos, eos):
+    """Pictures encoded in batches give exactly the ids of encoding them one at a time."""
+    rng = random.Random(seed)
+    docs = [
+        Document.of(*(shape_drawer(rng) if kind == "image" else f"a shape {rng.randint(0, 99)}" for kind in kinds))
+        for kinds in layout
+    ]
+    assert pipe.tokenize_batch(docs, bos=bos, eos=eos) == [pipe.tokenize(d, bos=bos, eos=eos) for d in docs]
+
+
+def test_tokenize_batch_encodes_in_chunks_and_refuses_bad_input(pipe, shapes, monkeypatch):
+    import chameleon_sdk.pipeline as pipeline_module
+
+    calls = []
+    image = pipe.modalities["image"]
+    original = image.encode_batch
+    monkeypatch.setattr(image, "encode_batch", lambda payloads: calls.append(len(payloads)) or original(payloads))
+    monkeypatch.setattr(pipeline_module, "ENCODE_BATCH", 4)
+    docs = [Document.of("a", shapes[i], shapes[i + 1]) for i in range(5)]
+    assert pipe.tokenize_batch(docs) == [pipe.tokenize(d) for d in docs[:5]]
+    assert calls[:3] == [4, 4, 2]  # ten pictures, four at a time (then one call per tokenize() above)
+    with pytest.raises(TokenizationError, match="sequence of documents"):
+        pipe.tokenize_batch(docs[0])
+    with pytest.raises(TokenizationError, match="document 1: expected a Document or str, got int"):
+        pipe.tokenize_batch(["a", 3])
+    monkeypatch.setattr(image, "encode_batch", lambda payloads: original(payloads)[:1])
+    with pytest.raises(TokenizationError, match=r"encode_batch of 4 payloads must return a \[4, 64\]"):
+        pipe.tokenize_batch(docs)
