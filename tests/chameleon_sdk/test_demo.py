@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chameleon_sdk import Image
+from chameleon_sdk import ChameleonError, Image
 from chameleon_sdk.demo import PLANS, QUALITY_BAR, _pairs
 from chameleon_sdk.pipeline import Pipeline
 from chameleon_sdk.shapes import COLORS, SHAPES, sample_shapes
@@ -71,6 +71,23 @@ def test_metrics_hold_the_quality_table_and_the_validated_evaluator(demo):
     )
     assert metrics["final_loss"] > 0 and "psnr" in metrics["image_tokenizer"]
     assert "image_to_text.exact" in stdout  # the table is printed at the end
+    first = metrics["text_to_image_first_sample"]  # quick plan: best of 2 drawings; the 1st draw also scored
+    assert first["n"] == metrics["text_to_image"]["n"] and "(not reranked)" in stdout
+
+
+def test_self_reranking_prefers_the_drawing_the_model_reads_as_its_caption(demo):
+    from chameleon_sdk.demo import caption_log_likelihoods
+    from chameleon_sdk.shapes import sample_shapes
+
+    out, _, _ = demo
+    pipe = Pipeline.from_pretrained(out / "model")
+    shapes = sample_shapes(6, seed=11)
+    right = caption_log_likelihoods(pipe, [s.image for s in shapes], [s.caption for s in shapes])
+    one_by_one = [caption_log_likelihoods(pipe, [s.image], [s.caption])[0] for s in shapes]
+    assert right == pytest.approx(one_by_one, abs=1e-4)  # padding in a batch changes nothing
+    assert all(score < 0 for score in right)
+    with pytest.raises(ChameleonError, match="2 pictures but 1 captions"):
+        caption_log_likelihoods(pipe, [shapes[0].image] * 2, ["a red circle"])
 
 
 def test_story_is_interleaved_and_checked(demo):
