@@ -224,14 +224,14 @@ def caption_log_likelihoods(pipe: Pipeline, pictures: Sequence[Any], captions: S
 def _table(results: dict[str, Any], unranked: dict[str, float] | None = None) -> str:
     """The quality table; ``unranked``: the same text -> image measures on the first drawing of
     each prompt (before self-reranking), shown for comparison."""
-    lines = [f"{'measure':<28} {'value':>8} {'bar':>6}  pass", "-" * 50]
+    lines = [f"{'measure':<34} {'value':>8} {'bar':>6}  pass", "-" * 56]
     for key, bar in QUALITY_BAR.items():
         value = results.get(key)
         shown = "-" if value is None else (f"{value:.1f}" if key.endswith("psnr") else f"{value:.3f}")
         ok = value is not None and value >= bar
-        lines.append(f"{key:<28} {shown:>8} {bar:>6}  {'yes' if ok else 'NO'}")
+        lines.append(f"{key:<34} {shown:>8} {bar:>6}  {'yes' if ok else 'NO'}")
     for key, value in (unranked or {}).items():
-        lines.append(f"{key + ' (1st draw)':<28} {value:>8.3f} {QUALITY_BAR[key]:>6}  (not reranked)")
+        lines.append(f"{key + ' (1st draw)':<34} {value:>8.3f} {QUALITY_BAR[key]:>6}  (not reranked)")
     return "\n".join(lines)
 
 
@@ -251,6 +251,7 @@ def _index_html(
     drawn: Sequence[Any],
     stories: Sequence[Document],
     curves: str | None,
+    rerank: int,
 ) -> str:
     """The demo's page: the results table, captions, drawings, stories and curves, images inline."""
     esc = html.escape
@@ -270,7 +271,8 @@ def _index_html(
         "&#10003;/&#10007;: what the analytic evaluator sees (colour and shape).</p>"
         f"<h2>Results</h2><pre>{esc(table)}</pre>"
         f"<h2>Image &#8594; text (held-out pictures)</h2><div class=grid>{captions}</div>"
-        f"<h2>Text &#8594; image (classifier-free guidance)</h2><div class=grid>{drawings}</div>"
+        f"<h2>Text &#8594; image (classifier-free guidance; each the best of {rerank} samples by the model's own "
+        f"reading)</h2><div class=grid>{drawings}</div>"
         f"<h2>Interleaved stories</h2>{told}"
     )
     if curves:
@@ -374,7 +376,10 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
         batch_size=plan.lm_batch,
         cache_dir=str(out / "cache"),
     )
-    say(f"training the transformer ({plan.lm_steps} steps; pairs rotated: half caption, half draw; stories)")
+    say(
+        f"training the transformer ({plan.lm_steps} steps on pairs ({plan.picture_first:.0%} picture first), "
+        f"captioning lines ({plan.caption_weight:.0%}) and stories ({plan.story_weight:.0%}))"
+    )
     torch.manual_seed(0)
     pipe.model = pipe.build_model().to(plan.device)
     run_dir = out / "run"
@@ -443,7 +448,9 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
     unranked = {"text_to_image.color": t2i_first["color"], "text_to_image.shape": t2i_first["shape"]}
     table = _table(results, unranked if k > 1 else {})
     curves = _plot(out / "metrics.jsonl", out / "curves.png", say)
-    page = _index_html(table, image_to_text, held_out, text_to_image, drawn_pictures, story["documents"], curves)
+    page = _index_html(
+        table, image_to_text, held_out, text_to_image, drawn_pictures, story["documents"], curves, rerank=k
+    )
     atomic_write_text(out / "index.html", page)
 
     seconds = round(time.perf_counter() - started, 1)

@@ -75,7 +75,7 @@ def test_metrics_hold_the_quality_table_and_the_validated_evaluator(demo):
     assert first["n"] == metrics["text_to_image"]["n"] and "(not reranked)" in stdout
 
 
-def test_self_reranking_prefers_the_drawing_the_model_reads_as_its_caption(demo):
+def test_caption_log_likelihoods_are_log_probabilities_that_batching_does_not_change(demo):
     from chameleon_sdk.demo import caption_log_likelihoods
     from chameleon_sdk.shapes import sample_shapes
 
