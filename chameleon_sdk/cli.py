@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,7 +124,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"trained {result.steps} steps in {result.seconds:.1f}s: final loss {result.final_loss:.4f}, "
             f"{result.skipped_steps} skipped; checkpoint {result.checkpoint}"
         )
+    _end_if_launched_with_others()
     return 0
+
+
+def _end_if_launched_with_others() -> None:
+    """In one of several processes that torchrun started, end now: flush, then ``os._exit(0)``.
+
+    PyTorch keeps a gloo process group alive past ``destroy_process_group`` when something still
+    holds it (DDP's reducer, DTensor's sharding caches). Interpreter shutdown then destroys it, and
+    gloo's worker threads can abort the process ("terminate called without an active exception")
+    after a run that finished and wrote everything; torchrun reports that as a failed run. Every
+    file the run wrote is complete by now (written atomically), so shutdown is skipped.
+    """
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1") and "TORCHELASTIC_RUN_ID" in os.environ:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
