@@ -34,7 +34,6 @@ wall-clock time, so only step-based runs are reproducible).
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -63,7 +62,6 @@ from chameleon_sdk import (
 )
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.pt"
 LOSS_KIND = "image_tokenizer_loss"
 #: options that may change between a run and its resumption (the others must match)
@@ -444,7 +442,7 @@ class ImageTokenizerTrainer:
     def _save(self, root: Path, state: _Progress, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> Path:
         """Write ``root/step-NNNNNNNN`` atomically, then delete all but the newest ``keep_last``."""
         root.mkdir(parents=True, exist_ok=True)
-        target = root / f"step-{state.step:08d}"
+        target = chameleon_sdk.step_directory(root, state.step)
         trainer_state = {
             "options": chameleon_sdk.to_dict(self.options),
             "train_images": int(state.perm.numel()),
@@ -459,7 +457,7 @@ class ImageTokenizerTrainer:
             "ema_count": self.ema_count,
             "ema_sum": self.ema_sum,
             "losses": [loss.state_dict() for loss in self.losses],
-            "rng": {"data": generator.get_state(), **_global_rng()},
+            "rng": {"data": generator.get_state(), **chameleon_sdk.global_rng_state()},
         }
         with chameleon_sdk.staging_directory(target) as tmp:
             chameleon_sdk.save_image_tokenizer(self.tokenizer, tmp / "tokenizer", format="native")
@@ -494,7 +492,7 @@ class ImageTokenizerTrainer:
         for loss, loss_state in zip(self.losses, saved["losses"], strict=True):
             loss.load_state_dict(loss_state)
         generator.set_state(saved["rng"]["data"])
-        _set_global_rng(saved["rng"])
+        chameleon_sdk.set_global_rng_state(saved["rng"])
         return _Progress(
             step=int(saved["step"]),
             cursor=int(saved["cursor"]),
@@ -529,20 +527,5 @@ class ImageTokenizerTrainer:
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest ``step-NNNNNNNN`` directory under ``root`` (each is written atomically), or None."""
-    if not root.is_dir():
-        return None
-    found = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir())
-    return found[-1] if found else None
-
-
-def _global_rng() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_global_rng(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    found = chameleon_sdk.step_directories(root)
+    return found[-1][1] if found else None

@@ -34,6 +34,7 @@ import attrs
 import torch
 import torch.distributed as dist
 
+import chameleon_sdk
 from chameleon_sdk import Batch, CheckpointError, ConfigError, TrainingError
 from chameleon_training.loop import CheckpointRequest, LoopTrainer, Strategy
 from chameleon_training.options import TrainerOptions
@@ -42,9 +43,7 @@ from chameleon_training.state import (
     checkpoint_root,
     latest_checkpoint,
     load_checkpoint,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 
 __all__ = ["DDPTrainer", "DistributedOptions", "FSDPOptions", "FSDPTrainer"]
@@ -178,11 +177,11 @@ class DataParallelStrategy(Strategy):
         return values
 
     def rank_rngs(self) -> list[dict[str, Any]]:
-        return self.gather(rng_state())
+        return self.gather(chameleon_sdk.global_rng_state())
 
     def restore_rng(self, state: dict[str, Any]) -> None:
         ranks = state.get("rng_ranks") or []
-        set_rng_state(ranks[self.rank] if self.rank < len(ranks) else state["rng"])
+        chameleon_sdk.set_global_rng_state(ranks[self.rank] if self.rank < len(ranks) else state["rng"])
 
 
 class DDPStrategy(DataParallelStrategy):
@@ -205,7 +204,7 @@ class DDPStrategy(DataParallelStrategy):
     def save(self, request: CheckpointRequest, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
         rngs = self.rank_rngs()
         r = request
-        path = checkpoint_root(Path(r.out_dir)) / f"step-{r.step:08d}"
+        path = chameleon_sdk.step_directory(checkpoint_root(Path(r.out_dir)), r.step)
         if self.is_main:  # every rank holds the same weights and optimizer state
             extra = {**r.extra, "rng_ranks": rngs}
             path = save_checkpoint(r.out_dir, r.step, module, optimizer, extra, r.meta, keep_last=r.keep_last)

@@ -46,7 +46,7 @@ def save_sharded(
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = checkpoint_root(request.out_dir)
-    target = root / f"step-{request.step:08d}"
+    target = chameleon_sdk.step_directory(root, request.step)
     model_state, optimizer_state = get_state_dict(module, optimizer)
     rngs = strategy.rank_rngs()
     with contextlib.ExitStack() as stack:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import torch
 import chameleon_sdk
 from chameleon_sdk import CheckpointError
 
-STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
 
@@ -23,26 +21,10 @@ def checkpoint_root(out_dir: Path) -> Path:
 
 def latest_checkpoint(out_dir: Path) -> tuple[int, Path] | None:
     """The newest complete checkpoint (a folder that has its meta file), or None."""
-    root = checkpoint_root(out_dir)
-    if not root.is_dir():
-        return None
     found = [
-        (int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and (p / META_FILE).is_file()
+        (step, p) for step, p in chameleon_sdk.step_directories(checkpoint_root(out_dir)) if (p / META_FILE).is_file()
     ]
-    return max(found) if found else None
-
-
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    return found[-1] if found else None
 
 
 def save_checkpoint(
@@ -58,10 +40,11 @@ def save_checkpoint(
     """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder, a manifest and a rename; prune old ones."""
     root = checkpoint_root(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"step-{step:08d}"
+    target = chameleon_sdk.step_directory(root, step)
     with chameleon_sdk.staging_directory(target) as tmp:  # temporary ".step-NNNNNNNN.tmp-*" until complete
         chameleon_sdk.save_model(model, tmp / "model", format="native")
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra}, tmp / STATE_FILE)
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": chameleon_sdk.global_rng_state()}
+        torch.save({**state, **extra}, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
     chameleon_sdk.prune_step_directories(root, keep_last)
     return target
@@ -82,7 +65,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state")
     try:
         optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        chameleon_sdk.set_global_rng_state(state["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{str(path / STATE_FILE)!r} does not fit this run's optimizer: {exc!r}") from exc
     return state

@@ -232,3 +232,26 @@ def test_prune_step_directories_keeps_the_newest_and_clears_crash_leftovers(tmp_
     (tmp_path / "notes").mkdir()  # not a checkpoint: left alone
     chameleon_sdk.prune_step_directories(tmp_path, keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "step-00000020", "step-00000030"]
+
+
+@given(steps=st.sets(st.integers(0, 10**8 - 1), max_size=6))
+def test_step_directories_lists_step_folders_oldest_first(tmp_path_factory, steps):
+    root = tmp_path_factory.mktemp("steps")
+    for step in steps:
+        chameleon_sdk.step_directory(root, step).mkdir()
+    (root / "step-12").mkdir()  # not eight digits
+    (root / "step-00000099x").mkdir()
+    (root / ".step-00000001.tmp-abc").mkdir()  # a staging folder
+    (root / "step-00000007.json").write_text("{}")  # a file, not a folder
+    found = chameleon_sdk.step_directories(root)
+    assert [step for step, _ in found] == sorted(steps)
+    assert all(path == root / f"step-{step:08d}" for step, path in found)
+    assert chameleon_sdk.step_directories(root / "absent") == []
+
+
+def test_global_rng_state_round_trips():
+    state = chameleon_sdk.global_rng_state()
+    first = torch.rand(4)
+    torch.rand(7)  # move on
+    chameleon_sdk.set_global_rng_state(state)
+    assert torch.equal(torch.rand(4), first)
