@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import hashlib
 import os
 from collections.abc import Iterator
@@ -111,9 +110,6 @@ class DataParallelStrategy(Strategy):
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
-            # Free the run's wrapped module (FSDP/DDP state sits in reference cycles) while the group it
-            # talks through is alive: left to interpreter shutdown, gloo can abort the process.
-            gc.collect()
             dist.destroy_process_group()
         self.owns_group = False
 
