@@ -208,13 +208,15 @@ class Pipeline:
 
     def _encode_payloads_batched(self, docs: Sequence[Document]) -> dict[tuple[int, int], torch.Tensor]:
         """Block ids of every payload whose modality can encode in batches, keyed (document, segment)."""
+        batchable = {
+            name
+            for name, modality in self.modalities.items()
+            if modality.block_length is not None and isinstance(modality, BatchEncodingModality)
+        }
         waiting: dict[str, list[tuple[tuple[int, int], Any]]] = {}
         for i, doc in enumerate(docs):
             for j, seg in enumerate(doc):
-                if isinstance(seg, Text) or not isinstance(seg, (Image, Segment)):
-                    continue
-                modality = self._modality(seg.modality)
-                if isinstance(modality, BatchEncodingModality) and modality.block_length is not None:
+                if isinstance(seg, (Image, Segment)) and seg.modality in batchable:
                     waiting.setdefault(seg.modality, []).append(((i, j), seg.payload))
         encoded: dict[tuple[int, int], torch.Tensor] = {}
         for name, items in waiting.items():
