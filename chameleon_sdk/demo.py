@@ -39,6 +39,7 @@ from chameleon_sdk.config import ComponentSpec, ModelConfig, PipelineConfig, ato
 from chameleon_sdk.document import Document, Image, Text, png_bytes, write_jsonl
 from chameleon_sdk.errors import ChameleonError
 from chameleon_sdk.generation import Guidance
+from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
 from chameleon_sdk.pipeline import Pipeline
 from chameleon_sdk.plugins import available_plugins
 from chameleon_sdk.render import document_to_html, html_page, png_data_uri
@@ -54,6 +55,7 @@ from chameleon_sdk.shapes import (
     story_document,
 )
 from chameleon_sdk.training import DataConfig, SourceConfig
+from chameleon_sdk.training.data import IGNORE
 
 __all__ = ["QUALITY_BAR", "DemoPlan", "bundled_corpus", "run_demo"]
 
@@ -197,27 +199,29 @@ def caption_log_likelihoods(pipe: Pipeline, pictures: Sequence[Any], captions: S
     if len(pictures) != len(captions):
         raise ChameleonError(f"caption_log_likelihoods: {len(pictures)} pictures but {len(captions)} captions")
     contexts = pipe.tokenize_batch([Document.of(p) for p in pictures])
-    targets = pipe.tokenize_batch(list(captions), bos=False)
+    answers = pipe.tokenize_batch(list(captions), bos=False)
     model = pipe.model
     if model is None:
         raise ChameleonError("caption_log_likelihoods: the pipeline has no model; train or load one first")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     scores: list[float] = []
-    for start in range(0, len(contexts), 128):
-        rows = [c + t for c, t in zip(contexts[start : start + 128], targets[start : start + 128])]
-        ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)  # right padding: never attended
-        for r, row in enumerate(rows):
-            ids[r, : len(row)] = torch.tensor(row)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
+    try:
+        for start in range(0, len(contexts), 128):
+            pairs = list(zip(contexts[start : start + 128], answers[start : start + 128]))
+            width = max(len(c) + len(a) for c, a in pairs)
+            ids = torch.zeros(len(pairs), width, dtype=torch.long)  # right padding: never attended
+            targets = torch.full((len(pairs), width), IGNORE, dtype=torch.long)  # only the caption counts
+            for r, (context, answer) in enumerate(pairs):
+                ids[r, : len(context) + len(answer)] = torch.tensor(context + answer)
+                targets[r, len(context) - 1 : len(context) - 1 + len(answer)] = torch.tensor(answer)
             with torch.no_grad():
-                logp = model(ids.to(device)).logits.float().log_softmax(-1).cpu()
-        finally:
-            model.train(was_training)
-        for r, (context, target) in enumerate(zip(contexts[start : start + 128], targets[start : start + 128])):
-            at = torch.arange(len(context) - 1, len(context) - 1 + len(target))
-            scores.append(float(logp[r, at, torch.tensor(target)].sum()))
+                logits = model(ids.to(device)).logits.float().flatten(0, 1)
+                nll = per_token_cross_entropy(logits, targets.to(device).flatten(), IGNORE)
+            scores += (-nll.view(len(pairs), width).sum(1)).tolist()
+    finally:
+        model.train(was_training)
     return scores
 
 
