@@ -168,6 +168,14 @@ def _write_captioning(samples: Sequence[Shape], path: Path) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
+def _drawing_options(plan: DemoPlan) -> dict[str, Any]:
+    """How the demo samples pictures: classifier-free guidance, the plan's temperature."""
+    return {
+        "guidance": Guidance(rows=2, scale_text=plan.guidance),
+        "samplers": {"image": {"name": "sample", "options": {"temperature": plan.image_temperature}}},
+    }
+
+
 def _draw(pipe: Pipeline, prompts: Sequence[str], plan: DemoPlan) -> list[Any]:
     """One sampled picture per prompt (classifier-free guidance, the plan's temperature)."""
     block = pipe.vocabulary.block("image").block_length or 0
@@ -175,8 +183,7 @@ def _draw(pipe: Pipeline, prompts: Sequence[str], plan: DemoPlan) -> list[Any]:
         list(prompts),
         mode="image",
         max_new_tokens=block + 2,
-        guidance=Guidance(rows=2, scale_text=plan.guidance),
-        samplers={"image": {"name": "sample", "options": {"temperature": plan.image_temperature}}},
+        **_drawing_options(plan),
         seed=0,
         max_batch=None,
     )
@@ -497,8 +504,7 @@ def _write_stories(pipe: Pipeline, plan: DemoPlan, out: Path, say: Callable[[str
         leads,
         mode="interleaved",
         max_new_tokens=2 * (block + 2) + 24,
-        guidance=Guidance(rows=2, scale_text=plan.guidance),
-        samplers={"image": {"name": "sample", "options": {"temperature": plan.image_temperature}}},
+        **_drawing_options(plan),
         seed=1,
     )
     (out / "story").mkdir(exist_ok=True)
