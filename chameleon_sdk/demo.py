@@ -350,6 +350,7 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
                 "warmup_steps": max(1, plan.lm_steps // 20),
                 "checkpoint_every": 0,
                 "progress": progress,
+                "precision": plan.precision,
             },
         ),
     )

@@ -115,6 +115,12 @@ def test_page_curves_metrics_and_a_loadable_model(demo):
     assert [type(s) for s in drawn] == [Image]
 
 
+def test_the_transformer_trains_at_the_plans_precision(demo):
+    out, manifest, _ = demo
+    pipe = Pipeline.from_pretrained(out / manifest["files"]["model"])
+    assert pipe.config.trainer.options["precision"] == manifest["plan"]["precision"] == PLANS["quick"].precision
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed")
 def test_the_page_renders_its_pictures_in_headless_chromium(demo, tmp_path):
     out, _, _ = demo
