@@ -15,7 +15,12 @@ Printed:
   weight, then trains two steps; the figure is the peak RSS (``VmHWM``) minus the RSS before the
   first step, i.e. activations, gradients and AdamW state;
 - our step time under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
-- achieved FLOP/s against a measured matmul peak (a square fp32 / bf16 matmul on the same threads).
+- achieved FLOP/s against a measured matmul peak (a square fp32 / bf16 matmul on the same threads);
+- the time each side spends inside torch's matmul and CPU flash-attention kernels (median of 3 profiled steps),
+  and the "kernel floor": our kernel time over transformers' step time, the ratio ours/transformers
+  would reach if everything else (norms, rotary, SwiGLU, the loss, AdamW) cost nothing. Both sides
+  run the same 171 matmuls and the same attention kernel, so on a CPU where they dominate, that floor
+  bounds what any change outside the kernels can win.
 
 FLOP formula (one documented convention): ``6 N + 6 L H Dh T`` per trained token, where N counts the
 parameters that take part in matmuls (all but the token-embedding table, whose lookup is free), L
@@ -122,6 +127,23 @@ def peak_memory(side: str, directory: Path, shape: dict[str, int], threads: int)
     return result["peak"] - result["before"]
 
 
+# The kernels both sides spend most of a step in and share: torch's matmuls and its CPU flash attention.
+KERNELS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+)
+
+
+def kernel_seconds(step: Callable[[], float]) -> float:
+    """Seconds one profiled step spends inside ``KERNELS`` (their own time, not their callers')."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(event.self_cpu_time_total for event in prof.key_averages() if event.key in KERNELS) / 1e6
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 1536, repeats: int = 5) -> float:
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
@@ -165,6 +187,11 @@ def main() -> None:
         for _ in range(args.steps):
             mine.append(timed(ours_step))
             hf.append(timed(theirs_step))
+        profiled: dict[str, list[float]] = {"ours": [], "theirs": []}
+        for _ in range(3):
+            profiled["ours"].append(kernel_seconds(ours_step))
+            profiled["theirs"].append(kernel_seconds(theirs_step))
+        kernels = {side: statistics.median(seconds) for side, seconds in profiled.items()}
         del theirs, theirs_step
         bf16_model = load("ours", directory)
         bf16_step = step_fn("ours", bf16_model, ids, bf16=True)
@@ -190,6 +217,15 @@ def main() -> None:
     print(f"ours        {t_ours * 1e3:9.1f} ms/step   {tokens / t_ours:9.0f} tok/s")
     print(f"transformers{t_theirs * 1e3:9.1f} ms/step   {tokens / t_theirs:9.0f} tok/s")
     print(f"ratio ours/transformers (time): {t_ours / t_theirs:.3f}")
+    print(
+        f"in torch's matmul and attention kernels: ours {kernels['ours'] * 1e3:.0f} ms, transformers "
+        f"{kernels['theirs'] * 1e3:.0f} ms (median of 3 profiled steps); everything else: ours "
+        f"{(t_ours - kernels['ours']) * 1e3:.0f} ms, transformers {(t_theirs - kernels['theirs']) * 1e3:.0f} ms"
+    )
+    print(
+        f"kernel floor: ours/transformers would be {kernels['ours'] / t_theirs:.3f} if everything but those "
+        "kernels took no time"
+    )
     if memory is not None:
         mib = {side: value / 2**20 for side, value in memory.items()}
         print(

@@ -32,7 +32,7 @@ class TrainerOptions:
         ``exponential`` (decays to ``min_lr_ratio * lr`` at the last step) or ``constant``.
     :param grad_clip: global gradient-norm clip (0: off; the norm is still reported).
     :param grad_accum: micro-batches per optimizer step (losses weighted by their token counts).
-    :param precision: ``auto`` (bf16 autocast where it was measured to pay: AMX CPUs and bf16 GPUs;
+    :param precision: ``auto`` (bf16 autocast where it was measured to pay: CPUs with AMX or AVX512-BF16, bf16 GPUs;
         else fp32), ``bf16`` or ``fp32`` (exact tests).
     :param activation_checkpointing: recompute each block's activations in the backward pass.
     :param compile: run the forward pass through ``torch.compile``.

@@ -205,7 +205,9 @@ def test_auto_precision_follows_the_measured_rule(monkeypatch, tmp_path):
     cpu = torch.device("cpu")
     cpu_with("avx512f amx_bf16 amx_tile")
     assert resolve_precision(TrainerOptions(), cpu) == torch.bfloat16
-    cpu_with("avx512f avx512_bf16")  # no AMX: bf16 measured no faster here
+    cpu_with("avx512f avx512_bf16")  # no AMX, but bf16 dot products: 0.65x the fp32 step time measured
+    assert resolve_precision(TrainerOptions(), cpu) == torch.bfloat16
+    cpu_with("avx2 fma")  # neither: bf16 would only add casts
     assert resolve_precision(TrainerOptions(), cpu) is None
     assert resolve_precision(TrainerOptions(precision="bf16"), cpu) == torch.bfloat16
     cpu_with("avx512f amx_bf16")
