@@ -4,7 +4,9 @@ Config (the issue's): vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 
 tokens, fp32; ``--small`` shrinks it (vocab 4,096, hidden 256, 4 layers, 4 heads, intermediate 688,
 batch 2 x 256) for a quick run. transformers runs ``ChameleonForConditionalGeneration`` with
 attention "sdpa"; ours is the same checkpoint loaded through the ``hf`` format (QK-norm per head).
-Both use AdamW (betas 0.9/0.95, eps 1e-5, weight decay 0.1) and are timed interleaved in one process;
+Both use fused AdamW (betas 0.9/0.95, eps 1e-5, weight decay 0.1), the implementation both libraries'
+trainers pick by default (ours: the ``local`` trainer; transformers' Trainer: ``adamw_torch_fused``
+with torch >= 2.8), and are timed interleaved in one process;
 times are medians over ``--steps`` steps after one warm-up step each.
 
 Printed:
@@ -58,7 +60,8 @@ def load(side: str, directory: Path) -> torch.nn.Module:
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1)
+    # fused, as both trainers build it: ours (``local``) and transformers' Trainer (``adamw_torch_fused``)
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1, fused=True)
 
 
 def step_fn(side: str, model: torch.nn.Module, ids: torch.Tensor, *, bf16: bool = False) -> Callable[[], float]:

@@ -380,7 +380,10 @@ class ImageTokenizerTrainer:
         device = self.tokenizer.device
         codebook = self.quantize.embedding.weight
         params = [p for p in self.model.parameters() if not (o.codebook_update == "ema" and p is codebook)]
-        optimizer = torch.optim.AdamW(params, lr=o.learning_rate, betas=o.betas, weight_decay=o.weight_decay)
+        fused = device.type in ("cpu", "cuda")  # one AdamW kernel per step instead of a loop over tensors
+        optimizer = torch.optim.AdamW(
+            params, lr=o.learning_rate, betas=o.betas, weight_decay=o.weight_decay, fused=fused
+        )
         state = _Progress(
             step=0,
             cursor=0,

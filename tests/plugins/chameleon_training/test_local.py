@@ -61,6 +61,8 @@ def test_loss_goes_down_and_run_folder_is_complete(make_pipe, tmp_path):
     reloaded = cs.Pipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert torch.equal(reloaded.model.output.weight, pipe.model.output.weight)
     assert isinstance(cs.load_model(result.checkpoint / "model"), cs.ChameleonModel)
+    state = torch.load(result.checkpoint / "trainer_state.pt", weights_only=True)
+    assert all(group["fused"] for group in state["optimizer"]["param_groups"])  # one AdamW kernel per step
 
 
 def test_resume_is_bitwise_exact(make_pipe, tmp_path):
