@@ -71,12 +71,10 @@ def step_fn(side: str, model: torch.nn.Module, ids: torch.Tensor, *, bf16: bool 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if side == "ours":
-                # targets padded with ignore_index instead of slicing logits[:, :-1] (no [B, T, V] copy),
-                # and no name kept for the logits, so they are freed before backward as on the other side
-                loss = model.loss(model(ids).logits, targets).loss
-            else:
-                loss = model(input_ids=ids, labels=ids).loss  # transformers shifts the labels itself
+            # ours as the trainer calls it: the loss inside forward, in chunks of positions without
+            # [B, T, V] logits (targets padded with ignore_index); transformers shifts the labels itself
+            output = model(ids, targets=targets) if side == "ours" else model(input_ids=ids, labels=ids)
+            loss = output.loss.loss if side == "ours" else output.loss
         loss.backward()
         optimizer.step()
         return float(loss.detach())

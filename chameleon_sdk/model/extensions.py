@@ -13,7 +13,8 @@ Call order inside one decoder block (``x`` is the block input)::
     h = x + o  ... and the same for the feed-forward branch with "feed_forward"
 
 then ``logits = trick.transform_logits(output(norm(h)))`` and
-``loss = cross_entropy + sum(trick.extra_loss(logits, targets, mask).values())``.
+``loss = cross_entropy + sum(trick.extra_loss(logits, targets, mask).values())``; with
+``per_position = True`` a trick lets the model do that last step a chunk of positions at a time.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class StabilityTrick:
     residual_layout: ResidualLayout | None = None
     #: True when the trick applies ``ModelConfig.dropout`` (the model refuses dropout > 0 otherwise)
     uses_config_dropout: bool = False
+    #: True when ``transform_logits`` acts on each position's logits alone and every ``extra_loss``
+    #: term is a mean over the counted targets. Then ``model(input_ids, targets=...)`` may compute the
+    #: loss a chunk of positions at a time, never holding all the logits; a trick that overrides
+    #: either point without setting this makes the model hold them (same result, more memory).
+    per_position: bool = False
 
     def setup_attention(self, attention: nn.Module, layer_idx: int, config: ModelConfig) -> None:
         """Add submodules/parameters to one layer's attention module (named ``layers.{i}.attention``)."""

@@ -25,6 +25,7 @@ from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.model.cache import KVCache
 from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
 from chameleon_sdk.model.extensions import StabilityTrick, overrides
+from chameleon_sdk.model.head_loss import REPORTED_ONLY, chunked_head_loss, rows_per_chunk
 from chameleon_sdk.model.layers import DecoderBlock, RMSNorm, rotary_tables
 from chameleon_sdk.model.masking import MaskKind, MaskSpec, check_mask_support
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -37,17 +38,21 @@ __all__ = ["ChameleonModel", "LossOutput", "ModelOutput", "document_positions"]
 class ModelOutput:
     """What :meth:`ChameleonModel.forward` returns.
 
-    :ivar logits: ``[B, T, V]``.
+    :ivar logits: ``[B, T, V]``; None when ``forward`` was given ``targets`` and computed the loss
+        in chunks without them (``model.chunked_loss``).
     :ivar cache: the :class:`KVCache` passed in (now advanced), or None.
     :ivar stats: monitor values when ``model.collect_stats`` is on, else empty:
         ``layer_output_norm`` ``[L]`` (mean L2 norm of each block's output over the call's tokens),
         ``max_attention_logit`` ``[L]`` (largest allowed pre-softmax logit per layer),
-        ``mean_log_z`` (scalar: mean logsumexp of the output logits).
+        ``mean_log_z`` (scalar: mean logsumexp of the output logits; over the positions that have a
+        target when the loss was computed in chunks).
+    :ivar loss: the :class:`LossOutput` when ``forward`` was given ``targets``, else None.
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     cache: KVCache | None = None
     stats: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    loss: LossOutput | None = None
 
 
 @dataclasses.dataclass
@@ -156,6 +161,8 @@ class ChameleonModel(nn.Module):
         branch = [t for t in self.tricks if overrides(t, "transform_branch")]
         self._logit_tricks = tuple(t for t in self.tricks if overrides(t, "transform_logits"))
         self._loss_tricks = tuple(t for t in self.tricks if overrides(t, "extra_loss"))
+        #: whether forward(targets=...) may compute the loss in chunks of positions (see ``per_position``)
+        self.chunked_loss = all(t.per_position for t in self._logit_tricks + self._loss_tricks)
         self.collect_stats = False
         #: the token space the model was trained in, when known (set by pipelines and checkpoint loaders);
         #: generation uses it for modality masks when no vocabulary is passed
@@ -256,8 +263,10 @@ class ChameleonModel(nn.Module):
         document_ids: torch.Tensor | None = None,
         span_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        targets: torch.Tensor | None = None,
+        ignore_index: int = -100,
     ) -> ModelOutput:
-        """Logits for ``input_ids`` ``[B, T]``.
+        """Logits for ``input_ids`` ``[B, T]``, and the loss when ``targets`` are given.
 
         :param positions: rotary positions ``[B, T]``; by default ``0..T-1``, restarting per document
             when ``document_ids`` are given, and continuing each row's cache.
@@ -267,11 +276,21 @@ class ChameleonModel(nn.Module):
             see each other in both directions (prefix-LM style).
         :param cache: a :class:`KVCache`; the tokens are appended to each row at ``cache.lengths``
             and attend to everything cached before them. The cache is advanced in place.
+        :param targets: ``[B, T]``, the token each position should predict (``ignore_index``: none),
+            as for :meth:`loss`; ``output.loss`` is then ``self.loss(logits, targets)``. When every
+            trick allows it (``self.chunked_loss``) the loss is computed a chunk of positions at a
+            time and ``output.logits`` is None: same loss and gradients, without the ``[B, T, V]``
+            logits in memory, and positions without a target skip the LM head. Training only: not
+            with a ``cache``. Under ``torch.compile`` the logits are computed as usual.
         """
+        if targets is not None and cache is not None:
+            raise ConfigError("forward: targets (a training loss) cannot be combined with a KV cache")
         if not torch.compiler.is_compiling():
             self._validate(
                 input_ids, positions, document_ids, span_ids, check_range=cache is None or input_ids.shape[1] > 1
             )
+            if targets is not None:
+                self._check_targets(targets, ignore_index, input_ids.shape)
             if cache is None and input_ids.shape[1] > self.config.max_seq_len:
                 raise ConfigError(
                     f"input_ids hold {input_ids.shape[1]} positions, more than the model's max_seq_len "
@@ -305,16 +324,53 @@ class ChameleonModel(nn.Module):
             h = block(h, rotary, mask, cache, slots, stats)
             if stats is not None:
                 stats["layer_output_norm"].append(h.detach().float().norm(dim=-1).mean())
-        logits = self.output(self.norm(h))
+        h = self.norm(h)
+        out_stats: dict[str, torch.Tensor] = {}
+        if stats is not None:
+            out_stats = {name: torch.stack(values) for name, values in stats.items()}
+        if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
+            chunked = self._chunked_loss(h, targets, ignore_index, out_stats if stats is not None else None)
+            return ModelOutput(logits=None, cache=None, stats=out_stats, loss=chunked)
+        logits = self.output(h)
         for trick in self._logit_tricks:
             logits = trick.transform_logits(logits)
         if cache is not None:
             cache.advance(length, positions)
-        out_stats: dict[str, torch.Tensor] = {}
         if stats is not None:
-            out_stats = {name: torch.stack(values) for name, values in stats.items()}
             out_stats["mean_log_z"] = torch.logsumexp(logits.detach().float(), dim=-1).mean()
-        return ModelOutput(logits=logits, cache=cache, stats=out_stats)
+        loss = None if targets is None else self.loss(logits, targets, ignore_index=ignore_index)
+        return ModelOutput(logits=logits, cache=cache, stats=out_stats, loss=loss)
+
+    def _chunked_loss(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        ignore_index: int,
+        stats: dict[str, torch.Tensor] | None,
+    ) -> LossOutput:
+        def chunk_terms(
+            rows: torch.Tensor, weight: torch.Tensor, chunk_targets: torch.Tensor
+        ) -> dict[str, torch.Tensor]:
+            logits = nn.functional.linear(rows, weight).unsqueeze(0)
+            for trick in self._logit_tricks:
+                logits = trick.transform_logits(logits)
+            count = chunk_targets.numel()
+            terms = {"cross_entropy": per_token_cross_entropy(logits[0].float(), chunk_targets, ignore_index).sum()}
+            mask = torch.ones_like(chunk_targets, dtype=torch.bool).unsqueeze(0)
+            for name, mean in self._extra_terms(logits, chunk_targets.unsqueeze(0), mask, terms).items():
+                terms[name] = mean * count  # a mean over the chunk's targets (per_position): back to a sum
+            if stats is not None:
+                terms[REPORTED_ONLY] = torch.logsumexp(logits.detach().float(), dim=-1).sum()
+            return terms
+
+        flat = hidden.flatten(0, -2)
+        rows = rows_per_chunk(self.config.vocab_size or 1, flat.device)
+        total, terms = chunked_head_loss(
+            flat, self.output.weight, targets.flatten(), chunk_terms, ignore_index=ignore_index, chunk_rows=rows
+        )
+        if stats is not None:
+            stats["mean_log_z"] = terms.pop(REPORTED_ONLY)
+        return LossOutput(loss=total, terms=terms)
 
     def _cached_mask(
         self,
@@ -374,19 +430,38 @@ class ChameleonModel(nn.Module):
             )
         mask = targets != ignore_index
         if not torch.compiler.is_compiling():
-            vocab = logits.shape[-1]
-            outside = ((targets < 0) | (targets >= vocab)) & mask
-            if bool(outside.any()):
-                bad = targets[outside][0]
-                raise ConfigError(f"loss: target {int(bad)} is outside the vocabulary [0, {vocab})")
+            self._check_targets(targets, ignore_index, targets.shape, vocab=logits.shape[-1])
         count = mask.sum().clamp(min=1)
         per_token = per_token_cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index)
         total = per_token.sum() / count
         terms = {"cross_entropy": total.detach()}
+        for name, value in self._extra_terms(logits, targets, mask, terms).items():
+            terms[name] = value.detach()
+            total = total + value
+        return LossOutput(loss=total, terms=terms)
+
+    def _extra_terms(
+        self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, taken: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Every loss trick's terms by name; a name already in ``taken`` or given twice is an error."""
+        extra: dict[str, torch.Tensor] = {}
         for trick in self._loss_tricks:
             for name, value in trick.extra_loss(logits, targets, mask).items():
-                if name in terms:
+                if name in taken or name in extra or name == REPORTED_ONLY:
                     raise ConfigError(f"two loss terms are both named {name!r}")
-                terms[name] = value.detach()
-                total = total + value
-        return LossOutput(loss=total, terms=terms)
+                extra[name] = value
+        return extra
+
+    def _check_targets(
+        self, targets: torch.Tensor, ignore_index: int, shape: tuple[int, ...] | torch.Size, vocab: int | None = None
+    ) -> None:
+        if not isinstance(targets, torch.Tensor) or targets.shape != shape:
+            got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ConfigError(f"targets must be a tensor of shape {tuple(shape)} (one per input position), got {got}")
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise ConfigError(f"targets must hold integer token ids, got dtype {targets.dtype}")
+        vocab = vocab if vocab is not None else self.config.vocab_size or 0
+        outside = ((targets < 0) | (targets >= vocab)) & (targets != ignore_index)
+        if bool(outside.any()):
+            bad = targets[outside][0]
+            raise ConfigError(f"loss: target {int(bad)} is outside the vocabulary [0, {vocab})")

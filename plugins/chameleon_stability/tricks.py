@@ -155,6 +155,8 @@ class ZLossOptions:
 class ZLoss(StabilityTrick):
     """z-loss: ``coef * logsumexp(logits)^2`` averaged over target tokens, reported as ``z_loss``."""
 
+    per_position = True  # a mean over the counted targets: the model may compute it in chunks
+
     def __init__(self, options: ZLossOptions | None = None) -> None:
         self.options = options or ZLossOptions()
 

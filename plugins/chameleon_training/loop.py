@@ -280,9 +280,13 @@ def _run(
         for micro, batch in enumerate(strategy.rows(b) for b in batches):
             autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
             with strategy.grad_sync(wrapped, micro == o.grad_accum - 1):
-                with autocast:
-                    out = forward(batch.input_ids.to(device), document_ids=batch.document_ids.to(device))
-                result = module.loss(out.logits, batch.targets.to(device))
+                with autocast:  # the loss inside forward: in chunks, without [B, T, V] logits (model.chunked_loss)
+                    out = forward(
+                        batch.input_ids.to(device),
+                        document_ids=batch.document_ids.to(device),
+                        targets=batch.targets.to(device),
+                    )
+                result = out.loss
                 share = batch.num_tokens / max(total_tokens, 1)  # exact token mean over the global batch
                 (result.loss * (share * strategy.world_size)).backward()
             sums["loss"] += result.loss.detach().float() * share

@@ -65,6 +65,15 @@ def test_loss_goes_down_and_run_folder_is_complete(make_pipe, tmp_path):
     assert all(group["fused"] for group in state["optimizer"]["param_groups"])  # one AdamW kernel per step
 
 
+def test_training_computes_the_loss_in_forward_without_full_logits(make_pipe):
+    pipe = make_pipe()
+    seen = []
+    pipe.model.register_forward_hook(lambda module, args, out: seen.append((out.logits, out.loss)))
+    pipe.train(make_pipe.data, steps=2)
+    assert [logits for logits, _ in seen] == [None, None]  # model.chunked_loss: qk-norm and z-loss allow it
+    assert all(loss is not None and torch.isfinite(loss.loss) for _, loss in seen)
+
+
 def test_resume_is_bitwise_exact(make_pipe, tmp_path):
     straight = make_pipe(dropout=0.1, checkpoint_every=5)
     straight.train(make_pipe.data, steps=20, out_dir=tmp_path / "a")
