@@ -21,8 +21,9 @@ Printed:
 - the time each side spends inside torch's matmul and CPU flash-attention kernels (median of 3 profiled steps),
   and the "kernel floor": our kernel time over transformers' step time, the ratio ours/transformers
   would reach if everything else (norms, rotary, SwiGLU, the loss, AdamW) cost nothing. Both sides
-  run the same 171 matmuls and the same attention kernel, so on a CPU where they dominate, that floor
-  bounds what any change outside the kernels can win.
+  do the same matmul FLOPs (ours computes the LM head in chunks of positions) and call the same
+  attention kernel, so on a CPU where they dominate, that floor bounds what any change outside the
+  kernels can win.
 
 FLOP formula (one documented convention): ``6 N + 6 L H Dh T`` per trained token, where N counts the
 parameters that take part in matmuls (all but the token-embedding table, whose lookup is free), L
