@@ -290,7 +290,7 @@ class ChameleonModel(nn.Module):
                 input_ids, positions, document_ids, span_ids, check_range=cache is None or input_ids.shape[1] > 1
             )
             if targets is not None:
-                self._check_targets(targets, ignore_index, input_ids.shape)
+                self._check_targets(targets, ignore_index, shape=input_ids.shape)
             if cache is None and input_ids.shape[1] > self.config.max_seq_len:
                 raise ConfigError(
                     f"input_ids hold {input_ids.shape[1]} positions, more than the model's max_seq_len "
@@ -329,7 +329,7 @@ class ChameleonModel(nn.Module):
         if stats is not None:
             out_stats = {name: torch.stack(values) for name, values in stats.items()}
         if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
-            chunked = self._chunked_loss(h, targets, ignore_index, out_stats if stats is not None else None)
+            chunked = self._loss_in_chunks(h, targets, ignore_index, out_stats if stats is not None else None)
             return ModelOutput(logits=None, cache=None, stats=out_stats, loss=chunked)
         logits = self.output(h)
         for trick in self._logit_tricks:
@@ -338,10 +338,10 @@ class ChameleonModel(nn.Module):
             cache.advance(length, positions)
         if stats is not None:
             out_stats["mean_log_z"] = torch.logsumexp(logits.detach().float(), dim=-1).mean()
-        loss = None if targets is None else self.loss(logits, targets, ignore_index=ignore_index)
+        loss = None if targets is None else self._loss(logits, targets, ignore_index)  # checked above
         return ModelOutput(logits=logits, cache=cache, stats=out_stats, loss=loss)
 
-    def _chunked_loss(
+    def _loss_in_chunks(
         self,
         hidden: torch.Tensor,
         targets: torch.Tensor,
@@ -428,9 +428,13 @@ class ChameleonModel(nn.Module):
             raise ConfigError(
                 f"loss: targets {tuple(targets.shape)} must match logits[..., :-1] {tuple(logits.shape[:-1])}"
             )
-        mask = targets != ignore_index
         if not torch.compiler.is_compiling():
-            self._check_targets(targets, ignore_index, targets.shape, vocab=logits.shape[-1])
+            self._check_targets(targets, ignore_index, vocab=logits.shape[-1])
+        return self._loss(logits, targets, ignore_index)
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> LossOutput:
+        """:meth:`loss` on targets already checked."""
+        mask = targets != ignore_index
         count = mask.sum().clamp(min=1)
         per_token = per_token_cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index)
         total = per_token.sum() / count
@@ -453,11 +457,13 @@ class ChameleonModel(nn.Module):
         return extra
 
     def _check_targets(
-        self, targets: torch.Tensor, ignore_index: int, shape: tuple[int, ...] | torch.Size, vocab: int | None = None
+        self, targets: torch.Tensor, ignore_index: int, *, shape: torch.Size | None = None, vocab: int | None = None
     ) -> None:
-        if not isinstance(targets, torch.Tensor) or targets.shape != shape:
+        """Integer ids inside the vocabulary (or ``ignore_index``), and of ``shape`` when given."""
+        if not isinstance(targets, torch.Tensor) or (shape is not None and targets.shape != shape):
             got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
-            raise ConfigError(f"targets must be a tensor of shape {tuple(shape)} (one per input position), got {got}")
+            expected = "a tensor" if shape is None else f"a tensor of shape {tuple(shape)} (one per input position)"
+            raise ConfigError(f"targets must be {expected}, got {got}")
         if targets.dtype.is_floating_point or targets.dtype == torch.bool:
             raise ConfigError(f"targets must hold integer token ids, got dtype {targets.dtype}")
         vocab = vocab if vocab is not None else self.config.vocab_size or 0
