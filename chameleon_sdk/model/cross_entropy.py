@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["per_token_cross_entropy"]
+__all__ = ["per_token_cross_entropy", "rows_within"]
 
 #: elements per logsumexp call, which allocates a temporary that large: on CPU small enough to stay in
 #: cache, elsewhere large enough that few kernel launches are needed
@@ -21,10 +21,14 @@ _CHUNK_ELEMENTS = {"cpu": 2**19}
 _DEFAULT_CHUNK_ELEMENTS = 2**26
 
 
+def rows_within(budgets: dict[str, int], default: int, width: int, device: torch.device) -> int:
+    """How many rows of ``width`` elements fit the element budget of ``device``'s type (at least 1)."""
+    return max(1, budgets.get(device.type, default) // max(1, width))
+
+
 def _logsumexp_rows(logits: torch.Tensor) -> torch.Tensor:
     """``logsumexp`` over the last dim of ``[N, V]``, a bounded number of rows at a time."""
-    budget = _CHUNK_ELEMENTS.get(logits.device.type, _DEFAULT_CHUNK_ELEMENTS)
-    rows = max(1, budget // max(1, logits.shape[-1]))
+    rows = rows_within(_CHUNK_ELEMENTS, _DEFAULT_CHUNK_ELEMENTS, logits.shape[-1], logits.device)
     return torch.cat([torch.logsumexp(chunk, dim=-1) for chunk in logits.split(rows)])
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from chameleon_sdk.model.cross_entropy import rows_within
+
 __all__ = ["chunked_head_loss", "rows_per_chunk"]
 
 #: logits elements per chunk (64 MiB in fp32 on CPU): smaller chunks made the CPU step slower (2**22: +5%)
@@ -32,8 +34,7 @@ REPORTED_ONLY = "_log_z"
 
 def rows_per_chunk(vocab_size: int, device: torch.device) -> int:
     """How many rows of logits one chunk holds on ``device``."""
-    budget = _CHUNK_ELEMENTS.get(device.type, _DEFAULT_CHUNK_ELEMENTS)
-    return max(1, budget // max(1, vocab_size))
+    return rows_within(_CHUNK_ELEMENTS, _DEFAULT_CHUNK_ELEMENTS, vocab_size, device)
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
@@ -46,9 +47,9 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         targets: torch.Tensor,
         chunk_terms: ChunkTerms,
         chunk_rows: int,
+        count: int,
         sums: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        count = max(int(rows.numel()), 1)
         grad_hidden = torch.zeros_like(hidden)
         grad_weight = torch.zeros_like(weight)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -63,7 +64,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 grad_chunk, grad_head = torch.autograd.grad(loss, (chunk, head))
             grad_hidden.index_add_(0, index, grad_chunk)
             grad_weight += grad_head
-            total += loss.detach().float()
+            total += loss.detach()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
         ctx.save_for_backward(grad_hidden, grad_weight)
@@ -72,7 +73,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad, grad_weight * grad, None, None, None, None, None
+        return grad_hidden * grad, grad_weight * grad, None, None, None, None, None, None
 
 
 def chunked_head_loss(
@@ -91,8 +92,8 @@ def chunked_head_loss(
     """
     counted = targets != ignore_index
     rows = counted.nonzero().squeeze(1)
-    sums: dict[str, torch.Tensor] = {}
-    loss = _ChunkedHeadLoss.apply(hidden, weight, rows, targets[rows], chunk_terms, chunk_rows, sums)
     count = max(int(rows.numel()), 1)
+    sums: dict[str, torch.Tensor] = {}
+    loss = _ChunkedHeadLoss.apply(hidden, weight, rows, targets[rows], chunk_terms, chunk_rows, count, sums)
     terms = {name: value / count for name, value in sums.items()}
     return loss, terms  # type: ignore[return-value]
