@@ -119,6 +119,7 @@ from chameleon_sdk.plugins import (
     use_registry,
 )
 from chameleon_sdk.protocols import Modality, Stateful, TextTokenizer, TrainableModality
+from chameleon_sdk.tokenizer import MixedModalTokenizer
 from chameleon_sdk.training import (
     Batch,
     BatchSource,
@@ -178,6 +179,7 @@ __all__ = [
     "LossOutput",
     "MaskKind",
     "MaskSpec",
+    "MixedModalTokenizer",
     "MixtureData",
     "Modality",
     "ModalityBlock",

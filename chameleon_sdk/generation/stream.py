@@ -1,6 +1,7 @@
 """Document-level generation: prompts in, typed events and documents out.
 
-Built on :class:`TokenDecoder`; ``Pipeline.stream`` and ``Pipeline.generate`` are thin wrappers.
+Built on :class:`TokenDecoder` and a :class:`~chameleon_sdk.MixedModalTokenizer`; ``Pipeline.stream``
+and ``Pipeline.generate`` are thin wrappers that pass the pipeline's model, sampler and registry.
 Nothing here is global: each call owns its decoder, cache and generator, so several pipelines can
 generate from several threads at once.
 """
@@ -39,10 +40,11 @@ from chameleon_sdk.generation.events import (
     TextDelta,
 )
 from chameleon_sdk.model import ChameleonModel
+from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.vocabulary import TEXT
 
 if TYPE_CHECKING:
-    from chameleon_sdk.pipeline import Pipeline
+    from chameleon_sdk.tokenizer import MixedModalTokenizer
 
 __all__ = ["stream_documents"]
 
@@ -55,8 +57,10 @@ Prompt = Document | str
 class _RowBuilder:
     """Turns one row's tokens into events and a document."""
 
-    def __init__(self, pipe: Pipeline, row: int, stop_strings: Sequence[str], progress_every: int | None) -> None:
-        self.pipe, self.row = pipe, row
+    def __init__(
+        self, tokenizer: MixedModalTokenizer, row: int, stop_strings: Sequence[str], progress_every: int | None
+    ) -> None:
+        self.tokenizer, self.row = tokenizer, row
         self.stop_strings = [s for s in stop_strings if s]
         self.holdback = max((len(s) for s in self.stop_strings), default=1) - 1  # chars a stop string may still claim
         self.progress_every = progress_every
@@ -70,12 +74,12 @@ class _RowBuilder:
         self.block: str | None = None
         self.codes: list[int] = []
         self.hit_stop_string = False
-        vocab = pipe.vocabulary
+        vocab = tokenizer.vocabulary
         self.begin_of = {b.begin_id: name for name, b in vocab.blocks.items()}
         self.end_of = {b.end_id: name for name, b in vocab.blocks.items()}
 
     def feed(self, token: int) -> list[GenerationEvent]:
-        vocab = self.pipe.vocabulary
+        vocab = self.tokenizer.vocabulary
         if token in self.begin_of and self.block is None:
             return [*self._flush_text(final=True), self._start(self.begin_of[token])]
         if self.block is not None:
@@ -83,7 +87,7 @@ class _RowBuilder:
                 return [self._end()]
             self.codes.append(token)
             every = self.progress_every
-            modality = self.pipe.modalities.get(self.block)
+            modality = self.tokenizer.modalities.get(self.block)
             partial = getattr(modality, "decode_partial", None)
             if every and partial is not None and len(self.codes) % every == 0:
                 codes = vocab.ids_to_codes(self.block, torch.tensor(self.codes))
@@ -100,7 +104,7 @@ class _RowBuilder:
         """Append the text of the pending ids; an incomplete UTF-8 sequence waits for more bytes."""
         if self.hit_stop_string or self.read == len(self.text_ids):
             return
-        decode = self.pipe.text_tokenizer.decode
+        decode = self.tokenizer.text_tokenizer.decode
         context = decode(self.text_ids[self.prefix : self.read])
         decoded = decode(self.text_ids[self.prefix :])
         if decoded.endswith("\ufffd") and not final:
@@ -138,25 +142,25 @@ class _RowBuilder:
     def _end(self) -> GenerationEvent:
         name = self.block
         assert name is not None
-        codes = self.pipe.vocabulary.ids_to_codes(name, torch.tensor(self.codes, dtype=torch.long))
-        payload = self.pipe.modalities[name].decode(codes) if name in self.pipe.modalities else codes
+        codes = self.tokenizer.vocabulary.ids_to_codes(name, torch.tensor(self.codes, dtype=torch.long))
+        payload = self.tokenizer.modalities[name].decode(codes) if name in self.tokenizer.modalities else codes
         self.segments.append(segment_of(name, payload))
         self.block, self.codes = None, []
         return (ImageDone if name == "image" else BlockDone)(self.row, name, payload)
 
     def finish(self, reason: str) -> list[GenerationEvent]:
         events = self._flush_text(final=True)
-        partial = getattr(self.pipe.modalities.get(self.block or ""), "decode_partial", None)
+        partial = getattr(self.tokenizer.modalities.get(self.block or ""), "decode_partial", None)
         if self.block is not None and self.codes and partial is not None:
             # stopped inside a block (max_tokens, max_time; a variable-length block can be cut anywhere):
             # keep what decode_partial makes of it, as detokenize(strict=False) does
-            codes = self.pipe.vocabulary.ids_to_codes(self.block, torch.tensor(self.codes, dtype=torch.long))
+            codes = self.tokenizer.vocabulary.ids_to_codes(self.block, torch.tensor(self.codes, dtype=torch.long))
             self.segments.append(segment_of(self.block, partial(codes)))
         return [*events, Finished(self.row, reason, Document(self.segments))]
 
 
 def stream_documents(
-    pipe: Pipeline,
+    tokenizer: MixedModalTokenizer,
     prompts: Prompt | Sequence[Prompt],
     *,
     model: ChameleonModel | None = None,
@@ -170,9 +174,10 @@ def stream_documents(
     max_time: float | None = None,
     progress_every: int | None = None,
     max_batch: int | None = DEFAULT_MAX_BATCH,
+    chat: bool = False,
+    registry: PluginRegistry | None = None,
 ) -> Iterator[GenerationEvent]:
     """Yield events while generating a continuation of each prompt. See ``Pipeline.stream``."""
-    model = model if model is not None else getattr(pipe, "model", None)
     if model is None:
         raise GenerationError("the pipeline has no model: build one (pipe.model = pipe.build_model()) or pass model=")
     check_model(model)
@@ -193,8 +198,10 @@ def stream_documents(
         raise GenerationError(f"progress_every must be a positive number of codes or None, got {progress_every!r}")
     if not isinstance(mode, str) and not (isinstance(mode, Sequence) and all(isinstance(m, str) for m in mode)):
         raise GenerationError(f"mode must be a string or one string per prompt, got {mode!r}")
-    vocab = pipe.vocabulary
-    ids = pipe.tokenize_batch(batch)
+    if not isinstance(chat, bool):
+        raise GenerationError(f"chat must be True or False, got {chat!r}")
+    vocab = tokenizer.vocabulary
+    ids = tokenizer.tokenize_batch(batch, end_of_turn=chat)
     if max_new_tokens is None:  # the default: up to 256, as far as the model's context allows
         room = model.config.max_seq_len - max(len(i) for i in ids)
         if room <= 0:
@@ -204,9 +211,10 @@ def stream_documents(
             )
         max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, room)
     modes = [mode] * len(batch) if isinstance(mode, str) else list(mode)
-    built = build_samplers(pipe.config.sampler if sampler is None else sampler, samplers, pipe.registry)
+    _check_decodable(tokenizer, modes)
+    built = build_samplers("greedy" if sampler is None else sampler, samplers, registry or get_registry())
     constraints = {
-        name: m.block_constraint(vocab) for name, m in pipe.modalities.items() if hasattr(m, "block_constraint")
+        name: m.block_constraint(vocab) for name, m in tokenizer.modalities.items() if hasattr(m, "block_constraint")
     }
     generator = seeded_generator(model, seed)
     decoder = TokenDecoder(
@@ -216,14 +224,14 @@ def stream_documents(
         modes=modes,
         vocabulary=vocab,
         samplers=built,
-        stop_ids=default_stop_ids(vocab),
+        stop_ids=default_stop_ids(vocab, chat=chat),
         guidance=guidance,
         generator=generator,
         max_time=max_time,
         constraints=constraints,
         max_batch=max_batch,
     )
-    rows = [_RowBuilder(pipe, r, stop, progress_every) for r in range(len(batch))]
+    rows = [_RowBuilder(tokenizer, r, stop, progress_every) for r in range(len(batch))]
     for r, m in enumerate(modes):  # modality-mode rows start inside their block
         if m not in ("text", "interleaved"):
             yield rows[r]._start(m)
@@ -239,9 +247,23 @@ def stream_documents(
                 yield from rows[r].finish(finished[r])
 
 
+def _check_decodable(tokenizer: MixedModalTokenizer, modes: Sequence[str]) -> None:
+    """Refuse to draw payloads the modality cannot decode (``can_decode = False``: an image tokenizer
+    without a decoder, as in the Hugging Face release) before spending the decode steps."""
+    drawn = {m for m in modes if m != "text"}
+    for name, modality in tokenizer.modalities.items():
+        if getattr(modality, "can_decode", True) is False and (name in drawn or "interleaved" in drawn):
+            raise GenerationError(
+                f"modality {name!r} cannot decode what it would generate (its tokenizer has no decoder, as in "
+                f"the Hugging Face release); use mode='text', or a checkpoint whose tokenizer has one (Meta's "
+                f"layout, Anole)"
+            )
+
+
 def check_options(options: Mapping[str, Any]) -> None:
     """Refuse generation options :func:`stream_documents` does not take, naming the valid ones."""
-    valid = [name for name in inspect.signature(stream_documents).parameters if name not in ("pipe", "prompts")]
+    hidden = ("tokenizer", "prompts", "registry")
+    valid = [name for name in inspect.signature(stream_documents).parameters if name not in hidden]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         close = difflib.get_close_matches(unknown[0], valid, n=1)
@@ -249,12 +271,13 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise GenerationError(f"unknown generation option {unknown[0]!r}{hint}; valid options: {valid}")
 
 
-def generate_documents(pipe: Pipeline, prompts: Prompt | Sequence[Prompt], **kwargs: Any) -> Document | list[Document]:
+def generate_documents(
+    tokenizer: MixedModalTokenizer, prompts: Prompt | Sequence[Prompt], **kwargs: Any
+) -> Document | list[Document]:
     """Collect :func:`stream_documents` into documents (one, or a list for a batch)."""
-    check_options(kwargs)
     single = isinstance(prompts, (Document, str))
     results: dict[int, Document] = {}
-    for event in stream_documents(pipe, prompts, **kwargs):
+    for event in stream_documents(tokenizer, prompts, **kwargs):
         if isinstance(event, Finished):
             results[event.row] = event.document
     ordered = [results[r] for r in sorted(results)]

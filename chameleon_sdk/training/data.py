@@ -37,7 +37,7 @@ from chameleon_sdk.document import Document, Text, jsonl_lines, parse_json_line
 from chameleon_sdk.errors import ChameleonError, ConfigError, DocumentError
 
 if TYPE_CHECKING:
-    from chameleon_sdk.pipeline import Pipeline
+    from chameleon_sdk.tokenizer import DocumentTokenizer
 
 __all__ = ["Batch", "DataConfig", "MixtureData", "PackedSource", "SourceConfig", "iter_records"]
 
@@ -148,12 +148,12 @@ def _is_pair(doc: Document) -> bool:
 
 
 def _tokens_of(
-    pipe: Pipeline, records: Sequence[tuple[Document, Document | None]]
+    pipe: DocumentTokenizer, records: Sequence[tuple[Document, Document | None]]
 ) -> list[tuple[list[int], list[int]]]:
     """Token ids of each record (bos ... eos) and a 0/1 loss mask over them.
 
     A record with an ``answer`` is SFT: ``[bos] prompt [eot] answer [eos]`` with only the answer
-    (and its eos) counted. Payloads are encoded in batches (:meth:`Pipeline.tokenize_batch`).
+    (and its eos) counted. Payloads are encoded in batches (:meth:`MixedModalTokenizer.tokenize_batch`).
     """
     eos, eot = pipe.vocabulary.specials["eos"], pipe.vocabulary.specials["eot"]
     bodies = pipe.tokenize_batch([doc for doc, _ in records], bos=True, eos=False)
@@ -172,7 +172,7 @@ class PackedSource:
     """One source's documents, tokenized (and cached), packed into rows of ``seq_len + 1`` tokens."""
 
     def __init__(
-        self, pipe: Pipeline, source: SourceConfig, config: DataConfig, *, base_dir: Path | None = None
+        self, pipe: DocumentTokenizer, source: SourceConfig, config: DataConfig, *, base_dir: Path | None = None
     ) -> None:
         self.source = source
         path = Path(source.path)
@@ -185,7 +185,7 @@ class PackedSource:
         if len(self.rows) == 0:
             raise DocumentError(f"training source {str(path)!r} has no usable documents")
 
-    def _cache_file(self, pipe: Pipeline, config: DataConfig) -> Path | None:
+    def _cache_file(self, pipe: DocumentTokenizer, config: DataConfig) -> Path | None:
         if config.cache_dir is None:
             return None
         stat = self.path.stat()
@@ -203,7 +203,9 @@ class PackedSource:
         ).hexdigest()[:24]
         return Path(config.cache_dir) / f"{self.path.stem}-{key}.npz"
 
-    def _load_or_tokenize(self, pipe: Pipeline, config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _load_or_tokenize(
+        self, pipe: DocumentTokenizer, config: DataConfig
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cache = self._cache_file(pipe, config)
         if cache is not None and cache.is_file():
             with np.load(cache) as data:
@@ -251,7 +253,7 @@ class PackedSource:
 
     @staticmethod
     def _pack(
-        tokens: np.ndarray, offsets: np.ndarray, mask: np.ndarray, width: int, pipe: Pipeline
+        tokens: np.ndarray, offsets: np.ndarray, mask: np.ndarray, width: int, pipe: DocumentTokenizer
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pad = pipe.vocabulary.specials["pad"]
         rows: list[np.ndarray] = []
@@ -306,7 +308,9 @@ class PackedSource:
 class MixtureData:
     """Batches for any step from weighted, staged sources (see the module docstring)."""
 
-    def __init__(self, pipe: Pipeline, config: DataConfig, *, total_steps: int, base_dir: Path | None = None) -> None:
+    def __init__(
+        self, pipe: DocumentTokenizer, config: DataConfig, *, total_steps: int, base_dir: Path | None = None
+    ) -> None:
         self.config = config
         self.total_steps = total_steps
         self.sources = [PackedSource(pipe, s, config, base_dir=base_dir) for s in config.sources]

@@ -175,8 +175,11 @@ def test_save_and_load_pretrained(pipe, tmp_path):
 
 
 def test_from_pretrained_errors(pipe, tmp_path):
-    with pytest.raises(CheckpointError, match=r"pipeline\.json' is missing"):
+    with pytest.raises(CheckpointError, match="nothing' does not exist"):
         Pipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"is not a pipeline or a released checkpoint .* expected pipeline\.json"):
+        Pipeline.from_pretrained(tmp_path / "empty")
     target = pipe.save_pretrained(tmp_path / "model")
     (target / "pipeline.json").write_text("{broken")
     with pytest.raises(CheckpointError, match=r"pipeline\.json' is truncated or altered"):
