@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from chameleon_checkpoint.hf_vocabulary import image_name  # the released IMGIMG spelling
+
+from chameleon_sdk.token_names import image_name  # the released IMGIMG spelling
 
 NUM_CODES = 8192
 OFFSET = 4

@@ -151,6 +151,17 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from chameleon_sdk.convert import convert
+
+    dtype = None if args.dtype is None else {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    written = convert(args.source, args.destination, to=args.to, dtype=dtype)
+    print(f"wrote {written} ({args.to})")
+    return 0
+
+
 def _cmd_lab_stability(args: argparse.Namespace) -> int:
     from chameleon_sdk.lab import StabilitySweepConfig, run_stability_sweep
 
@@ -200,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path, help="the run config")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a checkpoint (pipeline, Hugging Face folder, Meta's download, or a bare model) to another layout",
+    )
+    p.add_argument("source", help="the folder to read (any readable layout)")
+    p.add_argument("destination", help="the folder to write (replaced as a whole)")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=["native", "hf", "original"],
+        help="native: a saved pipeline (or model); hf: what transformers loads; original: Meta's layout",
+    )
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast the weights (default: as stored)")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("plot", help="draw loss and stability curves from metrics.jsonl files (needs the plot extra)")
     p.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl files (one line per file in each panel)")

@@ -187,7 +187,11 @@ class ModelConfig:
         return -(-int(2 * 4 * self.dim / 3) // m) * m
 
 
-VocabularyLayout = Literal["appended", "chameleon"]
+#: ``appended``: the text tokenizer's ids, then end-of-turn, then each modality's block (models trained
+#: here); ``chameleon``: the released 65,536-id layout; ``tokenizer``: the ids the text tokenizer's own
+#: file names (the released ``tokenizer.json``: image codes ``IMGIMG...``, ``<racm3:break>``...), with
+#: modalities it does not name appended after them.
+VocabularyLayout = Literal["appended", "chameleon", "tokenizer"]
 
 
 @attrs.frozen(kw_only=True)

@@ -115,7 +115,7 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     if mode == "F":
         grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
         return PIL.Image.fromarray(grey, "L").convert("RGB")
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+    if mode in _ALPHA_MODES or "transparency" in image.info:  # a palette or grey image with a transparency key
         rgba = np.asarray(image.convert("RGBA"))
         alpha = rgba[:, :, 3:4] / 255.0
         if (rgba[:, :, 3] == 255).all():

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["BatchEncodingModality", "Modality", "Stateful", "TextTokenizer", "TrainableModality"]
+__all__ = ["BatchEncodingModality", "Modality", "NamedTokenizer", "Stateful", "TextTokenizer", "TrainableModality"]
 
 
 @runtime_checkable
@@ -57,6 +57,17 @@ class TextTokenizer(Stateful, Protocol):
 
     def decode(self, ids: Sequence[int]) -> str:
         """The string for text ids (control ids decode to nothing)."""
+
+
+@runtime_checkable
+class NamedTokenizer(Protocol):
+    """Optional for a text tokenizer whose file names every id of the model's vocabulary (the released
+    ``tokenizer.json``: text, image codes ``IMGIMG...`` and special names alike). A pipeline with
+    ``vocabulary="tokenizer"`` builds its :class:`~chameleon_sdk.Vocabulary` from these names
+    (:meth:`~chameleon_sdk.Vocabulary.from_token_names`)."""
+
+    def token_ids(self) -> dict[str, int]:
+        """Every token name and its id."""
 
 
 @runtime_checkable

@@ -87,6 +87,7 @@ class Vocabulary:
         size: int,
         specials: Mapping[str, int],
         blocks: Sequence[ModalityBlock] = (),
+        unsampled: Sequence[int] | torch.Tensor = (),
     ) -> None:
         self.layout = layout
         self.size = _int(size, "size", minimum=1)
@@ -124,6 +125,13 @@ class Vocabulary:
         if int(claimed.max()) > 1:
             clash = torch.nonzero(claimed > 1).flatten()[:5].tolist()
             raise ConfigError(f"Vocabulary: ids {clash} are claimed twice (specials and code blocks must not overlap)")
+        self.unsampled = torch.unique(_as_long(unsampled, "Vocabulary: unsampled")).long()
+        if self.unsampled.numel() and (
+            int(self.unsampled.min()) < 0
+            or int(self.unsampled.max()) >= size
+            or bool((self.modality_index[self.unsampled] != TEXT).any())
+        ):
+            raise ConfigError("Vocabulary: unsampled ids must be text ids of the vocabulary")
         self._names = list(self.blocks)
 
     # -- constructors ---------------------------------------------------------------------------
@@ -182,24 +190,64 @@ class Vocabulary:
             code_ids=torch.arange(CHAMELEON_IMAGE_OFFSET, CHAMELEON_IMAGE_OFFSET + CHAMELEON_IMAGE_CODES),
             block_length=lengths["image"],
         )
-        blocks, next_id = [image], CHAMELEON_VOCAB_SIZE
-        for name, codebook_size in (extra_modalities or {}).items():
-            if name == "image":
-                if codebook_size != CHAMELEON_IMAGE_CODES:
-                    raise ConfigError(
-                        f"Vocabulary.chameleon: the image codebook is fixed at {CHAMELEON_IMAGE_CODES} codes, "
-                        f"got {codebook_size}"
-                    )
-                continue
+        extra = dict(extra_modalities or {})
+        if extra.pop("image", CHAMELEON_IMAGE_CODES) != CHAMELEON_IMAGE_CODES:
+            raise ConfigError(
+                f"Vocabulary.chameleon: the image codebook is fixed at {CHAMELEON_IMAGE_CODES} codes, "
+                f"got {(extra_modalities or {})['image']}"
+            )
+        base = cls(layout="chameleon", size=CHAMELEON_VOCAB_SIZE, specials=CHAMELEON_SPECIALS, blocks=[image])
+        return base.with_modalities(extra, block_lengths=lengths)
+
+    def with_modalities(
+        self, modalities: Mapping[str, int], *, block_lengths: Mapping[str, int | None] | None = None
+    ) -> Vocabulary:
+        """This vocabulary with further modalities appended after its last id: for each, in order, a
+        begin token, an end token and its codebook.
+
+        :param modalities: codebook size per new modality.
+        :param block_lengths: codes per payload for modalities with fixed-length blocks.
+        """
+        blocks, next_id = list(self.blocks.values()), self.size
+        for name, codebook_size in modalities.items():
+            if name in self.blocks:
+                raise ConfigError(f"Vocabulary: modality {name!r} is already part of the vocabulary")
             _int(codebook_size, f"codebook size of {name!r}", minimum=1)
             codes = torch.arange(next_id + 2, next_id + 2 + codebook_size)
+            length = (block_lengths or {}).get(name)
             blocks.append(
-                ModalityBlock(
-                    modality=name, begin_id=next_id, end_id=next_id + 1, code_ids=codes, block_length=lengths.get(name)
-                )
+                ModalityBlock(modality=name, begin_id=next_id, end_id=next_id + 1, code_ids=codes, block_length=length)
             )
             next_id += 2 + codebook_size
-        return cls(layout="chameleon", size=next_id, specials=CHAMELEON_SPECIALS, blocks=blocks)
+        return Vocabulary(
+            layout=self.layout, size=next_id, specials=self.specials, blocks=blocks, unsampled=self.unsampled
+        )
+
+    @classmethod
+    def from_token_names(
+        cls,
+        names: Mapping[str, int],
+        *,
+        size: int,
+        fallback_ids: Mapping[str, int | None] | None = None,
+        block_lengths: Mapping[str, int | None] | None = None,
+        where: str = "the token names",
+    ) -> Vocabulary:
+        """The vocabulary a name -> id mapping in the released checkpoints' convention describes
+        (``tokenizer.json``'s ``model.vocab``, ``config.json``'s ``vocabulary_map``); see
+        :mod:`chameleon_sdk.token_names`."""
+        from chameleon_sdk.token_names import vocabulary_from_names
+
+        return vocabulary_from_names(
+            names, size=size, fallback_ids=fallback_ids, block_lengths=block_lengths, where=where
+        )
+
+    def token_names(self) -> dict[str, int]:
+        """The names of the ids this vocabulary determines (specials and image codes) in the released
+        convention: the inverse of :meth:`from_token_names` for those ids."""
+        from chameleon_sdk.token_names import names_from_vocabulary
+
+        return names_from_vocabulary(self)
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -242,6 +290,13 @@ class Vocabulary:
         """A ``[size]`` bool mask of plain text ids (no specials, no modality codes)."""
         return self.modality_index == TEXT
 
+    def sampled_text_mask(self) -> torch.Tensor:
+        """A ``[size]`` bool mask of the text ids generation may sample: :meth:`text_mask` without
+        :attr:`unsampled` (in the released vocabulary, names starting with ``<``, as Meta's decoder rules)."""
+        mask = self.text_mask()
+        mask[self.unsampled] = False
+        return mask
+
     def _checked_ids(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
         ids = _as_long(ids, "token ids")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.size):
@@ -252,12 +307,15 @@ class Vocabulary:
     # -- serialisation --------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "layout": self.layout,
             "size": self.size,
             "specials": dict(self.specials),
             "modalities": {name: block.to_json() for name, block in self.blocks.items()},
         }
+        if self.unsampled.numel():
+            data["unsampled"] = self.unsampled.tolist()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Vocabulary:
@@ -279,7 +337,13 @@ class Vocabulary:
                         block_length=b.get("block_length"),
                     )
                 )
-            return cls(layout=data["layout"], size=data["size"], specials=data["specials"], blocks=blocks)
+            return cls(
+                layout=data["layout"],
+                size=data["size"],
+                specials=data["specials"],
+                blocks=blocks,
+                unsampled=data.get("unsampled", ()),
+            )
         except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"malformed vocabulary description: missing or wrong {exc}") from exc
 

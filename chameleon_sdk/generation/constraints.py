@@ -1,9 +1,10 @@
 """Modality switching as logits constraints, one small state machine per row.
 
-Outside a block a row may sample text, its stop tokens and (in interleaved mode) the begin token of
-a modality whose whole block still fits in the budget. Inside a block the modality's
-:class:`BlockConstraint` decides: by default a fixed-length block allows exactly ``block_length``
-codes and then only the end token; a variable-length block allows codes or the end token.
+Outside a block a row may sample text (except the vocabulary's ``unsampled`` ids), its stop tokens
+and (in interleaved mode) the begin token of a modality whose whole block still fits in the budget.
+Inside a block the modality's :class:`BlockConstraint` decides: by default a fixed-length block
+allows exactly ``block_length`` codes and then only the end token; a variable-length block allows
+codes or the end token.
 
 A modality plugin can contribute its own constraint by giving the modality object a method
 ``block_constraint(vocabulary) -> BlockConstraint``; the pipeline passes it to the decoder, so a new
@@ -116,7 +117,7 @@ class ModalityStates:
         self.block_mode = torch.tensor([m not in TEXT_MODES for m in modes], device=self.device)
 
         size = vocabulary.size
-        text = vocabulary.text_mask().to(self.device)
+        text = vocabulary.sampled_text_mask().to(self.device)
         stops = torch.zeros(size, dtype=torch.bool, device=self.device)
         stops[torch.tensor(stop_ids, dtype=torch.long)] = True
         self.stop_mask = stops

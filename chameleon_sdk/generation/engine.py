@@ -22,7 +22,7 @@ from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.constraints import TEXT_MODES, BlockConstraint, ModalityStates
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.vocabulary import TEXT, Vocabulary
+from chameleon_sdk.vocabulary import Vocabulary
 
 __all__ = ["DEFAULT_MAX_BATCH", "Guidance", "Sampler", "StepOutput", "TokenDecoder", "generate_tokens"]
 
@@ -160,11 +160,13 @@ def check_batch_size(count: int, max_batch: int | None) -> None:
         )
 
 
-def default_stop_ids(vocabulary: Vocabulary | None) -> list[int]:
-    """eos and end-of-turn (eos again in a vocabulary without one); nothing without a vocabulary."""
+def default_stop_ids(vocabulary: Vocabulary | None, *, chat: bool = False) -> list[int]:
+    """eos, and end-of-turn too for a chat turn (Meta's text decoder samples eos and no other special
+    token); nothing without a vocabulary."""
     if vocabulary is None:
         return []
-    return [vocabulary.specials["eos"], vocabulary.specials.get("eot", vocabulary.specials["eos"])]
+    eot = vocabulary.specials.get("eot")
+    return [vocabulary.specials["eos"], *([eot] if chat and eot is not None else [])]
 
 
 def check_model(model: Any) -> None:
@@ -311,9 +313,13 @@ class TokenDecoder:
         begin = vocab.block(self.guidance.modality).begin_id
         bos = vocab.specials["bos"]
         rows: list[list[int]] = []
+        # Meta's image-only row keeps the payload blocks (codes, begin and end tokens) and bos: no text,
+        # and no other special token (end-of-turn, reserved names)
+        markers = [bos, *(i for b in vocab.blocks.values() for i in (b.begin_id, b.end_id))]
         for prompt in prompts:
             ids = torch.tensor(prompt)
-            image_only = ids[vocab.modality_index[ids] != TEXT].tolist()
+            keep = (vocab.modality_index[ids] >= 0) | torch.isin(ids, torch.tensor(markers))
+            image_only = ids[keep].tolist()
             tail = [begin] if prompt[-1] == begin else []
             uncond = [bos, *tail]
             rows += [prompt, image_only or [bos], uncond] if self.guidance.rows == 3 else [prompt, uncond]

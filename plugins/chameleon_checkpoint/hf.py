@@ -12,8 +12,8 @@ skips them (``chameleon_sdk.read_image_tokenizer(path)`` reads them, with ``conf
 that was loaded from an ``hf`` directory copies them from there so the written checkpoint stays
 complete.
 
-``transformers`` fixes the QK-norm LayerNorm epsilon at 1e-5 while ours uses ``norm_eps``
-(``rms_norm_eps`` here); the two agree exactly for every released model, whose epsilon is 1e-5.
+The QK-norm LayerNorm epsilon is 1e-5 whatever ``rms_norm_eps`` says, in ``transformers`` as in
+Meta's code and ours (``qk-norm``'s ``eps`` option).
 
 One numerical difference is deliberate: ``transformers`` sets the logits of every image-code id to the
 dtype's minimum in ``forward`` (so it can never generate an image); our model returns real logits for
@@ -31,7 +31,6 @@ from torch import nn
 
 import chameleon_sdk
 from chameleon_checkpoint import vqgan
-from chameleon_checkpoint.hf_vocabulary import map_from_vocabulary, vocabulary_from_map
 from chameleon_checkpoint.layout import (
     INFERENCE_NEUTRAL,
     NORM_REORDER,
@@ -169,6 +168,17 @@ def model_config_from_hf(config: dict[str, Any], source: str) -> ModelConfig:
         raise CheckpointError(f"{source!r}: config.json does not describe a valid model: {exc}") from exc
 
 
+def image_block_length(config: dict[str, Any], source: str) -> int | None:
+    """Codes per image: the code grid of ``vq_config``; without one, 1,024 for the released 8,192-code
+    vocabulary (its grid is 32 x 32) and unknown otherwise."""
+    vq = config.get("vq_config")
+    if isinstance(vq, dict):
+        return vqgan.architecture_from_hf(vq, f"{source!r}: config.json vq_config").block_length
+    names = config.get("vocabulary_map")
+    codes = sum(1 for n in names if isinstance(n, str) and n.startswith("IMGIMG")) if isinstance(names, dict) else 0
+    return vqgan.RELEASED_BLOCK_LENGTH if codes == vqgan.RELEASED_CODES else None
+
+
 def hf_config_from_model(model: nn.Module, base: dict[str, Any] | None, groups: int) -> dict[str, Any]:
     """The ``config.json`` for ``model``; fields of ``base`` we do not own (``vq_config``...) are kept."""
     config: ModelConfig = model.config
@@ -177,7 +187,7 @@ def hf_config_from_model(model: nn.Module, base: dict[str, Any] | None, groups: 
     for stale in ("rope_scaling", "head_dim", "_name_or_path", "image_token_id", "torch_dtype"):
         out.pop(stale, None)
     if "vocabulary_map" not in out:
-        out["vocabulary_map"] = map_from_vocabulary(vocabulary) if vocabulary is not None else {}
+        out["vocabulary_map"] = vocabulary.token_names() if vocabulary is not None else {}
     if vocabulary is not None:
         out.update(
             bos_token_id=vocabulary.specials["bos"],
@@ -245,10 +255,12 @@ class HFFormat:
         chameleon_sdk.load_weights(model, state, source=source)
         vocabulary_map = raw.get("vocabulary_map")
         model.vocabulary = (  # type: ignore[assignment]
-            vocabulary_from_map(
+            chameleon_sdk.Vocabulary.from_token_names(
                 vocabulary_map,
                 size=config.vocab_size or 0,
                 fallback_ids={r: raw.get(f"{r}_token_id") for r in ("bos", "eos", "pad")},
+                block_lengths={"image": image_block_length(raw, source)},
+                where=f"{source!r}: config.json vocabulary_map",
             )
             if vocabulary_map
             else None

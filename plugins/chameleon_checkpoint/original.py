@@ -30,7 +30,6 @@ from torch import nn
 
 import chameleon_sdk
 from chameleon_checkpoint import vqgan
-from chameleon_checkpoint.hf_vocabulary import vocabulary_from_map
 from chameleon_checkpoint.layout import NORM_REORDER, build_model, interleaved_to_half, qk_norm_spec
 from chameleon_sdk import (
     CheckpointError,
@@ -42,6 +41,7 @@ from chameleon_sdk import (
 )
 
 PARAMS_FILE = "params.json"
+CONSOLIDATE_FILE = "consolidate_params.json"
 TOKENIZER_FILE = Path("tokenizer") / "text_tokenizer.json"
 _SHARD = re.compile(r"consolidated\.(\d+)\.pth")
 
@@ -91,12 +91,22 @@ def shard_files(path: Path) -> list[Path]:
 
 
 def _params(path: Path) -> tuple[dict[str, Any], int | None]:
-    raw = chameleon_sdk.read_json(path / PARAMS_FILE)
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{str(path / PARAMS_FILE)!r}: expected a JSON object")
-    params = raw.get("model", raw)
-    parallel = raw.get("model_parallel_size", params.get("model_parallel_size"))
-    return params, parallel
+    """The hyper-parameters as Meta's loader merges them: ``params.json``, its ``"model"`` section over
+    it, and ``consolidate_params.json`` (when present, as in the Anole release) over both."""
+    raw = _json_object(path / PARAMS_FILE)
+    nested = raw.get("model", {})
+    if not isinstance(nested, dict):
+        raise CheckpointError(f"{str(path / PARAMS_FILE)!r}: 'model' must be a JSON object, got {nested!r:.80}")
+    consolidate = _json_object(path / CONSOLIDATE_FILE) if (path / CONSOLIDATE_FILE).is_file() else {}
+    params = {**raw, **nested, **consolidate}
+    return params, params.get("model_parallel_size")
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    data = chameleon_sdk.read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{str(path)!r}: expected a JSON object")
+    return data
 
 
 class OriginalFormat:
@@ -168,7 +178,12 @@ class OriginalFormat:
                 vocab = tokenizer.get("model", {}).get("vocab") if isinstance(tokenizer, dict) else None
                 if not isinstance(vocab, dict):
                     raise CheckpointError(f"{str(candidate)!r} has no 'model.vocab' mapping of token names to ids")
-                return vocabulary_from_map(vocab, size=config.vocab_size or 0)
+                return chameleon_sdk.Vocabulary.from_token_names(
+                    vocab,
+                    size=config.vocab_size or 0,
+                    block_lengths={"image": _image_block_length(candidate.parent)},
+                    where=f"{str(candidate)!r}: model.vocab",
+                )
         return None
 
     def save(self, model: nn.Module, path: Path) -> None:
@@ -184,6 +199,14 @@ class OriginalFormat:
 
     def write_image_tokenizer(self, checkpoint: ImageTokenizerCheckpoint, path: Path) -> None:
         raise CheckpointError("the original format is read-only; save the image tokenizer as 'native' or 'hf'")
+
+
+def _image_block_length(tokenizer_dir: Path) -> int:
+    """Codes per image: the grid of the ``vqgan.yaml`` beside the text tokenizer as Meta's
+    ``ImageTokenizer`` runs it, or its fixed 32 x 32 without one."""
+    if not (tokenizer_dir / vqgan.ORIGINAL_CONFIG).is_file():
+        return vqgan.RELEASED_BLOCK_LENGTH
+    return vqgan.read_original_architecture(tokenizer_dir / vqgan.ORIGINAL_CONFIG).block_length
 
 
 def merge_shards(shards: list[dict[str, torch.Tensor]], source: str) -> dict[str, torch.Tensor]:

@@ -51,6 +51,11 @@ HF_MODULES = ("encoder.", "quantize.", "quant_conv.", "post_quant_conv.")
 ORIGINAL_CONFIG = "vqgan.yaml"
 ORIGINAL_WEIGHTS = "vqgan.ckpt"
 ORIGINAL_MODULES = ("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.")
+#: Meta's ``ImageTokenizer`` feeds its VQGAN 512 x 512 pictures and reads a 32 x 32 grid of codes,
+#: whatever ``vqgan.yaml`` says its resolution is
+ORIGINAL_INPUT_SIZE = 512
+RELEASED_BLOCK_LENGTH = 1024
+RELEASED_CODES = 8192
 
 
 def _architecture(fields: Mapping[str, Any], where: str) -> VQGANArchitecture:
@@ -243,13 +248,16 @@ def architecture_from_taming(config: Any, where: str) -> VQGANArchitecture:
     if attn_type not in ("vanilla", "none"):
         raise CheckpointError(f"{where}: ddconfig.attn_type {attn_type!r} is not supported")
     try:
+        resolution, attn_resolutions = _meta_input_size(
+            dd["resolution"], list(dd["ch_mult"]), dd.get("attn_resolutions")
+        )
         fields = {
-            "resolution": dd["resolution"],
+            "resolution": resolution,
             "in_channels": dd.get("in_channels", 3),
             "base_channels": dd["ch"],
             "channel_multipliers": list(dd["ch_mult"]),
             "num_res_blocks": dd["num_res_blocks"],
-            "attn_resolutions": list(dd.get("attn_resolutions") or ()),
+            "attn_resolutions": attn_resolutions,
             "mid_attention": attn_type == "vanilla",
             "latent_channels": dd["z_channels"],
             "embed_dim": params["embed_dim"],
@@ -262,11 +270,25 @@ def architecture_from_taming(config: Any, where: str) -> VQGANArchitecture:
     return _architecture(fields, where)
 
 
-def read_original(path: Path) -> ImageTokenizerCheckpoint:
-    files = _original_files(path)
-    if files is None:
-        raise CheckpointError(f"{str(path)!r}: expected {ORIGINAL_CONFIG} + {ORIGINAL_WEIGHTS} or a .ckpt file")
-    yaml_path, ckpt_path = files
+def _meta_input_size(resolution: Any, multipliers: list[Any], attn_resolutions: Any) -> tuple[Any, list[Any]]:
+    """The input size and attention placement Meta's ``ImageTokenizer`` runs a ``vqgan.yaml`` with.
+
+    It feeds 512 x 512 pictures and decodes a 32 x 32 grid whatever ``ddconfig.resolution`` says, so
+    a 16x-downsampling VQGAN (the release's) gets resolution 512, with ``attn_resolutions`` (feature
+    map sides the yaml counts from its own resolution) scaled so attention stays at the same levels.
+    Other shapes, which that class cannot run, keep the yaml's resolution.
+    """
+    attn = list(attn_resolutions or ())
+    if len(multipliers) != 5 or not isinstance(resolution, int) or resolution <= 0 or resolution == ORIGINAL_INPUT_SIZE:
+        return resolution, attn
+    if ORIGINAL_INPUT_SIZE % resolution or not all(isinstance(r, int) for r in attn):
+        return resolution, attn
+    scale = ORIGINAL_INPUT_SIZE // resolution
+    return ORIGINAL_INPUT_SIZE, [r * scale for r in attn]
+
+
+def read_original_architecture(yaml_path: Path) -> VQGANArchitecture:
+    """The architecture a ``vqgan.yaml`` describes, as Meta's ``ImageTokenizer`` runs it."""
     try:
         import yaml
     except ImportError as exc:  # pragma: no cover - pyyaml is a dependency
@@ -275,7 +297,15 @@ def read_original(path: Path) -> ImageTokenizerCheckpoint:
         config = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CheckpointError(f"cannot read {str(yaml_path)!r}: {exc}") from exc
-    architecture = architecture_from_taming(config, str(yaml_path))
+    return architecture_from_taming(config, str(yaml_path))
+
+
+def read_original(path: Path) -> ImageTokenizerCheckpoint:
+    files = _original_files(path)
+    if files is None:
+        raise CheckpointError(f"{str(path)!r}: expected {ORIGINAL_CONFIG} + {ORIGINAL_WEIGHTS} or a .ckpt file")
+    yaml_path, ckpt_path = files
+    architecture = read_original_architecture(yaml_path)
     try:
         loaded = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from chameleon_sdk import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, VQGANArchitecture
@@ -32,16 +34,38 @@ class ImageTokenizerOptions(VQGANArchitecture):
         Chameleon directory, the original ``vqgan.yaml`` + ``vqgan.ckpt``). The network's shape then
         comes from the checkpoint, not from the options above.
     :param pretrained_format: the format to read ``pretrained`` with; detected when None.
+    :param preprocessing: how a picture becomes pixels, as each release defines it. ``"meta"`` (Meta's
+        ``ImageTokenizer``): alpha over white, shortest side to ``resolution`` with LANCZOS (rounded),
+        centre crop, ``x / 127.5 - 1``. ``"hf"`` (``transformers``' ``ChameleonImageProcessor``, PIL
+        backend): PIL ``alpha_composite`` on white, shortest side to ``resolution`` with ``resample``
+        (the long side truncated), centre crop, ``(x * rescale_factor - image_mean) / image_std`` —
+        with the released 0.0078, white is 0.989, not 1.
+    :param resample: the ``"hf"`` rule's resampling filter.
+    :param rescale_factor: the ``"hf"`` rule's scale of 8-bit values.
+    :param image_mean: the ``"hf"`` rule's mean (one value for the three channels).
+    :param image_std: the ``"hf"`` rule's standard deviation.
     """
 
     dropout: float = 0.0
     max_image_pixels: int = attrs.field(default=DEFAULT_MAX_IMAGE_PIXELS, validator=_positive)
     pretrained: str | None = None
     pretrained_format: str | None = None
+    preprocessing: Literal["meta", "hf"] = attrs.field(default="meta", validator=attrs.validators.in_(("meta", "hf")))
+    resample: Literal["lanczos", "bicubic", "bilinear", "nearest", "box", "hamming"] = "lanczos"
+    rescale_factor: float = 0.0078
+    image_mean: float = 1.0
+    image_std: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"image tokenizer option dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("rescale_factor", "image_std"):
+            if not 0 < getattr(self, name) < float("inf"):  # also refuses NaN
+                raise ConfigError(
+                    f"image tokenizer option {name} must be a positive finite number, got {getattr(self, name)!r}"
+                )
+        if not abs(self.image_mean) < float("inf"):
+            raise ConfigError(f"image tokenizer option image_mean must be finite, got {self.image_mean!r}")
         if self.in_channels != 3:
             raise ConfigError(f"image tokenizer option in_channels must be 3 (RGB), got {self.in_channels}")

@@ -58,6 +58,11 @@ class ImageTokenizer:
         return self.options.block_length
 
     @property
+    def can_decode(self) -> bool:
+        """Whether codes can become pictures (False for an encoder-only tokenizer, such as the HF release's)."""
+        return self.options.decoder
+
+    @property
     def grid_size(self) -> int:
         """Side of the code grid."""
         return self.options.latent_size
@@ -80,7 +85,7 @@ class ImageTokenizer:
 
         :raises ImageDecodeError: for unreadable files or bytes.
         """
-        return as_pixels(image, self.options.resolution, self.options.max_image_pixels)
+        return as_pixels(image, self.options)
 
     def encode(self, payload: Any) -> torch.Tensor:
         """A 1-D LongTensor of ``block_length`` codes for one image (see :meth:`preprocess`)."""

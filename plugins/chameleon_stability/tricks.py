@@ -53,18 +53,23 @@ class QKNormOptions:
         the 34B; q and k ``[num_groups, Dh]``).
     :param num_groups: the group count for ``sharing="group"``; must divide both the head count
         and the kv-head count.
+    :param eps: the LayerNorm epsilon. Both releases use LayerNorm's default 1e-5 here whatever the
+        model's ``norm_eps`` (which is the RMSNorm's).
     """
 
     sharing: Literal["layer", "head", "group"] = attrs.field(
         default="layer", validator=attrs.validators.in_(("layer", "head", "group"))
     )
     num_groups: int | None = None
+    eps: float = 1e-5
 
     def __attrs_post_init__(self) -> None:
         if (self.sharing == "group") != (self.num_groups is not None):
             raise ConfigError(f"qk-norm: num_groups is required with sharing='group' and only then; got {self!r}")
         if self.num_groups is not None and self.num_groups <= 0:
             raise ConfigError(f"qk-norm: num_groups must be > 0, got {self.num_groups}")
+        if not 0 < self.eps < 1:  # also refuses NaN
+            raise ConfigError(f"qk-norm: eps must be in (0, 1), got {self.eps!r}")
 
 
 class QKNorm(StabilityTrick):
@@ -92,8 +97,9 @@ class QKNorm(StabilityTrick):
 
     def setup_attention(self, attention: nn.Module, layer_idx: int, config: ModelConfig) -> None:
         q_groups, k_groups = self._groups(config)
-        attention.q_norm = GroupedLayerNorm(config.num_heads, q_groups, config.head_dim, config.norm_eps)
-        attention.k_norm = GroupedLayerNorm(config.kv_heads, k_groups, config.head_dim, config.norm_eps)
+        eps = self.options.eps
+        attention.q_norm = GroupedLayerNorm(config.num_heads, q_groups, config.head_dim, eps)
+        attention.k_norm = GroupedLayerNorm(config.kv_heads, k_groups, config.head_dim, eps)
 
     def transform_qk(self, attention: nn.Module, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return attention.q_norm(q), attention.k_norm(k)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from chameleon_checkpoint.hf_vocabulary import image_name  # the released IMGIMG spelling
 
 import chameleon_sdk as cs
+from chameleon_sdk.token_names import image_name  # the released IMGIMG spelling
 
 transformers = pytest.importorskip("transformers")
 

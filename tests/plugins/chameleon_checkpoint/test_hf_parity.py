@@ -11,12 +11,12 @@ import json
 
 import pytest
 import torch
-from chameleon_checkpoint.hf_vocabulary import image_name
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
 from chameleon_sdk import CheckpointError
+from chameleon_sdk.token_names import image_name
 
 transformers = pytest.importorskip("transformers")
 
