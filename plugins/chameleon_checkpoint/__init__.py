@@ -1,7 +1,7 @@
 """Built-in checkpoint formats: ``native``, ``hf`` (transformers' layout) and ``original`` (Meta's release).
 
 Each reads models and, through the methods of ``chameleon_sdk.ImageTokenizerFormat``, image
-tokenizers (the layouts are in ``vqgan.py``); ``original`` only reads.
+tokenizers (the layouts are in ``vqgan.py``); ``original`` writes models but not image tokenizers.
 """
 
 from __future__ import annotations
@@ -18,4 +18,4 @@ __all__ = ["HFFormat", "HFOptions", "NativeFormat", "NativeOptions", "OriginalFo
 def register_checkpoint_formats(register):
     register("native", NativeFormat, options=NativeOptions, writable=True)
     register("hf", HFFormat, options=HFOptions, writable=True)
-    register("original", OriginalFormat, options=OriginalOptions, writable=False)
+    register("original", OriginalFormat, options=OriginalOptions, writable=True)

@@ -124,3 +124,10 @@ def interleaved_to_half(weight: torch.Tensor, heads: int) -> torch.Tensor:
     rest = weight.shape[1:]
     head_dim = weight.shape[0] // heads
     return weight.reshape(heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(heads * head_dim, *rest)
+
+
+def half_to_interleaved(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """The inverse of :func:`interleaved_to_half`: each head's rows ``i`` and ``Dh/2 + i`` become ``2i``, ``2i+1``."""
+    rest = weight.shape[1:]
+    head_dim = weight.shape[0] // heads
+    return weight.reshape(heads, 2, head_dim // 2, *rest).transpose(1, 2).reshape(heads * head_dim, *rest)

@@ -1,4 +1,4 @@
-"""The ``original`` checkpoint format: Meta's Chameleon release (read only).
+"""The ``original`` checkpoint format: Meta's Chameleon release (writing it: ``original_writer.py``).
 
 A directory with ``params.json`` (the hyper-parameters, either flat or under ``"model"``, with
 ``model_parallel_size`` beside them) and ``consolidated.pth`` or model-parallel shards
@@ -31,6 +31,7 @@ from torch import nn
 import chameleon_sdk
 from chameleon_checkpoint import vqgan
 from chameleon_checkpoint.layout import NORM_REORDER, build_model, interleaved_to_half, qk_norm_spec
+from chameleon_checkpoint.original_writer import write_original
 from chameleon_sdk import (
     CheckpointError,
     CheckpointInfo,
@@ -110,7 +111,7 @@ def _json_object(path: Path) -> dict[str, Any]:
 
 
 class OriginalFormat:
-    """Meta's released layout (``params.json`` + ``consolidated*.pth``); loading only."""
+    """Meta's released layout (``params.json`` + ``consolidated*.pth``); saves one unsharded checkpoint."""
 
     name = "original"
 
@@ -187,7 +188,7 @@ class OriginalFormat:
         return None
 
     def save(self, model: nn.Module, path: Path) -> None:
-        raise CheckpointError("the original format is read-only; save as 'native' or 'hf'")
+        write_original(model, path)
 
     # -- image tokenizers (chameleon_sdk.ImageTokenizerFormat; the layout is in vqgan.py) ------------
 
