@@ -63,8 +63,9 @@ def meta_ffn_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None) -
 def ffn_params(config: ModelConfig) -> tuple[int, float | None]:
     """``(multiple_of, ffn_dim_multiplier)`` with which Meta's formula gives ``config.hidden_dim``."""
     width, base = config.hidden_dim, int(8 * config.dim / 3)
-    # Meta's rounding first, then: scale the base to at most `width` and round it up to exactly `width`
-    for multiple_of, multiplier in ((256, None), (config.ffn_multiple_of, None), (width, width / base)):
+    # Meta's own rounding when it fits, else a multiplier that lands int(multiplier * base) on width
+    # (half a unit above it, far from the floating-point error of the product)
+    for multiple_of, multiplier in ((256, None), (config.ffn_multiple_of, None), (1, (width + 0.5) / base)):
         if meta_ffn_dim(config.dim, multiple_of, multiplier) == width:
             return multiple_of, multiplier
     raise CheckpointError(f"the original layout cannot express an FFN width of {width} for dim {config.dim}")
