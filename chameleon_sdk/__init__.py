@@ -105,6 +105,7 @@ from chameleon_sdk.model import (
     apply_rotary,
     document_positions,
     model_preset,
+    parameters_on_meta,
     rotary_tables,
 )
 from chameleon_sdk.pipeline import Pipeline
@@ -230,6 +231,7 @@ __all__ = [
     "load_weights",
     "model_preset",
     "open_image",
+    "parameters_on_meta",
     "prune_step_directories",
     "read_image_tokenizer",
     "read_json",

@@ -18,6 +18,7 @@ import ctypes
 import errno as _errno
 import functools
 import hashlib
+import inspect
 import json
 import os
 import pickle
@@ -33,6 +34,7 @@ import attrs
 import torch
 
 from chameleon_sdk.errors import ChameleonError, CheckpointError
+from chameleon_sdk.model.meta_device import meta_tensor_names
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 
 if TYPE_CHECKING:
@@ -89,14 +91,17 @@ class CheckpointFormat(Protocol):
 
     - ``detect(path)``: True when ``path`` looks like a checkpoint of this format. Cheap (reads at
       most small metadata files) and never raises for a path of another format.
-    - ``load(path, registry=...)``: build the model (attention and stability plugins come from
-      ``registry``) and fill its weights; returns the model. :func:`load_model` puts it in eval mode.
+    - ``load(path, registry=..., dtype=None)``: build the model (attention and stability plugins
+      come from ``registry``) and fill its weights, floating-point ones in ``dtype`` when given
+      (build it inside :func:`~chameleon_sdk.parameters_on_meta` and fill it with
+      :func:`load_weights`, so each weight is materialised once); returns the model.
+      :func:`load_model` puts it in eval mode (and casts it when a format's ``load`` takes no ``dtype``).
     - ``save(model, path)``: write the model into the existing, empty directory ``path``.
     """
 
     def detect(self, path: Path) -> bool: ...
 
-    def load(self, path: Path, *, registry: PluginRegistry) -> nn.Module: ...
+    def load(self, path: Path, *, registry: PluginRegistry, dtype: torch.dtype | None = None) -> nn.Module: ...
 
     def save(self, model: nn.Module, path: Path) -> None: ...
 
@@ -168,7 +173,8 @@ def load_model(
     :param path: a checkpoint directory (or file, for formats that use one).
     :param format: a ``checkpoint_format`` plugin name (``"native"``, ``"hf"``, ``"original"``).
     :param options: options for that format's plugin (a mapping or its options class).
-    :param dtype: cast the loaded model to this dtype (default: keep the model's fp32 parameters).
+    :param dtype: the dtype of the loaded model's floating-point weights (default: the model's own,
+        float32); the built-in formats read each weight straight into it.
     :param verify: check the files against the directory's ``manifest.json`` first (a directory
         without one, such as a Hugging Face download, is loaded as it is).
     :returns: the model, in eval mode, with ``model.checkpoint_info`` describing its source.
@@ -184,10 +190,22 @@ def load_model(
         verify_manifest(path)
     name = format or detect_format(path, registry=registry)
     fmt = registry.build(KIND, name, options)
-    model = fmt.load(path, registry=registry)
+    if dtype is not None and _takes_dtype(fmt.load):
+        model = fmt.load(path, registry=registry, dtype=dtype)
+    else:
+        model = fmt.load(path, registry=registry)
     if dtype is not None:
-        model = model.to(dtype)
+        model = model.to(dtype)  # nothing to do when the format loaded in dtype
     return model.eval()
+
+
+def _takes_dtype(load: Callable[..., Any]) -> bool:
+    """Whether a format's ``load`` accepts ``dtype=`` (formats written before it existed do not)."""
+    try:
+        parameters = inspect.signature(load).parameters
+    except (TypeError, ValueError):
+        return False
+    return "dtype" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def save_model(
@@ -701,10 +719,22 @@ def read_torch_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return dict(data)
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
-    """Copy ``state_dict`` into ``model``: every key must exist on both sides with the same shape.
+def load_weights(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Fill ``model`` from ``state_dict``: every key must exist on both sides with the same shape.
+
+    Keys and shapes are compared first, before any tensor is read or allocated. A model built inside
+    :func:`~chameleon_sdk.parameters_on_meta` then takes each tensor as its parameter (converted once
+    to ``dtype``, or to the placeholder's dtype; no copy when it already has it), so a memory-mapped
+    checkpoint is materialised once; any other model gets the values copied into its parameters.
 
     :param source: the checkpoint being read, named in errors.
+    :param dtype: the dtype floating-point tensors get on a meta-built model (default: the model's).
     :raises CheckpointError: naming missing or unexpected keys, or a key with both shapes.
     """
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
@@ -724,4 +754,17 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, so
                 f"checkpoint {source!r}: tensor {key!r} has shape {list(tensor.shape)}, "
                 f"the model expects {list(expected[key].shape)}"
             )
-    model.load_state_dict(dict(state_dict), strict=True)
+    if not any(t.is_meta for t in expected.values()):
+        model.load_state_dict(dict(state_dict), strict=True)
+        return
+    taken: set[int] = set()
+    assigned = {}
+    for key, tensor in state_dict.items():
+        target = dtype if dtype is not None and expected[key].is_floating_point() else expected[key].dtype
+        value = tensor.to(target)
+        # two keys holding one tensor (tied embeddings) must not become one parameter
+        assigned[key] = value.clone() if id(value) in taken else value
+        taken.add(id(value))
+    model.load_state_dict(assigned, strict=True, assign=True)
+    if left := meta_tensor_names(model):
+        raise CheckpointError(f"checkpoint {source!r}: the model still has placeholder tensors {left[:8]}")

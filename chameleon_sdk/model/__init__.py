@@ -15,6 +15,7 @@ from chameleon_sdk.model.masking import (
     MaskSpec,
     UnsupportedMaskError,
 )
+from chameleon_sdk.model.meta_device import parameters_on_meta
 from chameleon_sdk.model.presets import MODEL_PRESETS, ModelPreset, model_preset
 from chameleon_sdk.model.transformer import ChameleonModel, LossOutput, ModelOutput, document_positions
 
@@ -36,5 +37,6 @@ __all__ = [
     "apply_rotary",
     "document_positions",
     "model_preset",
+    "parameters_on_meta",
     "rotary_tables",
 ]

@@ -234,7 +234,7 @@ class HFFormat:
 
     # -- load ---------------------------------------------------------------------------------
 
-    def load(self, path: Path, *, registry: PluginRegistry) -> nn.Module:
+    def load(self, path: Path, *, registry: PluginRegistry, dtype: torch.dtype | None = None) -> nn.Module:
         source = str(path)
         raw = _read_config(path)
         config = model_config_from_hf(raw, source)
@@ -252,7 +252,7 @@ class HFFormat:
         if raw.get("swin_norm"):
             stability.append(ComponentSpec(name=NORM_REORDER))
         model = build_model(config, attention=self.options.attention, stability=stability, registry=registry)
-        chameleon_sdk.load_weights(model, state, source=source)
+        chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
         vocabulary_map = raw.get("vocabulary_map")
         model.vocabulary = (  # type: ignore[assignment]
             chameleon_sdk.Vocabulary.from_token_names(

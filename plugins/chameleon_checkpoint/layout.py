@@ -54,8 +54,10 @@ def build_model(
     stability: Iterable[ComponentSpec],
     registry: PluginRegistry,
 ) -> nn.Module:
-    """A freshly initialised model of this shape (its weights are then overwritten)."""
-    return chameleon_sdk.ChameleonModel(config, attention=attention, stability=tuple(stability), registry=registry)
+    """A model of this shape whose parameters are meta placeholders, for ``chameleon_sdk.load_weights``
+    to fill (nothing is allocated or initialised twice)."""
+    with chameleon_sdk.parameters_on_meta():
+        return chameleon_sdk.ChameleonModel(config, attention=attention, stability=tuple(stability), registry=registry)
 
 
 def require_chameleon_model(model: nn.Module, format_name: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import torch
 from torch import nn
 
 import chameleon_sdk
@@ -58,7 +59,7 @@ class NativeFormat:
         meta = json_object(path / CONFIG_FILE)
         return meta is not None and meta.get("format") == FORMAT_TAG
 
-    def load(self, path: Path, *, registry: PluginRegistry) -> nn.Module:
+    def load(self, path: Path, *, registry: PluginRegistry, dtype: torch.dtype | None = None) -> nn.Module:
         config_file = path / CONFIG_FILE
         meta = chameleon_sdk.read_json(config_file)
         where = str(config_file)
@@ -78,7 +79,7 @@ class NativeFormat:
         if self.options.attention is not None:
             attention = ComponentSpec(name=self.options.attention)
         model = build_model(config, attention=attention, stability=stability, registry=registry)
-        chameleon_sdk.load_weights(model, chameleon_sdk.read_safetensors(path), source=str(path))
+        chameleon_sdk.load_weights(model, chameleon_sdk.read_safetensors(path), source=str(path), dtype=dtype)
         model.vocabulary = vocabulary  # type: ignore[assignment]
         model.checkpoint_info = CheckpointInfo(format=self.name, path=str(path))  # type: ignore[assignment]
         return model

@@ -123,7 +123,7 @@ class OriginalFormat:
             p.name == "consolidated.pth" or _SHARD.fullmatch(p.name) for p in path.glob("consolidated*.pth")
         )
 
-    def load(self, path: Path, *, registry: PluginRegistry) -> nn.Module:
+    def load(self, path: Path, *, registry: PluginRegistry, dtype: torch.dtype | None = None) -> nn.Module:
         source = str(path)
         params, parallel = _params(path)
         files = shard_files(path)
@@ -141,7 +141,7 @@ class OriginalFormat:
         if params.get("swin_norm"):
             stability.append(ComponentSpec(name=NORM_REORDER))
         model = build_model(config, attention=self.options.attention, stability=stability, registry=registry)
-        chameleon_sdk.load_weights(model, state, source=source)
+        chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
         model.vocabulary = self._vocabulary(path, config)  # type: ignore[assignment]
         model.checkpoint_info = CheckpointInfo(format=self.name, path=source, metadata={"params": params})  # type: ignore[assignment]
         return model
@@ -224,9 +224,9 @@ def merge_shards(shards: list[dict[str, torch.Tensor]], source: str) -> dict[str
         if key == "rope.freqs":
             continue  # precomputed rotary table; recomputed from rope_theta
         if suffix in _BY_ROWS or key == "output.weight":
-            merged[key] = torch.cat(parts, dim=0)
+            merged[key] = _joined(parts, dim=0)
         elif suffix in _BY_COLUMNS or key == "tok_embeddings.weight":
-            merged[key] = torch.cat(parts, dim=1)
+            merged[key] = _joined(parts, dim=1)
         elif suffix in _REPLICATED or key == "norm.weight":
             merged[key] = parts[0]
         elif suffix in _QK_NORMS:
@@ -234,6 +234,11 @@ def merge_shards(shards: list[dict[str, torch.Tensor]], source: str) -> dict[str
         else:
             raise CheckpointError(f"{source!r}: tensor {key!r} is not part of a Chameleon model")
     return merged
+
+
+def _joined(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """The shards' slices as one tensor; an unsharded checkpoint's own (memory-mapped) tensor, not a copy."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
 def to_rotate_half(merged: dict[str, torch.Tensor], config: ModelConfig, groups: int) -> dict[str, torch.Tensor]:

@@ -255,3 +255,28 @@ def test_global_rng_state_round_trips():
     torch.rand(7)  # move on
     chameleon_sdk.set_global_rng_state(state)
     assert torch.equal(torch.rand(4), first)
+
+
+def test_load_weights_on_a_meta_model_converts_once_and_checks_shapes_first():
+    with chameleon_sdk.parameters_on_meta():
+        model = nn.Linear(3, 2)
+    with pytest.raises(CheckpointError, match=r"'weight' has shape \[2, 4\], the model expects \[2, 3\]"):
+        chameleon_sdk.load_weights(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, source="ckpt")
+    assert model.weight.is_meta  # nothing was assigned
+    weight, bias = torch.randn(2, 3, dtype=torch.bfloat16), torch.randn(2, dtype=torch.bfloat16)
+    chameleon_sdk.load_weights(model, {"weight": weight, "bias": bias}, source="ckpt")
+    assert model.weight.dtype == torch.float32  # the placeholder's dtype by default
+    assert torch.equal(model.weight, weight.float())
+    with chameleon_sdk.parameters_on_meta():
+        model = nn.Linear(3, 2)
+    chameleon_sdk.load_weights(model, {"weight": weight, "bias": bias}, source="ckpt", dtype=torch.bfloat16)
+    assert model.weight.data_ptr() == weight.data_ptr()  # already bfloat16: taken as it is
+
+
+def test_load_weights_keeps_tied_tensors_apart():
+    with chameleon_sdk.parameters_on_meta():
+        model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+    shared = torch.randn(2, 2)
+    chameleon_sdk.load_weights(model, {"0.weight": shared, "1.weight": shared}, source="ckpt")
+    assert model[0].weight.data_ptr() != model[1].weight.data_ptr()
+    assert torch.equal(model[0].weight, model[1].weight)

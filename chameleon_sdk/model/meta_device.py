@@ -1,0 +1,49 @@
+"""Building a model whose parameters are placeholders on the meta device (no memory, no init).
+
+Checkpoint loaders build the model inside :func:`parameters_on_meta` and then hand it the stored
+tensors with :func:`chameleon_sdk.load_weights`, which assigns them instead of copying: each weight
+is materialised once, from the checkpoint, in the requested dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
+
+__all__ = ["meta_tensor_names", "parameters_on_meta"]
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Within the block, every parameter a module registers (in this thread) moves to the meta device.
+
+    Buffers stay real on purpose (unlike ``with torch.device("meta")``): a non-persistent buffer
+    (a rotary table, a mask) is computed in ``__init__`` and is not in the checkpoint, so it must
+    keep the value its constructor gave it. Initialisers (``nn.init.normal_``...) that run on a meta
+    parameter do nothing; the constructors' ``torch.empty`` allocations are freed before their pages
+    are ever touched.
+    """
+    thread = threading.get_ident()
+
+    def to_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> nn.Parameter | None:
+        if param is None or param.is_meta or threading.get_ident() != thread:
+            return None
+        return nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    # torch annotates the hook as returning None, but uses the parameter it returns (as documented)
+    handle = register_module_parameter_registration_hook(to_meta)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def meta_tensor_names(module: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``module`` that are still meta placeholders."""
+    tensors: list[tuple[str, torch.Tensor]] = [*module.named_parameters(), *module.named_buffers()]
+    return [name for name, tensor in tensors if tensor.is_meta]
