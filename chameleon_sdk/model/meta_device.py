@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.modules.module import register_module_parameter_registration_hook
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["meta_tensor_names", "parameters_on_meta"]
 
@@ -24,9 +26,9 @@ def parameters_on_meta() -> Iterator[None]:
 
     Buffers stay real on purpose (unlike ``with torch.device("meta")``): a non-persistent buffer
     (a rotary table, a mask) is computed in ``__init__`` and is not in the checkpoint, so it must
-    keep the value its constructor gave it. Initialisers (``nn.init.normal_``...) that run on a meta
-    parameter do nothing; the constructors' ``torch.empty`` allocations are freed before their pages
-    are ever touched.
+    keep the value its constructor gave it. Initialisers (``nn.init.normal_``...) called on a meta
+    parameter return at once; the constructors' ``torch.empty`` allocations are freed before their
+    pages are ever touched.
     """
     thread = threading.get_ident()
 
@@ -38,9 +40,35 @@ def parameters_on_meta() -> Iterator[None]:
     # torch annotates the hook as returning None, but uses the parameter it returns (as documented)
     handle = register_module_parameter_registration_hook(to_meta)  # type: ignore[arg-type]
     try:
-        yield
+        with _SkipMetaInitialisers():
+            yield
     finally:
         handle.remove()
+
+
+#: ``torch.nn.init``'s in-place initialisers and the tensor methods they end in
+_INITIALISERS = frozenset(
+    {torch.Tensor.normal_, torch.Tensor.uniform_}
+    | {f for name, f in vars(nn.init).items() if name.endswith("_") and not name.startswith("_") and callable(f)}
+)
+
+
+class _SkipMetaInitialisers(TorchFunctionMode):
+    """Initialisers called on a meta tensor return it at once (a mode is per thread).
+
+    A meta tensor has no values to fill, but torch runs ``normal_`` on one through its Python
+    reference implementation, whose first use imports ``torch._dynamo``: seconds per process.
+    """
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _INITIALISERS:
+            target = args[0] if args else kwargs.get("tensor")
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
 
 
 def meta_tensor_names(module: nn.Module) -> list[str]:

@@ -52,3 +52,14 @@ def test_a_meta_built_chameleon_model_takes_weights_without_copying():
     ids = torch.randint(0, 20, (2, 5))
     with torch.no_grad():
         assert torch.equal(empty.eval()(ids).logits, known(ids).logits)
+
+
+def test_initialisers_on_meta_placeholders_return_at_once_and_real_tensors_are_still_filled():
+    real = torch.zeros(3)
+    with chameleon_sdk.parameters_on_meta():
+        placeholder = torch.empty(4, 4, device="meta")
+        assert nn.init.normal_(placeholder, std=0.1) is placeholder
+        assert nn.init.trunc_normal_(tensor=placeholder) is placeholder
+        assert placeholder.normal_() is placeholder
+        nn.init.ones_(real)
+    assert torch.equal(real, torch.ones(3))
