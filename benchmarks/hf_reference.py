@@ -14,6 +14,17 @@ from chameleon_sdk.token_names import image_name  # the released IMGIMG spelling
 NUM_CODES = 8192
 OFFSET = 4
 FULL = {"vocab": 16384, "hidden": 512, "layers": 8, "heads": 8, "intermediate": 1376, "batch": 4, "seq": 512}
+#: a tiny VQ model: transformers builds one inside every Chameleon; its size is not what is measured
+TINY_VQ_CONFIG = {
+    "embed_dim": 4,
+    "num_embeddings": 16,
+    "latent_channels": 4,
+    "base_channels": 32,
+    "channel_multiplier": [1],
+    "num_res_blocks": 1,
+    "resolution": 8,
+    "attn_resolutions": [],
+}
 SMALL = {"vocab": 4096, "hidden": 256, "layers": 4, "heads": 4, "intermediate": 688, "batch": 2, "seq": 256}
 
 
@@ -50,16 +61,7 @@ def write_checkpoint(shape: dict[str, int], directory: Path) -> None:
         num_key_value_heads=shape["heads"],
         max_position_embeddings=4096,
         vocabulary_map=vocabulary_map(shape["vocab"]),
-        vq_config={
-            "embed_dim": 4,
-            "num_embeddings": 16,
-            "latent_channels": 4,
-            "base_channels": 32,
-            "channel_multiplier": [1],
-            "num_res_blocks": 1,
-            "resolution": 8,
-            "attn_resolutions": [],
-        },
+        vq_config=TINY_VQ_CONFIG,
         bos_token_id=0,
         pad_token_id=1,
         eos_token_id=2,

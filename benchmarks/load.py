@@ -39,21 +39,11 @@ import time
 from pathlib import Path
 
 import torch
-from hf_reference import vocabulary_map
+from hf_reference import TINY_VQ_CONFIG, vocabulary_map
 from train_step import rss_bytes
 
 FULL = {"vocab": 65536, "hidden": 2048, "layers": 3, "heads": 16, "intermediate": 5632}
 SMALL = {"vocab": 16384, "hidden": 1024, "layers": 2, "heads": 8, "intermediate": 2816}
-TINY_VQ = {  # transformers builds (and randomly fills) a VQ model from this; tiny, so it costs nothing
-    "embed_dim": 4,
-    "num_embeddings": 16,
-    "latent_channels": 4,
-    "base_channels": 32,
-    "channel_multiplier": [1],
-    "num_res_blocks": 1,
-    "resolution": 8,
-    "attn_resolutions": [],
-}
 #: each side and the layout it loads
 SIDES = {
     "transformers": "hf",
@@ -78,7 +68,7 @@ def write_checkpoints(shape: dict[str, int], root: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     model = cs.ChameleonModel(config, stability=["qk-norm"]).to(torch.bfloat16)
     # what the hf writer keeps from a loaded hf folder: a tiny VQ config and a released-style map
-    base = {"vq_config": TINY_VQ, "vocabulary_map": vocabulary_map(shape["vocab"])}
+    base = {"vq_config": TINY_VQ_CONFIG, "vocabulary_map": vocabulary_map(shape["vocab"])}
     model.checkpoint_info = cs.CheckpointInfo(format="hf", path=str(root / "none"), metadata={"config": base})
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     paths = {"hf": root / "hf", "original": root / "original", "native": root / "native"}
