@@ -352,7 +352,9 @@ CASES: dict[str, Callable[[Any], Any]] = {
     "save_model(None)": lambda c: cs.save_model(None, c.tmp / "m"),
     "save_model(nn.Linear)": lambda c: cs.save_model(torch.nn.Linear(2, 2), c.tmp / "m"),
     "save_model(format='nope')": lambda c: cs.save_model(c.model, c.tmp / "m", format="nope"),
-    "save_model(format='original')": lambda c: cs.save_model(c.model, c.tmp / "m", format="original"),
+    "save_model(nn.Linear, format='original')": lambda c: cs.save_model(
+        torch.nn.Linear(2, 2), c.tmp / "m", format="original"
+    ),
     "save_model(hf without qk-norm)": lambda c: cs.save_model(c.model, c.tmp / "m", format="hf"),
     "save_model(path=None)": lambda c: cs.save_model(c.model, None),
     "save_model(options unknown)": lambda c: cs.save_model(c.model, c.tmp / "m", options={"bogus": 1}),
