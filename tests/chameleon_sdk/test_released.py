@@ -263,7 +263,7 @@ def anole_dir(tmp_path_factory):
 def test_anole_layout_draws_exactly_one_block(anole_dir):
     pipe = cs.Pipeline.from_pretrained(anole_dir)
     assert pipe.config.modalities[0].options["preprocessing"] == "meta"
-    drawing = pipe.generate("A watercolour of a lighthouse", mode="image", guidance=cs.Guidance(), seed=0)
+    drawing = list(pipe.generate("A watercolour of a lighthouse", mode="image", guidance=cs.Guidance(), seed=0))
     assert len(drawing) == 1 and isinstance(drawing[0], cs.Image)
     assert drawing[0].image.size == (16, 16)
     same = cs.Pipeline.from_pretrained(anole_dir / "models" / "7b")  # one model folder finds ../../tokenizer
