@@ -154,7 +154,7 @@ def test_tokenize_batch_equals_tokenizing_one_by_one(pipe, shape_drawer, layout,
 
 
 def test_tokenize_batch_encodes_in_chunks_and_refuses_bad_input(pipe, shapes, monkeypatch):
-    import chameleon_sdk.pipeline as pipeline_module
+    import chameleon_sdk.tokenizer as pipeline_module
 
     calls = []
     image = pipe.modalities["image"]
