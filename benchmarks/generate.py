@@ -136,7 +136,6 @@ def batch_one(bench: Bench, theirs) -> None:
         f"{hf / compiled:.2f}x transformers, {eager / compiled:.2f}x eager; tokens equal eager's: {same}; "
         f"compiled in {compile_s:.0f} s",
     )
-    del theirs
     bf16 = bench.load(torch.bfloat16)
     step16 = decode_bytes(bf16, prompt=args.prompt, tokens=n)
     bf16_eager = bench.median(lambda: decode(bf16, prompt, n))
@@ -196,7 +195,8 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
     codes = args.image_codes
     print(f"\n## one image block of {codes} codes, 3-row classifier-free guidance (3 cache rows per step)")
     print(HEADER)
-    for name, path, vocab in (("demo-sized", demo_checkpoint, DEMO["vocab"]), ("bench", bench.checkpoint, FULL["vocab"])):
+    models = (("demo-sized", demo_checkpoint, DEMO["vocab"]), ("bench", bench.checkpoint, FULL["vocab"]))
+    for name, path, vocab in models:
         for dtype in (torch.float32, torch.bfloat16):
             model = bench.load(dtype, path=path)
             v = model.vocabulary
@@ -210,7 +210,8 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
             elapsed = bench.median(run)
             step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
             label = f"{name} {str(dtype).removeprefix('torch.')}{' compile=True' if args.compile else ' eager'}"
-            bench.row(label, (codes + 1) / elapsed, step, 1, f"{elapsed:.2f} s per image (tok/s counts one token per step)")
+            note = f"{elapsed:.2f} s per image (tok/s: one token per step)"
+            bench.row(label, (codes + 1) / elapsed, step, 1, note)
 
 
 def main() -> None:
@@ -243,8 +244,8 @@ def main() -> None:
         write_checkpoint(FULL, bench_dir)
         bench = Bench(args, bench_dir, device)
         if "batch1" in sections:
-            theirs = transformers.ChameleonForConditionalGeneration.from_pretrained(bench_dir, attn_implementation="sdpa")
-            batch_one(bench, theirs.eval().to(device))
+            hf_model = transformers.ChameleonForConditionalGeneration.from_pretrained
+            batch_one(bench, hf_model(bench_dir, attn_implementation="sdpa").eval().to(device))
         if "scaling" in sections:
             batch_scaling(bench)
         if "image" in sections:
