@@ -75,6 +75,15 @@ class Bench:
     def median(self, fn: Callable[[], Any]) -> float:
         return statistics.median(timed(fn, self.device) for _ in range(self.args.repeats))
 
+    def interleaved(self, runs: dict[str, Callable[[], Any]]) -> dict[str, float]:
+        """Median seconds of each run over ``repeats`` rounds that run each once, in turn, so that
+        load from other processes falls on all of them alike."""
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(self.args.repeats):
+            for name, fn in runs.items():
+                times[name].append(timed(fn, self.device))
+        return {name: statistics.median(t) for name, t in times.items()}
+
     def row(self, label: str, tokens_per_s: float, bytes_per_step: float, rows: int, note: str = "") -> None:
         bandwidth = read_bandwidth(self.device)
         fraction = fraction_of_limit(tokens_per_s / rows, bytes_per_step, bandwidth)
@@ -115,79 +124,68 @@ def batch_one(bench: Bench, theirs) -> None:
     args, n = bench.args, bench.args.tokens
     prompt = bench.prompt(1)
     print(f"\n## batch 1: greedy decode of {n} tokens after a {args.prompt}-token prompt")
+    models = {"fp32": bench.load(), "bf16": bench.load(torch.bfloat16)}
+    if not args.skip_int8:
+        models["int8"] = bench.load(torch.bfloat16, quantize="int8-weight-only")
+    runs: dict[str, Callable[[], Any]] = {"transformers fp32 generate": lambda: hf_generate(theirs, prompt, n)}
+    tokens: dict[str, torch.Tensor] = {}
+    for name, model in models.items():
+        runs[f"ours {name} eager"] = lambda m=model: decode(m, prompt, n)
+        tokens[name] = decode(model, prompt, n)[0]
+        if args.compile:
+            start = time.perf_counter()
+            compiled = decode(model, prompt, n, compile=True)[0]
+            print(
+                f"compiled the {name} step in {time.perf_counter() - start:.0f} s; its tokens equal eager's: "
+                f"{torch.equal(compiled, tokens[name])}"
+            )
+            runs[f"ours {name} compile=True"] = lambda m=model: decode(m, prompt, n, compile=True)
+    seconds = bench.interleaved(runs)
     print(HEADER)
-    fp32 = bench.load()
-    step = decode_bytes(fp32, prompt=args.prompt, tokens=n)
-    eager = bench.median(lambda: decode(fp32, prompt, n))
-    hf = bench.median(lambda: hf_generate(theirs, prompt, n))
-    start = time.perf_counter()
-    compiled_tokens = decode(fp32, prompt, n, compile=True)
-    compile_s = time.perf_counter() - start
-    compiled = bench.median(lambda: decode(fp32, prompt, n, compile=True))
-    eager_tokens = decode(fp32, prompt, n)
-    same = torch.equal(eager_tokens, compiled_tokens)
-    bench.row("transformers fp32", n / hf, step, 1)
-    bench.row("ours fp32 eager", n / eager, step, 1, f"{hf / eager:.2f}x transformers")
-    bench.row(
-        "ours fp32 compile=True",
-        n / compiled,
-        step,
-        1,
-        f"{hf / compiled:.2f}x transformers, {eager / compiled:.2f}x eager; tokens equal eager's: {same}; "
-        f"compiled in {compile_s:.0f} s",
-    )
-    bf16 = bench.load(torch.bfloat16)
-    step16 = decode_bytes(bf16, prompt=args.prompt, tokens=n)
-    bf16_eager = bench.median(lambda: decode(bf16, prompt, n))
-    bf16_tokens = decode(bf16, prompt, n, compile=True)
-    bf16_compiled = bench.median(lambda: decode(bf16, prompt, n, compile=True))
-    bench.row("ours bf16 eager", n / bf16_eager, step16, 1, f"{eager / bf16_eager:.2f}x fp32 eager")
-    bench.row("ours bf16 compile=True", n / bf16_compiled, step16, 1, f"{compiled / bf16_compiled:.2f}x fp32 compiled")
-    context = torch.cat([prompt[0], eager_tokens]).unsqueeze(0)
-    worst, mean = logits_difference(fp32, bf16, context)
-    print(
-        f"bf16 vs fp32: greedy tokens equal for the first {first_difference(eager_tokens, bf16_tokens)} of {n}; "
-        f"|logits difference| max {worst:.4f}, mean {mean:.4f} (teacher-forced over prompt + fp32 tokens; "
-        f"fp32 logits std {logits_std(fp32, context):.4f})"
-    )
-    if args.skip_int8:
-        return
-    int8 = bench.load(torch.bfloat16, quantize="int8-weight-only")
-    step8 = decode_bytes(int8, prompt=args.prompt, tokens=n)
-    int8_eager = bench.median(lambda: decode(int8, prompt, n))
-    int8_tokens = decode(int8, prompt, n, compile=True)
-    int8_compiled = bench.median(lambda: decode(int8, prompt, n, compile=True))
-    bench.row("ours int8 weights eager", n / int8_eager, step8, 1, f"{bf16_eager / int8_eager:.2f}x bf16 eager")
-    bench.row(
-        "ours int8 weights compile=True",
-        n / int8_compiled,
-        step8,
-        1,
-        f"{bf16_compiled / int8_compiled:.2f}x bf16 compiled",
-    )
-    worst, mean = logits_difference(bf16, int8, context)
-    print(
-        f"int8 vs bf16: greedy tokens equal for the first {first_difference(bf16_tokens, int8_tokens)} of {n}; "
-        f"|logits difference| max {worst:.4f}, mean {mean:.4f}"
-    )
+    previous = {"fp32": "transformers", "bf16": "fp32", "int8": "bf16"}  # each precision against the one before
+    for label, elapsed in seconds.items():
+        kind, name, mode = label.split(" ", 2)
+        notes = []
+        if kind == "ours":
+            base = "transformers fp32 generate" if name == "fp32" else f"ours {previous[name]} {mode}"
+            notes.append(f"{seconds[base] / elapsed:.2f}x {base}")
+        if mode == "compile=True":
+            notes.append(f"{seconds[f'ours {name} eager'] / elapsed:.2f}x eager")
+        step = decode_bytes(models[name], prompt=args.prompt, tokens=n)
+        bench.row(label, n / elapsed, step, 1, ", ".join(notes))
+    context = torch.cat([prompt[0], tokens["fp32"]]).unsqueeze(0)
+    pairs = [("bf16", "fp32")] + ([("int8", "bf16")] if "int8" in models else [])
+    for name, reference in pairs:
+        worst, mean = logits_difference(models[reference], models[name], context)
+        print(
+            f"{name} vs {reference}: greedy tokens equal for the first "
+            f"{first_difference(tokens[reference], tokens[name])} of {n}; |logits difference| max {worst:.4f}, "
+            f"mean {mean:.4f} (teacher-forced over the prompt and the fp32 tokens; {reference} logits std "
+            f"{logits_std(models[reference], context):.4f})"
+        )
 
 
 def batch_scaling(bench: Bench) -> None:
     args, n = bench.args, bench.args.tokens
     model = bench.load()
     print(f"\n## batch scaling: fp32, {n} tokens per row, tok/s of all rows")
-    print(HEADER)
-    base: dict[bool, float] = {}
+    modes = ("eager", "compile=True") if args.compile else ("eager",)
+    runs: dict[str, Callable[[], Any]] = {}
     for batch in args.batches:
         prompt = bench.prompt(batch)
+        for mode in modes:
+            run = lambda p=prompt, c=(mode != "eager"): decode(model, p, n, compile=c)  # noqa: E731
+            if mode != "eager":
+                run()  # compile and warm up
+            runs[f"batch {batch} {mode}"] = run
+    seconds = bench.interleaved(runs)
+    print(HEADER)
+    for label, elapsed in seconds.items():
+        batch, mode = int(label.split()[1]), label.split()[2]
+        rate = batch * n / elapsed
+        base = args.batches[0] * n / seconds[f"batch {args.batches[0]} {mode}"]
         step = decode_bytes(model, prompt=args.prompt, tokens=n, rows=batch)
-        for compile in (False, True) if args.compile else (False,):
-            if compile:
-                decode(model, prompt, n, compile=True)  # compile and warm up
-            rate = batch * n / bench.median(lambda p=prompt, c=compile: decode(model, p, n, compile=c))
-            base.setdefault(compile, rate)
-            label = f"batch {batch}{' compile=True' if compile else ' eager'}"
-            bench.row(label, rate, step, batch, f"{rate / base[compile]:.2f}x batch 1")
+        bench.row(label, rate, step, batch, f"{rate / base:.2f}x batch {args.batches[0]}")
 
 
 def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
