@@ -476,8 +476,9 @@ def generate_tokens(
     :param guidance: classifier-free guidance for image blocks (:class:`Guidance`).
     :param seed: seeds a private ``torch.Generator``: the same seed gives the same tokens.
     :param max_time: seconds after which every row stops (reason ``max_time``).
-    :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs):
-        a one-off compile cost for faster steps; worth it for long generations.
+    :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs;
+        on CPUs inductor's C++ code, see :mod:`chameleon_sdk.generation.compiled`): a one-off compile
+        cost per shape for faster steps; worth it for long generations.
     :param max_batch: refuse more prompts than this (:class:`GenerationError`); None: no limit.
     :returns: ``[N]`` for one prompt, ``[B, N]`` for a batch (rows padded with the pad id), where
         ``N`` is the longest row's count of new tokens.
