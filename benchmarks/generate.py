@@ -1,11 +1,22 @@
-"""Greedy decoding speed: chameleon-sdk's static-cache decoder vs transformers' generate, same weights.
+"""Greedy decoding speed against the memory-bandwidth roofline, and against transformers' generate.
 
-Config (the issue's): vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, fp32.
-Prints tokens/s of both and the ratio ours/theirs at batch 1 and 8, time to first token, and our
-image-block tokens/s with 3-row classifier-free guidance. Both sides run interleaved in one process;
-each figure is the median of ``--repeats`` runs.
+Config (the issue's "bench config"): vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate
+1,376; the same random weights on both sides. Every figure is the median of ``--repeats`` runs,
+interleaved with its baseline in one process; every row also prints the bytes a decode step reads
+(weights + KV cache, ``roofline.py``), the bandwidth measured just before it, and the fraction of
+that limit the row reached. Sections:
 
-    .venv/bin/python benchmarks/generate.py [--tokens 256] [--repeats 3] [--threads 2]
+1. batch 1: ours eager and compiled (``compile=True``), ``transformers``, fp32 and bf16 weights,
+   weight-only int8 (the ``int8-weight-only`` quantization plugin, torchao), with greedy agreement
+   between the precisions and the logits difference;
+2. batch scaling: tokens/s of all rows at batch 1, 4, 8, 16 (``--batches``);
+3. image blocks: one block of ``--image-codes`` codes with 3-row classifier-free guidance on a
+   demo-sized model and on the bench config, fp32 and bf16.
+
+    .venv/bin/python benchmarks/generate.py              # everything (about 20 minutes on 2 cores)
+    .venv/bin/python benchmarks/generate.py --quick      # fewer tokens, repeats and rows (a few minutes)
+
+Compilation time is excluded from rates (it is printed); compiling runs once per shape.
 """
 
 from __future__ import annotations
@@ -14,97 +25,230 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import torch
 from hf_reference import FULL, OFFSET, num_codes, write_checkpoint
+from roofline import decode_bytes, fraction_of_limit, read_bandwidth
 
 import chameleon_sdk as cs
 
-
-def build(shape: dict[str, int]):
-    """The same random weights on both sides: a transformers save, loaded by each."""
-    import transformers
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_checkpoint(shape, Path(tmp))
-        theirs = transformers.ChameleonForConditionalGeneration.from_pretrained(tmp, attn_implementation="sdpa")
-        ours = cs.load_model(tmp)
-    return theirs.eval(), ours
+DEMO = {"vocab": 1024, "hidden": 128, "layers": 4, "heads": 4, "intermediate": 352}
 
 
-def timed(fn) -> float:
-    if torch.cuda.is_available():
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     fn()
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def hf_generate(model, prompt: torch.Tensor, n: int, *, exact: bool = True) -> torch.Tensor:
+def hf_generate(model, prompt: torch.Tensor, n: int) -> torch.Tensor:
     with torch.no_grad():
-        return model.generate(
-            prompt, max_new_tokens=n, min_new_tokens=n if exact else 0, do_sample=False, pad_token_id=1
+        return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=1)
+
+
+@attrs.define
+class Bench:
+    """One process's state: the checkpoint, the device, the bandwidth probe and the table."""
+
+    args: argparse.Namespace
+    checkpoint: Path
+    device: torch.device
+
+    def load(self, dtype: torch.dtype = torch.float32, quantize: str | None = None, path: Path | None = None):
+        return cs.load_model(path or self.checkpoint, dtype=dtype, quantize=quantize).to(self.device)
+
+    def prompt(self, batch: int, vocab: int = FULL["vocab"]) -> torch.Tensor:
+        text_ids = torch.arange(OFFSET + num_codes(vocab) + 3, vocab)
+        picks = torch.randint(len(text_ids), (batch, self.args.prompt), generator=torch.Generator().manual_seed(batch))
+        prompt = text_ids[picks]
+        prompt[:, 0] = 0
+        return prompt.to(self.device)
+
+    def median(self, fn: Callable[[], Any]) -> float:
+        return statistics.median(timed(fn, self.device) for _ in range(self.args.repeats))
+
+    def interleaved(self, runs: dict[str, Callable[[], Any]]) -> dict[str, float]:
+        """Median seconds of each run over ``repeats`` rounds that run each once, in turn, so that
+        load from other processes falls on all of them alike."""
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(self.args.repeats):
+            for name, fn in runs.items():
+                times[name].append(timed(fn, self.device))
+        return {name: statistics.median(t) for name, t in times.items()}
+
+    def row(self, label: str, tokens_per_s: float, bytes_per_step: float, rows: int, note: str = "") -> None:
+        bandwidth = read_bandwidth(self.device)
+        fraction = fraction_of_limit(tokens_per_s / rows, bytes_per_step, bandwidth)
+        limit = rows * bandwidth / bytes_per_step
+        print(
+            f"{label:<34} {tokens_per_s:>9.1f} {bytes_per_step / 1e6:>8.1f} {bandwidth / 1e9:>6.1f} "
+            f"{limit:>9.1f} {fraction:>6.1%}  {note}"
         )
+
+
+HEADER = f"{'row':<34} {'tok/s':>9} {'MB/step':>8} {'GB/s':>6} {'limit':>9} {'frac':>6}"
+
+
+def decode(model, prompt, n: int, **options: Any) -> torch.Tensor:
+    return cs.generate_tokens(model, prompt, max_new_tokens=n, stop_ids=[], **options)
+
+
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Index of the first differing token of two equally long 1-D sequences (their length if none)."""
+    differ = (a != b).nonzero()
+    return int(differ[0]) if len(differ) else len(a)
+
+
+def logits_difference(reference, other, ids: torch.Tensor) -> tuple[float, float]:
+    """Max and mean |logit difference| over a teacher-forced pass of ``ids`` ``[1, T]``."""
+    with torch.no_grad():
+        a = reference(ids).logits.float()
+        b = other(ids).logits.float()
+    return float((a - b).abs().max()), float((a - b).abs().mean())
+
+
+def logits_std(model, ids: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(model(ids).logits.float().std())
+
+
+def batch_one(bench: Bench, theirs) -> None:
+    args, n = bench.args, bench.args.tokens
+    prompt = bench.prompt(1)
+    print(f"\n## batch 1: greedy decode of {n} tokens after a {args.prompt}-token prompt")
+    models = {"fp32": bench.load(), "bf16": bench.load(torch.bfloat16)}
+    if not args.skip_int8:
+        models["int8"] = bench.load(torch.bfloat16, quantize="int8-weight-only")
+    runs: dict[str, Callable[[], Any]] = {"transformers fp32 generate": lambda: hf_generate(theirs, prompt, n)}
+    tokens: dict[str, torch.Tensor] = {}
+    for name, model in models.items():
+        runs[f"ours {name} eager"] = lambda m=model: decode(m, prompt, n)
+        tokens[name] = decode(model, prompt, n)[0]
+        if args.compile:
+            start = time.perf_counter()
+            compiled = decode(model, prompt, n, compile=True)[0]
+            print(
+                f"compiled the {name} step in {time.perf_counter() - start:.0f} s; its tokens equal eager's: "
+                f"{torch.equal(compiled, tokens[name])}"
+            )
+            runs[f"ours {name} compile=True"] = lambda m=model: decode(m, prompt, n, compile=True)
+    seconds = bench.interleaved(runs)
+    print(HEADER)
+    previous = {"fp32": "transformers", "bf16": "fp32", "int8": "bf16"}  # each precision against the one before
+    for label, elapsed in seconds.items():
+        kind, name, mode = label.split(" ", 2)
+        notes = []
+        if kind == "ours":
+            base = "transformers fp32 generate" if name == "fp32" else f"ours {previous[name]} {mode}"
+            notes.append(f"{seconds[base] / elapsed:.2f}x {base}")
+        if mode == "compile=True":
+            notes.append(f"{seconds[f'ours {name} eager'] / elapsed:.2f}x eager")
+        step = decode_bytes(models[name], prompt=args.prompt, tokens=n)
+        bench.row(label, n / elapsed, step, 1, ", ".join(notes))
+    context = torch.cat([prompt[0], tokens["fp32"]]).unsqueeze(0)
+    pairs = [("bf16", "fp32")] + ([("int8", "bf16")] if "int8" in models else [])
+    for name, reference in pairs:
+        worst, mean = logits_difference(models[reference], models[name], context)
+        print(
+            f"{name} vs {reference}: greedy tokens equal for the first "
+            f"{first_difference(tokens[reference], tokens[name])} of {n}; |logits difference| max {worst:.4f}, "
+            f"mean {mean:.4f} (teacher-forced over the prompt and the fp32 tokens; {reference} logits std "
+            f"{logits_std(models[reference], context):.4f})"
+        )
+
+
+def batch_scaling(bench: Bench) -> None:
+    args, n = bench.args, bench.args.tokens
+    model = bench.load()
+    print(f"\n## batch scaling: fp32, {n} tokens per row, tok/s of all rows")
+    modes = ("eager", "compile=True") if args.compile else ("eager",)
+    runs: dict[str, Callable[[], Any]] = {}
+    for batch in args.batches:
+        prompt = bench.prompt(batch)
+        for mode in modes:
+            run = lambda p=prompt, c=(mode != "eager"): decode(model, p, n, compile=c)  # noqa: E731
+            if mode != "eager":
+                run()  # compile and warm up
+            runs[f"batch {batch} {mode}"] = run
+    seconds = bench.interleaved(runs)
+    print(HEADER)
+    for label, elapsed in seconds.items():
+        batch, mode = int(label.split()[1]), label.split()[2]
+        rate = batch * n / elapsed
+        base = args.batches[0] * n / seconds[f"batch {args.batches[0]} {mode}"]
+        step = decode_bytes(model, prompt=args.prompt, tokens=n, rows=batch)
+        bench.row(label, rate, step, batch, f"{rate / base:.2f}x batch {args.batches[0]}")
+
+
+def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
+    args = bench.args
+    codes = args.image_codes
+    print(f"\n## one image block of {codes} codes, 3-row classifier-free guidance (3 cache rows per step)")
+    print(HEADER)
+    models = (("demo-sized", demo_checkpoint, DEMO["vocab"]), ("bench", bench.checkpoint, FULL["vocab"]))
+    for name, path, vocab in models:
+        for dtype in (torch.float32, torch.bfloat16):
+            model = bench.load(dtype, path=path)
+            v = model.vocabulary
+            blocks = [attrs.evolve(b, block_length=codes) for b in v.blocks.values()]
+            vocabulary = cs.Vocabulary(layout=v.layout, size=v.size, specials=v.specials, blocks=blocks)
+            prompt = bench.prompt(1, vocab)[0].tolist()
+            options = {"mode": "image", "vocabulary": vocabulary, "guidance": cs.Guidance(), "compile": args.compile}
+            run = lambda m=model, p=prompt, o=options: cs.generate_tokens(m, p, max_new_tokens=codes + 1, **o)  # noqa: E731
+            if args.compile:
+                run()  # compile and warm up
+            elapsed = bench.median(run)
+            step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
+            label = f"{name} {str(dtype).removeprefix('torch.')}{' compile=True' if args.compile else ' eager'}"
+            note = f"{elapsed:.2f} s per image (tok/s: one token per step)"
+            bench.row(label, (codes + 1) / elapsed, step, 1, note)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt", type=int, default=32, help="prompt length")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--compile", action="store_true", help="also time generate_tokens(compile=True)")
+    parser.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 4, 8, 16])
+    parser.add_argument("--image-codes", type=int, default=1024, help="codes per image block (Chameleon: 1,024)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip compile=True rows")
+    parser.add_argument("--skip-int8", action="store_true", help="skip the int8 rows (they need torchao)")
+    parser.add_argument("--sections", default="batch1,scaling,image", help="comma-separated subset to run")
+    parser.add_argument("--quick", action="store_true", help="64 tokens, 1 repeat, batches 1 and 8, 256-code images")
     args = parser.parse_args()
+    if args.quick:
+        args.tokens, args.repeats, args.batches, args.image_codes = 64, 1, [1, 8], 256
     torch.set_num_threads(args.threads)
-    theirs, ours = build(FULL)
-    theirs, ours = theirs.to(args.device), ours.to(args.device)
-    text_ids = torch.arange(OFFSET + num_codes(FULL["vocab"]) + 3, FULL["vocab"])
-    n = args.tokens
-    where = f"{args.threads} threads" if args.device == "cpu" else args.device
-    print(f"greedy decode of {n} tokens, prompt {args.prompt}, fp32, {where}; median of {args.repeats}")
-    print(f"{'batch':>5} {'ours tok/s':>11} {'theirs tok/s':>13} {'ratio':>6}")
-    for batch in (1, 8):
-        picks = torch.randint(len(text_ids), (batch, args.prompt), generator=torch.Generator().manual_seed(batch))
-        prompt = text_ids[picks].to(args.device)
-        prompt[:, 0] = 0
-        mine, hf = [], []
-        for _ in range(args.repeats):
-            # no stop tokens on our side and min_new_tokens on theirs: both decode exactly n tokens
-            mine.append(timed(lambda p=prompt: cs.generate_tokens(ours, p, max_new_tokens=n, stop_ids=[])))
-            hf.append(timed(lambda p=prompt: hf_generate(theirs, p, n)))
-        a, b = batch * n / statistics.median(mine), batch * n / statistics.median(hf)
-        print(f"{batch:>5} {a:>11.1f} {b:>13.1f} {a / b:>6.2f}x")
-        if args.compile:
-            cs.generate_tokens(ours, prompt, max_new_tokens=n, stop_ids=[], compile=True)  # compile + warm up
-            compiled = statistics.median(
-                timed(lambda p=prompt: cs.generate_tokens(ours, p, max_new_tokens=n, stop_ids=[], compile=True))
-                for _ in range(args.repeats)
-            )
-            c = batch * n / compiled
-            print(f"{batch:>5} {c:>11.1f} {b:>13.1f} {c / b:>6.2f}x  (ours with compile=True, compile time excluded)")
-    one = [0, *text_ids[: args.prompt - 1].tolist()]
-    ttft_ours = statistics.median(
-        timed(lambda: cs.generate_tokens(ours, one, max_new_tokens=1)) for _ in range(args.repeats)
-    )
-    ttft_theirs = statistics.median(
-        timed(lambda: hf_generate(theirs, torch.tensor([one], device=args.device), 1)) for _ in range(args.repeats)
-    )
-    print(f"time to first token: ours {ttft_ours * 1e3:.1f} ms, theirs {ttft_theirs * 1e3:.1f} ms")
-    block = 256  # codes per image here; the released model uses 1,024
-    v = ours.vocabulary
-    blocks = [attrs.evolve(b, block_length=block) for b in v.blocks.values()]
-    vocab = cs.Vocabulary(layout=v.layout, size=v.size, specials=v.specials, blocks=blocks)
-    guided = cs.Guidance()
-    elapsed = timed(
-        lambda: cs.generate_tokens(ours, one, max_new_tokens=block + 1, mode="image", vocabulary=vocab, guidance=guided)
-    )
-    rate = (block + 1) / elapsed
-    print(f"image block of {block} codes, 3-row CFG: {rate:.1f} tok/s (transformers cannot generate images)")
+    torch._dynamo.config.recompile_limit = 64  # one compiled step per (model, batch, cache length)
+    device = torch.device(args.device)
+    sections = set(args.sections.split(","))
+    where = f"{args.threads} threads" if device.type == "cpu" else str(device)
+    print(f"greedy decoding, {where}; median of {args.repeats}; torch {torch.__version__}")
+    print("frac = tok/s per row x MB/step / GB/s: the fraction of the memory-bandwidth limit reached")
+    import transformers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_dir, demo_dir = Path(tmp) / "bench", Path(tmp) / "demo"
+        write_checkpoint(FULL, bench_dir)
+        bench = Bench(args, bench_dir, device)
+        if "batch1" in sections:
+            hf_model = transformers.ChameleonForConditionalGeneration.from_pretrained
+            batch_one(bench, hf_model(bench_dir, attn_implementation="sdpa").eval().to(device))
+        if "scaling" in sections:
+            batch_scaling(bench)
+        if "image" in sections:
+            write_checkpoint(DEMO, demo_dir)
+            image_blocks(bench, demo_dir)
 
 
 if __name__ == "__main__":

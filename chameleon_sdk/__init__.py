@@ -119,7 +119,8 @@ from chameleon_sdk.plugins import (
     unregister_plugin,
     use_registry,
 )
-from chameleon_sdk.protocols import Modality, Stateful, TextTokenizer, TrainableModality
+from chameleon_sdk.protocols import Modality, Quantization, Stateful, TextTokenizer, TrainableModality
+from chameleon_sdk.quantization import quantize_model
 from chameleon_sdk.tokenizer import MixedModalTokenizer
 from chameleon_sdk.training import (
     Batch,
@@ -194,6 +195,7 @@ __all__ = [
     "PluginNotFoundError",
     "PluginRecord",
     "PluginRegistry",
+    "Quantization",
     "RMSNorm",
     "ResidualLayout",
     "Segment",
@@ -233,6 +235,7 @@ __all__ = [
     "open_image",
     "parameters_on_meta",
     "prune_step_directories",
+    "quantize_model",
     "read_image_tokenizer",
     "read_json",
     "read_jsonl",

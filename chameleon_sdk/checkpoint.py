@@ -36,6 +36,7 @@ import torch
 from chameleon_sdk.errors import ChameleonError, CheckpointError
 from chameleon_sdk.model.meta_device import meta_tensor_names
 from chameleon_sdk.plugins import PluginRegistry, get_registry
+from chameleon_sdk.quantization import QuantizeChoice, quantize_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -167,6 +168,7 @@ def load_model(
     registry: PluginRegistry | None = None,
     dtype: torch.dtype | None = None,
     verify: bool = True,
+    quantize: QuantizeChoice | None = None,
 ) -> nn.Module:
     """Load a model checkpoint, detecting its format unless ``format`` names one.
 
@@ -177,6 +179,8 @@ def load_model(
         float32); the built-in formats read each weight straight into it.
     :param verify: check the files against the directory's ``manifest.json`` first (a directory
         without one, such as a Hugging Face download, is loaded as it is).
+    :param quantize: a ``quantization`` plugin (``"int8-weight-only"``, or ``{"name", "options"}``)
+        applied after the cast to ``dtype``; see :func:`chameleon_sdk.quantize_model`.
     :returns: the model, in eval mode, with ``model.checkpoint_info`` describing its source.
     :raises CheckpointError: on a missing or corrupt file (named), a shape mismatch (key and both shapes).
     """
@@ -196,6 +200,8 @@ def load_model(
         model = fmt.load(path, registry=registry)
     if dtype is not None:
         model = model.to(dtype)  # nothing to do when the format loaded in dtype
+    if quantize is not None:
+        model = quantize_model(model, quantize, registry=registry)
     return model.eval()
 
 

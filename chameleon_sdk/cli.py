@@ -52,6 +52,7 @@ class _PromptPart(argparse.Action):
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from chameleon_sdk.document import Document
@@ -65,7 +66,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     output_suffix(args.out)  # before any work: a bad output name fails at once
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise ConfigError(f"--max-new-tokens must be > 0, got {args.max_new_tokens}")
-    pipe = Pipeline.from_pretrained(args.model)
+    dtype = {"float32": None, "bfloat16": torch.bfloat16}[args.dtype]
+    pipe = Pipeline.from_pretrained(args.model, dtype=dtype, quantize=args.quantize)
     items: list[object] = []
     for kind, value in args.parts or []:
         items.append(ImageSegment(open_image(value)) if kind == "image" else value)
@@ -86,7 +88,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         else Guidance(scale_text=args.cfg_text, scale_image=args.cfg_image)
     )
     events = pipe.stream(
-        prompt, mode=args.mode, max_new_tokens=args.max_new_tokens, sampler=sampler, guidance=guidance, seed=args.seed
+        prompt,
+        mode=args.mode,
+        max_new_tokens=args.max_new_tokens,
+        sampler=sampler,
+        guidance=guidance,
+        seed=args.seed,
+        compile=args.compile,
     )
     result = None
     with tqdm(total=args.max_new_tokens, unit="tok", disable=args.quiet) as bar:
@@ -198,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-text", type=float, default=3.0, help="image guidance on the text (0: off)")
     p.add_argument("--cfg-image", type=float, default=1.2, help="image guidance on prompt images")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
+    p.add_argument("--quantize", default=None, help="a quantization plugin, e.g. int8-weight-only (needs torchao)")
+    p.add_argument("--compile", action="store_true", help="compile the decode step (pays for long outputs)")
     p.add_argument("--out", required=True, help="output file: .html, .md or .json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_generate)

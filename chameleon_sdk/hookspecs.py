@@ -97,6 +97,17 @@ def register_samplers(register: Register) -> None:
 
 
 @hookspec
+def register_quantizations(register: Register) -> None:
+    """Register inference weight formats such as weight-only int8 (kind ``quantization``).
+
+    A quantization rewrites a loaded model's weights in place for faster or smaller inference. See
+    :class:`chameleon_sdk.protocols.Quantization` for the contract.
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+@hookspec
 def register_checkpoint_formats(register: Register) -> None:
     """Register checkpoint readers/writers (kind ``checkpoint_format``).
 

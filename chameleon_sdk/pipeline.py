@@ -25,6 +25,7 @@ from chameleon_sdk.generation.stream import check_options, generate_documents, s
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, TextTokenizer
+from chameleon_sdk.quantization import QuantizeChoice, quantize_model
 from chameleon_sdk.released import find_release
 from chameleon_sdk.tokenizer import MixedModalTokenizer
 from chameleon_sdk.training.contracts import BatchSource, TrainResult, is_main_process
@@ -165,7 +166,8 @@ class Pipeline:
         ``samplers``, ``guidance`` (:class:`Guidance`), ``stop`` (stop strings), ``seed``,
         ``max_time``, ``progress_every``, ``chat`` (end the prompt with the end-of-turn token, the form
         the released models were tuned on; end-of-turn is a stop token either way), ``model``
-        (default :attr:`model`).
+        (default :attr:`model`), ``compile`` (the one-token step through ``torch.compile``, see
+        :func:`~chameleon_sdk.generate_tokens`).
         """
         check_options(options)
         return stream_documents(self.tokenizer, prompt, **self._generation_defaults(options))
@@ -271,6 +273,7 @@ class Pipeline:
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         registry: PluginRegistry | None = None,
+        quantize: QuantizeChoice | None = None,
     ) -> Pipeline:
         """Load a pipeline: one written by :meth:`save_pretrained`, or a released checkpoint folder.
 
@@ -281,6 +284,8 @@ class Pipeline:
 
         :param dtype: the model's parameter dtype (``torch.bfloat16`` halves the memory); default fp32.
         :param device: where the model and the modalities' networks run.
+        :param quantize: a ``quantization`` plugin for the model's weights, applied on ``device``
+            after the cast to ``dtype`` (``"int8-weight-only"``; see :func:`~chameleon_sdk.quantize_model`).
         :raises CheckpointError: naming a missing file and what it is for, or a file that is
             truncated or altered since it was saved (checked against ``manifest.json``).
         """
@@ -299,6 +304,8 @@ class Pipeline:
             pipe.model = load_model(release.model_path, format=release.model_format, registry=registry, dtype=dtype)
         if device is not None:
             pipe.to(device)
+        if quantize is not None and pipe.model is not None:
+            pipe.model = quantize_model(pipe.model, quantize, registry=registry)
         return pipe
 
     @classmethod

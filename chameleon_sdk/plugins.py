@@ -67,6 +67,7 @@ KINDS: Mapping[str, str] = {
     "stability": "register_stability_tricks",
     "trainer": "register_trainers",
     "sampler": "register_samplers",
+    "quantization": "register_quantizations",
     "checkpoint_format": "register_checkpoint_formats",
     "image_tokenizer_loss": "register_image_tokenizer_losses",
     "callback": "register_callbacks",

@@ -12,7 +12,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["BatchEncodingModality", "Modality", "NamedTokenizer", "Stateful", "TextTokenizer", "TrainableModality"]
+__all__ = [
+    "BatchEncodingModality",
+    "Modality",
+    "NamedTokenizer",
+    "Quantization",
+    "Stateful",
+    "TextTokenizer",
+    "TrainableModality",
+]
 
 
 @runtime_checkable
@@ -114,3 +122,16 @@ class TrainableModality(Modality, Stateful, Protocol):
     def fit(self, data: Any, options: Any = None, *, progress: bool = True) -> dict[str, float]:
         """Train on ``data`` (a path, or a plugin-specific collection) with plugin-specific ``options``
         (a mapping of its training options, or ``None`` for the defaults); returns held-out metrics."""
+
+
+@runtime_checkable
+class Quantization(Protocol):
+    """A weight format for inference (kind ``quantization``), applied to a loaded model.
+
+    :func:`chameleon_sdk.quantize_model` (and ``load_model(..., quantize=...)``) calls it once per
+    model, on the device the model will run on, in eval mode.
+    """
+
+    def quantize(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Rewrite ``model``'s weights (in place or not) and return the model to use. The result
+        takes the same inputs and returns logits of the same shape and dtype as before."""

@@ -19,6 +19,7 @@ import torch
 
 from chameleon_sdk.config import ComponentSpec, one_of, typed
 from chameleon_sdk.errors import GenerationError
+from chameleon_sdk.generation.compiled import compile_decode_step
 from chameleon_sdk.generation.constraints import TEXT_MODES, BlockConstraint, ModalityStates
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -341,22 +342,11 @@ class TokenDecoder:
             ids[i, : len(p)] = torch.tensor(p, device=self.device)
         cache = self.model.new_cache(len(prompts), width + self.max_new_tokens)
         if self.compile:
-            self._step_model = self._compiled_step(cache)
+            self._step_model = compile_decode_step(self.model, cache, self.device)
         logits = self.model(ids, cache=cache).logits
         cache.truncate(lengths)  # drop each row's padding: its slots are overwritten by new tokens
         last = logits[torch.arange(len(prompts), device=self.device), lengths - 1]
         return cache, last.float()
-
-    def _compiled_step(self, cache: Any) -> Any:
-        """The one-token step through ``torch.compile``: shapes never change while decoding, so it
-        compiles once; on CUDA it is captured as a CUDA graph (``mode="reduce-overhead"``), which is
-        what makes small-batch decoding fast. The cache's buffers keep fixed addresses."""
-        for name in ("keys", "values", "lengths", "next_position", "document_ids", "span_ids"):
-            tensor = getattr(cache, name, None)
-            if isinstance(tensor, torch.Tensor):
-                torch._dynamo.mark_static_address(tensor)
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
-        return torch.compile(self.model, mode=mode, fullgraph=True, dynamic=False)
 
     @torch.no_grad()
     def _step(self, cache: Any, tokens: torch.Tensor) -> torch.Tensor:
@@ -486,8 +476,9 @@ def generate_tokens(
     :param guidance: classifier-free guidance for image blocks (:class:`Guidance`).
     :param seed: seeds a private ``torch.Generator``: the same seed gives the same tokens.
     :param max_time: seconds after which every row stops (reason ``max_time``).
-    :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs):
-        a one-off compile cost for faster steps; worth it for long generations.
+    :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs;
+        on CPUs inductor's C++ code, see :mod:`chameleon_sdk.generation.compiled`): a one-off compile
+        cost per shape for faster steps; worth it for long generations.
     :param max_batch: refuse more prompts than this (:class:`GenerationError`); None: no limit.
     :returns: ``[N]`` for one prompt, ``[B, N]`` for a batch (rows padded with the pad id), where
         ``N`` is the longest row's count of new tokens.

@@ -176,6 +176,7 @@ def stream_documents(
     max_batch: int | None = DEFAULT_MAX_BATCH,
     chat: bool = False,
     registry: PluginRegistry | None = None,
+    compile: bool = False,
 ) -> Iterator[GenerationEvent]:
     """Yield events while generating a continuation of each prompt. See ``Pipeline.stream``."""
     if model is None:
@@ -230,6 +231,7 @@ def stream_documents(
         max_time=max_time,
         constraints=constraints,
         max_batch=max_batch,
+        compile=compile,
     )
     rows = [_RowBuilder(tokenizer, r, stop, progress_every) for r in range(len(batch))]
     for r, m in enumerate(modes):  # modality-mode rows start inside their block

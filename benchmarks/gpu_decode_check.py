@@ -1,0 +1,65 @@
+"""Decoding at a 7B shape on one CUDA GPU: the fraction of HBM bandwidth reached at batch 1.
+
+Random weights in bf16 (the 7B preset's shape: 32 layers, dim 4096, 32 heads, FFN 11008, vocab
+65,536; no dropout), greedy decoding of ``--tokens`` tokens after a ``--prompt``-token prompt, eager
+and with ``compile=True`` (the one-token step captured as a CUDA graph). The bandwidth is measured
+in the same process (best of 10 reads of a 1 GiB tensor); the bytes per step are every weight but
+the input embedding table plus the KV cache (``roofline.py``). Anchor: gpt-fast's Llama-2-7B reaches
+roughly 70 % of an A100's bandwidth in bf16; the issue's target is >= 75 %.
+
+    python benchmarks/gpu_decode_check.py [--tokens 256] [--int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import attrs
+import torch
+from roofline import decode_bytes, fraction_of_limit, read_bandwidth
+
+import chameleon_sdk as cs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--int8", action="store_true", help="also int8-weight-only (torchao)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this check needs a GPU")
+    device = torch.device("cuda")
+    config = attrs.evolve(cs.MODEL_PRESETS["7b"].model, dropout=0.0, max_seq_len=args.prompt + args.tokens + 8)
+    with device:
+        model = cs.ChameleonModel(config, stability=["qk-norm"]).to(torch.bfloat16).eval()
+    prompt = torch.randint(10, config.vocab_size, (1, args.prompt), device=device)
+    n = args.tokens
+    bandwidth = read_bandwidth(device, megabytes=1024)
+    print(f"{torch.cuda.get_device_name()}: read bandwidth {bandwidth / 1e9:.0f} GB/s; 7B shape, bf16, batch 1")
+    variants = [("bf16", model)]
+    if args.int8:
+        variants.append(("int8 weights", cs.quantize_model(model, "int8-weight-only")))
+    for name, m in variants:
+        step = decode_bytes(m, prompt=args.prompt, tokens=n)
+        for compile in (False, True):
+            run = lambda m=m, c=compile: cs.generate_tokens(m, prompt, max_new_tokens=n, stop_ids=[], compile=c)  # noqa: E731
+            run()  # warm up (and compile)
+            times = []
+            for _ in range(args.repeats):
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                run()
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+            rate = n / statistics.median(times)
+            fraction = fraction_of_limit(rate, step, bandwidth)
+            label = f"{name}{' compile=True (CUDA graph)' if compile else ' eager'}"
+            print(f"{label:<40} {rate:8.1f} tok/s  {step / 1e9:6.2f} GB/step  {fraction:6.1%} of the limit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The compiled decode step: small matmuls as reductions, CFG rows, and no recompiles between calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import chameleon_sdk as cs
+from chameleon_sdk.generation import Guidance, generate_tokens
+from chameleon_sdk.generation.compiled import REDUCTION_MAX_ROWS, _mm_as_reduction
+
+
+@given(
+    rows=st.integers(1, REDUCTION_MAX_ROWS),
+    inner=st.integers(1, 70),
+    cols=st.integers(1, 40),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    seed=st.integers(0, 2**16),
+)
+def test_reduction_equals_the_matmul(rows, inner, cols, dtype, seed):
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(rows, inner, generator=generator).to(dtype)
+    weight = torch.randn(cols, inner, generator=generator).to(dtype)
+    got = _mm_as_reduction(a, weight.t())  # the layout nn.Linear hands to aten.mm
+    expected = a.float() @ weight.t().float()
+    assert got.dtype == dtype and got.shape == (rows, cols)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.float(), expected.to(dtype).float(), rtol=tolerance, atol=tolerance * inner**0.5)
+
+
+def test_large_batches_and_integer_matmuls_keep_aten_mm():
+    assert _mm_as_reduction(torch.ones(REDUCTION_MAX_ROWS + 1, 3), torch.ones(3, 2)) is NotImplemented
+    assert _mm_as_reduction(torch.ones(1, 3, dtype=torch.int64), torch.ones(3, 2, dtype=torch.int64)) is NotImplemented
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return cs.Vocabulary.appended(
+        text_size=40, bos_id=0, eos_id=2, pad_id=1, modalities={"image": 12}, block_lengths={"image": 6}
+    )
+
+
+@pytest.mark.slow
+def test_compiled_cfg_image_block_equals_eager_and_is_not_recompiled(vocab):
+    torch.manual_seed(0)
+    config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=vocab.size, max_seq_len=64)
+    model = cs.ChameleonModel(config).eval()  # the default sdpa backend
+    options = {"max_new_tokens": 8, "vocabulary": vocab, "mode": "image", "guidance": Guidance()}
+    eager = generate_tokens(model, [0, 5, 9], **options)
+    compiled = generate_tokens(model, [0, 5, 9], **options, compile=True)
+    assert torch.equal(eager, compiled) and compiled.shape == (7,)  # 6 codes and the end token
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    again = generate_tokens(model, [0, 7, 8], **options, compile=True)  # same shapes: the compiled code is reused
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert torch.equal(again, generate_tokens(model, [0, 7, 8], **options))
