@@ -128,7 +128,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         # a block cut by --max-new-tokens has no BlockDone: its partial payload ends the document
         cut = [s for s in result.document if not isinstance(s, Text)][blocks_done:]
         _write_stdout(document_to_text(Document(cut)) + "\n")
-        if result.reason not in ("stop", "done"):
+        if result.reason not in ("stop", "done") and not args.quiet:
             print(f"(stopped: {result.reason})", file=sys.stderr)
         return 0
     out = write_document(args.out, [("prompt", prompt), (f"output ({result.reason})", result.document)])

@@ -104,6 +104,22 @@ def sketch_plugin(sketch_module, registered_plugin):
     return sketch_module
 
 
+@pytest.fixture
+def sketch_pipe(sketch_plugin, trained_sentencepiece):
+    """A pipeline whose only modality is ``sketch`` (no image modality at all), with a tiny random model."""
+    pipe = chameleon_sdk.Pipeline.from_config(
+        {
+            "text_tokenizer": {"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
+            "modalities": ["sketch"],
+            "model": {"dim": 32, "num_layers": 1, "num_heads": 2, "max_seq_len": 128},
+            "attention": "eager",
+        }
+    )
+    torch.manual_seed(0)
+    pipe.model = pipe.build_model()
+    return pipe
+
+
 @pytest.fixture(scope="session")
 def sketch_install(tmp_path_factory):
     """A folder that, on ``PYTHONPATH``, installs the ``sketch`` modality as distribution

@@ -493,7 +493,7 @@ def generate_tokens(
     :param vocabulary: the token space; defaults to ``model.vocabulary`` when the model carries one.
         Without one only ``mode="text"`` is possible and no modality masks apply.
     :param stop_ids: tokens that end a row; defaults to the vocabulary's eos and end-of-turn.
-    :param guidance: classifier-free guidance for image blocks (:class:`Guidance`).
+    :param guidance: classifier-free guidance (:class:`Guidance`) inside blocks of the generated modality.
     :param seed: seeds a private ``torch.Generator``: the same seed gives the same tokens.
     :param max_time: seconds after which every row stops (reason ``max_time``).
     :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs):

@@ -110,21 +110,9 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
 
 
 @pytest.fixture
-def sketch_pipeline(sketch_plugin, trained_sentencepiece, tmp_path):
+def sketch_pipeline(sketch_pipe, tmp_path):
     """A saved pipeline with a ``sketch`` modality and no image modality."""
-    import torch
-
-    pipe = chameleon_sdk.Pipeline.from_config(
-        {
-            "text_tokenizer": {"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-            "modalities": ["sketch"],
-            "model": {"dim": 32, "num_layers": 1, "num_heads": 2, "max_seq_len": 128},
-            "attention": "eager",
-        }
-    )
-    torch.manual_seed(0)
-    pipe.model = pipe.build_model()
-    return pipe.save_pretrained(tmp_path / "sketch-pipe")
+    return sketch_pipe.save_pretrained(tmp_path / "sketch-pipe")
 
 
 def test_generate_prints_to_stdout_without_out(sketch_pipeline, sketch_install, tmp_path):

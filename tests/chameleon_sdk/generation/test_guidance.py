@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import chameleon_sdk as cs
 from chameleon_sdk.generation.events import BlockDone, BlockProgress, Finished
 
 
 @pytest.fixture
-def pipe(sketch_plugin, trained_sentencepiece):
-    """A pipeline whose only modality is the test suite's ``sketch`` (no image modality at all)."""
-    pipe = cs.Pipeline.from_config(
-        {
-            "text_tokenizer": {"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-            "modalities": ["sketch"],
-            "model": {"dim": 32, "num_layers": 1, "num_heads": 2, "max_seq_len": 96},
-            "attention": "eager",
-        }
-    )
-    torch.manual_seed(0)
-    pipe.model = pipe.build_model()
-    return pipe
+def pipe(sketch_pipe):
+    return sketch_pipe
 
 
 def _decoder(pipe, mode, guidance):
