@@ -1,139 +1,147 @@
 """chameleon-sdk: mixed-modal early-fusion models (Chameleon-style), built from plugins.
 
-The public API is what this module exports; plugins import only from here.
+The public API is what this module exports; plugins import only from here. Names are imported on
+first use (PEP 562), so ``import chameleon_sdk`` and the ``chameleon`` command start without
+importing torch; the ``TYPE_CHECKING`` block below is the one list of where each name lives.
 """
 
 from __future__ import annotations
 
-from chameleon_sdk.checkpoint import (
-    MANIFEST_FILE,
-    CheckpointFormat,
-    CheckpointInfo,
-    detect_format,
-    global_rng_state,
-    load_model,
-    load_weights,
-    prune_step_directories,
-    read_json,
-    read_safetensors,
-    read_torch_file,
-    read_torch_weights,
-    save_model,
-    set_global_rng_state,
-    staging_directory,
-    step_directories,
-    step_directory,
-    verify_dcp_metadata,
-    verify_manifest,
-    write_json,
-    write_manifest,
-    write_safetensors,
-)
-from chameleon_sdk.config import (
-    ComponentSpec,
-    ModelConfig,
-    PipelineConfig,
-    from_dict,
-    load_config,
-    save_config,
-    to_dict,
-)
-from chameleon_sdk.document import Document, Image, Segment, Text, read_jsonl, write_jsonl
-from chameleon_sdk.errors import (
-    ChameleonError,
-    CheckpointError,
-    ConfigError,
-    DocumentError,
-    DuplicatePluginError,
-    GenerationError,
-    ImageDecodeError,
-    PluginError,
-    PluginLoadError,
-    PluginNotFoundError,
-    TokenizationError,
-    TrainingError,
-)
-from chameleon_sdk.generation import (
-    BlockConstraint,
-    FixedLengthBlock,
-    Guidance,
-    TokenDecoder,
-    VariableLengthBlock,
-    generate_tokens,
-)
-from chameleon_sdk.generation.events import (
-    BlockDone,
-    BlockProgress,
-    BlockStarted,
-    Finished,
-    GenerationEvent,
-    ImageDone,
-    ImageProgress,
-    ImageStarted,
-    TextDelta,
-)
-from chameleon_sdk.hookspecs import hookimpl
-from chameleon_sdk.image_io import DEFAULT_MAX_IMAGE_PIXELS, open_image, to_rgb
-from chameleon_sdk.image_tokenizer import (
-    ImageLossInputs,
-    ImageTokenizerCheckpoint,
-    ImageTokenizerFormat,
-    ImageTokenizerLoss,
-    ImageTokenizerTrainingConfig,
-    VQGANArchitecture,
-    detect_image_tokenizer_format,
-    load_image_tokenizer,
-    read_image_tokenizer,
-    save_image_tokenizer,
-    train_image_tokenizer,
-)
-from chameleon_sdk.model import (
-    MODEL_PRESETS,
-    AttentionBackend,
-    BackendUnavailableError,
-    ChameleonModel,
-    KVCache,
-    LossOutput,
-    MaskKind,
-    MaskSpec,
-    ModelOutput,
-    ModelPreset,
-    ResidualLayout,
-    RMSNorm,
-    StabilityTrick,
-    UnsupportedMaskError,
-    apply_rotary,
-    document_positions,
-    model_preset,
-    parameters_on_meta,
-    rotary_tables,
-)
-from chameleon_sdk.pipeline import Pipeline
-from chameleon_sdk.plugins import (
-    KINDS,
-    PluginRecord,
-    PluginRegistry,
-    available_plugins,
-    get_registry,
-    register_plugin,
-    unregister_plugin,
-    use_registry,
-)
-from chameleon_sdk.protocols import Modality, Quantization, Stateful, TextTokenizer, TrainableModality
-from chameleon_sdk.quantization import quantize_model
-from chameleon_sdk.tokenizer import MixedModalTokenizer
-from chameleon_sdk.training import (
-    Batch,
-    BatchSource,
-    Callback,
-    DataConfig,
-    MixtureData,
-    SourceConfig,
-    Trainer,
-    TrainResult,
-    call_callbacks,
-)
-from chameleon_sdk.vocabulary import ModalityBlock, Vocabulary
+from typing import TYPE_CHECKING, Any
+
+from chameleon_sdk.lazy_exports import exports_of
+
+if TYPE_CHECKING:
+    from chameleon_sdk.checkpoint import (
+        MANIFEST_FILE,
+        CheckpointFormat,
+        CheckpointInfo,
+        detect_format,
+        global_rng_state,
+        load_model,
+        load_weights,
+        prune_step_directories,
+        read_json,
+        read_safetensors,
+        read_torch_file,
+        read_torch_weights,
+        save_model,
+        set_global_rng_state,
+        staging_directory,
+        step_directories,
+        step_directory,
+        verify_dcp_metadata,
+        verify_manifest,
+        write_json,
+        write_manifest,
+        write_safetensors,
+    )
+    from chameleon_sdk.config import (
+        ComponentSpec,
+        ModelConfig,
+        PipelineConfig,
+        from_dict,
+        load_config,
+        save_config,
+        to_dict,
+    )
+    from chameleon_sdk.document import Document, Image, Segment, Text, read_jsonl, write_jsonl
+    from chameleon_sdk.errors import (
+        ChameleonError,
+        CheckpointError,
+        ConfigError,
+        DocumentError,
+        DuplicatePluginError,
+        GenerationError,
+        ImageDecodeError,
+        PluginError,
+        PluginLoadError,
+        PluginNotFoundError,
+        TokenizationError,
+        TrainingError,
+    )
+    from chameleon_sdk.generation import (
+        BlockConstraint,
+        FixedLengthBlock,
+        Guidance,
+        TokenDecoder,
+        VariableLengthBlock,
+        generate_tokens,
+    )
+    from chameleon_sdk.generation.events import (
+        BlockDone,
+        BlockProgress,
+        BlockStarted,
+        Finished,
+        GenerationEvent,
+        ImageDone,
+        ImageProgress,
+        ImageStarted,
+        TextDelta,
+    )
+    from chameleon_sdk.hookspecs import hookimpl
+    from chameleon_sdk.image_io import DEFAULT_MAX_IMAGE_PIXELS, open_image, to_rgb
+    from chameleon_sdk.image_tokenizer import (
+        ImageLossInputs,
+        ImageTokenizerCheckpoint,
+        ImageTokenizerFormat,
+        ImageTokenizerLoss,
+        ImageTokenizerTrainingConfig,
+        VQGANArchitecture,
+        detect_image_tokenizer_format,
+        load_image_tokenizer,
+        read_image_tokenizer,
+        save_image_tokenizer,
+        train_image_tokenizer,
+    )
+    from chameleon_sdk.model import (
+        MODEL_PRESETS,
+        AttentionBackend,
+        BackendUnavailableError,
+        ChameleonModel,
+        KVCache,
+        LossOutput,
+        MaskKind,
+        MaskSpec,
+        ModelOutput,
+        ModelPreset,
+        ResidualLayout,
+        RMSNorm,
+        StabilityTrick,
+        UnsupportedMaskError,
+        apply_rotary,
+        document_positions,
+        model_preset,
+        parameters_on_meta,
+        rotary_tables,
+    )
+    from chameleon_sdk.pipeline import Pipeline
+    from chameleon_sdk.plugins import (
+        KINDS,
+        PluginRecord,
+        PluginRegistry,
+        available_plugins,
+        get_registry,
+        register_plugin,
+        unregister_plugin,
+        use_registry,
+    )
+    from chameleon_sdk.progress import progress_bar
+    from chameleon_sdk.protocols import Modality, Quantization, Stateful, TextTokenizer, TrainableModality
+    from chameleon_sdk.quantization import quantize_model
+    from chameleon_sdk.tokenizer import MixedModalTokenizer
+    from chameleon_sdk.training import (
+        Batch,
+        BatchSource,
+        Callback,
+        DataConfig,
+        MixtureData,
+        SourceConfig,
+        Trainer,
+        TrainResult,
+        call_callbacks,
+    )
+    from chameleon_sdk.vocabulary import ModalityBlock, Vocabulary
 
 __version__ = "0.1.0"
 
@@ -234,6 +242,7 @@ __all__ = [
     "model_preset",
     "open_image",
     "parameters_on_meta",
+    "progress_bar",
     "prune_step_directories",
     "quantize_model",
     "read_image_tokenizer",
@@ -263,3 +272,20 @@ __all__ = [
     "write_manifest",
     "write_safetensors",
 ]
+
+_EXPORTS = exports_of(__file__)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

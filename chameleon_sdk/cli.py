@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,19 +16,23 @@ from chameleon_sdk.plugins import KINDS, get_registry
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    records = get_registry().records(args.kind)
+    registry = get_registry()
+    with warnings.catch_warnings():  # each load error is printed once, below, not also as a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        records = registry.records(args.kind)
+    for error in registry.load_errors:
+        print(f"warning: {error}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=2))
         return 0
     if not records:
         print("no plugins registered")
         return 0
-    width = max(len(r.kind) for r in records), max(len(r.name) for r in records)
-    for r in records:
-        provider = f"{r.provider} {r.version}" if r.version else r.provider
-        print(f"{r.kind:<{width[0]}}  {r.name:<{width[1]}}  {provider:<24}  {r.description}")
-    for error in get_registry().load_errors:
-        print(f"warning: {error}", file=sys.stderr)
+    rows = [("KIND", "NAME", "PROVIDER", "DESCRIPTION")]
+    rows += [(r.kind, r.name, f"{r.provider} {r.version}" if r.version else r.provider, r.description) for r in records]
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    for kind, name, provider, description in rows:
+        print(f"{kind:<{width[0]}}  {name:<{width[1]}}  {provider:<{width[2]}}  {description}".rstrip())
     return 0
 
 
@@ -38,7 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     base = to_dict(PLANS["quick" if args.quick else "default"])
     plan = from_dict(DemoPlan, apply_overrides(base, args.set or []), where="chameleon demo --set")
-    run_demo(args.out, quick=args.quick, plan=plan)
+    run_demo(args.out, quick=args.quick, plan=plan, quiet=args.quiet)
     return 0
 
 
@@ -53,26 +58,28 @@ class _PromptPart(argparse.Action):
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
-    from chameleon_sdk.document import Document
+    from chameleon_sdk.document import Document, Text, segment_of
     from chameleon_sdk.document import Image as ImageSegment
     from chameleon_sdk.generation import Guidance
-    from chameleon_sdk.generation.events import Finished, ImageDone, ImageStarted, TextDelta
+    from chameleon_sdk.generation.events import BlockDone, BlockProgress, BlockStarted, Finished, TextDelta
     from chameleon_sdk.image_io import open_image
     from chameleon_sdk.pipeline import Pipeline
-    from chameleon_sdk.render import output_suffix, write_document
+    from chameleon_sdk.progress import progress_bar
+    from chameleon_sdk.render import document_to_text, output_suffix, write_document
 
-    output_suffix(args.out)  # before any work: a bad output name fails at once
+    to_stdout = args.out in (None, "-")
+    if not to_stdout:
+        output_suffix(args.out)  # before any work: a bad output name fails at once
     if args.max_new_tokens is not None and args.max_new_tokens <= 0:
         raise ConfigError(f"--max-new-tokens must be > 0, got {args.max_new_tokens}")
     dtype = {"float32": None, "bfloat16": torch.bfloat16}[args.dtype]
-    pipe = Pipeline.from_pretrained(args.model, dtype=dtype, quantize=args.quantize)
     items: list[object] = []
     for kind, value in args.parts or []:
         items.append(ImageSegment(open_image(value)) if kind == "image" else value)
     if not items:
         raise ConfigError("give at least one --prompt or --image")
+    pipe = Pipeline.from_pretrained(args.model, dtype=dtype, quantize=args.quantize)
     prompt = Document.of(*items)
     sampler = (
         {"name": "greedy"}
@@ -82,11 +89,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             "options": {"temperature": args.temperature, "top_p": args.top_p},
         }
     )
-    guidance = (
-        None
-        if args.mode == "text" or args.cfg_text <= 0
-        else Guidance(scale_text=args.cfg_text, scale_image=args.cfg_image)
-    )
+    # guidance acts inside blocks of the generated modality; in text mode it is a no-op
+    guidance = None if args.cfg_text <= 0 else Guidance(scale_text=args.cfg_text, scale_image=args.cfg_image)
+    block_mode = args.mode not in ("text", "interleaved")
     events = pipe.stream(
         prompt,
         mode=args.mode,
@@ -95,22 +100,49 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         guidance=guidance,
         seed=args.seed,
         compile=args.compile,
+        progress_every=1,
+        previews=False,
     )
-    result = None
-    with tqdm(total=args.max_new_tokens, unit="tok", disable=args.quiet) as bar:
+    block = pipe.modalities[args.mode].block_length if block_mode else None
+    # streamed text is its own progress on stdout; a bar counts codes (block modes) or text pieces
+    show_bar = not args.quiet and (block_mode or not to_stdout)
+    result, blocks_done = None, 0
+    with progress_bar(
+        total=block or args.max_new_tokens, unit="codes" if block_mode else "tok", desc=args.mode, enabled=show_bar
+    ) as bar:
         for event in events:
             if isinstance(event, TextDelta):
+                if to_stdout:
+                    _write_stdout(event.text)
+                else:
+                    bar.update(1)
+            elif isinstance(event, BlockProgress):
                 bar.update(1)
-            elif isinstance(event, ImageStarted):
-                bar.set_description("image")
-            elif isinstance(event, ImageDone):
+            elif isinstance(event, BlockStarted):
+                bar.set_description(event.modality)
+            elif isinstance(event, BlockDone):
+                if to_stdout:
+                    _write_stdout(document_to_text(Document([segment_of(event.modality, event.payload)])))
+                blocks_done += 1
                 bar.set_description("text")
             elif isinstance(event, Finished):
                 result = event
     assert result is not None
+    if to_stdout:
+        # a block cut by --max-new-tokens has no BlockDone: its partial payload ends the document
+        cut = [s for s in result.document if not isinstance(s, Text)][blocks_done:]
+        _write_stdout(document_to_text(Document(cut)) + "\n")
+        if result.reason not in ("stop", "done") and not args.quiet:
+            print(f"(stopped: {result.reason})", file=sys.stderr)
+        return 0
     out = write_document(args.out, [("prompt", prompt), (f"output ({result.reason})", result.document)])
     print(f"wrote {out} ({result.reason})")
     return 0
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _cmd_train_image_tokenizer(args: argparse.Namespace) -> int:
@@ -126,11 +158,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from chameleon_sdk.training.run import load_run_config, run_training
 
     config = load_run_config(args.config, args.set or ())
-    result = run_training(config, base_dir=args.config.parent)
+    result = run_training(config, base_dir=args.config.parent, progress=not args.quiet)
     if is_main_process():  # under torchrun: one line, from rank 0
+        start = f"steps {result.resumed_from}-{result.steps}" if result.resumed_from else "from step 0"
         print(
-            f"trained {result.steps} steps in {result.seconds:.1f}s: final loss {result.final_loss:.4f}, "
-            f"{result.skipped_steps} skipped; checkpoint {result.checkpoint}"
+            f"trained {result.trained_steps} steps ({start}) in {result.seconds:.1f}s: final loss "
+            f"{result.final_loss:.4f}, {result.skipped_steps} skipped; checkpoint {result.checkpoint}"
         )
     _end_if_launched_with_others()
     return 0
@@ -188,29 +221,41 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chameleon", description="Mixed-modal early-fusion models, built from plugins."
     )
     parser.add_argument("--version", action="version", version=f"chameleon-sdk {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list registered plugins")
     p.add_argument("--json", action="store_true", help="print a JSON list of {kind, name, provider, ...}")
     p.add_argument("--kind", choices=list(KINDS), help="only plugins of this kind")
     p.set_defaults(func=_cmd_plugins)
 
-    p = sub.add_parser("generate", help="generate text, an image, or both from a saved pipeline")
-    p.add_argument("--model", required=True, help="a directory written by Pipeline.save_pretrained")
+    p = sub.add_parser("generate", help="generate text, images or any modality's payloads from a saved pipeline")
+    p.add_argument("--model", required=True, help="a directory written by Pipeline.save_pretrained, or a released checkpoint folder (HF, Meta, Anole)")
     p.add_argument("--prompt", action=_PromptPart, dest="parts", help="prompt text (repeatable)")
     p.add_argument("--image", action=_PromptPart, dest="parts", help="a prompt image file (repeatable)")
-    p.add_argument("--mode", default="text", help="text, image or interleaved (default: text)")
+    p.add_argument(
+        "--mode",
+        default="text",
+        help="text, interleaved, or the name of any modality of the pipeline (image, audio, ...): "
+        "one block of it (default: text)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or what the context allows")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily")
     p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--cfg-text", type=float, default=3.0, help="image guidance on the text (0: off)")
-    p.add_argument("--cfg-image", type=float, default=1.2, help="image guidance on prompt images")
+    p.add_argument(
+        "--cfg-text",
+        type=float,
+        default=3.0,
+        help="classifier-free guidance on the text, inside blocks of the generated modality (0: off)",
+    )
+    p.add_argument("--cfg-image", type=float, default=1.2, help="guidance on the prompt's non-text segments")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
     p.add_argument("--quantize", default=None, help="a quantization plugin, e.g. int8-weight-only (needs torchao)")
     p.add_argument("--compile", action="store_true", help="compile the decode step (pays for long outputs)")
-    p.add_argument("--out", required=True, help="output file: .html, .md or .json")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--out", default=None, help="output file: .html, .md or .json; '-' or none: the output as text on stdout"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("train-image-tokenizer", help="train an image tokenizer from a JSON/TOML config")
@@ -221,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a run config (.toml or .json)")
     p.add_argument("config", type=Path, help="the run config")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -248,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     p.add_argument("--quick", action="store_true", help="a shorter run, as the tests use")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change the plan: lm_steps=2000, device=cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or phase lines")
     p.set_defaults(func=_cmd_demo)
 
     lab = sub.add_parser("lab", help="experiments that reproduce the paper's findings at small scale")
@@ -265,9 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `chameleon`: what git and pip do
+        parser.print_help()
+        return 0
+    # warnings (a resumed run's schedule, a broken plugin) read as messages, not as source lines
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
     except ChameleonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`chameleon plugins | head`): end quietly, as other Unix tools do;
+        # stdout is pointed at devnull so the interpreter's final flush cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        warnings.formatwarning = formatwarning

@@ -309,8 +309,12 @@ def _plot(metrics: Path, out: Path, say: Callable[[str], None]) -> str | None:
     return out.name
 
 
-def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = None) -> dict[str, Any]:
-    """Run the demo into ``out`` and return the manifest it writes (``out/manifest.json``)."""
+def run_demo(
+    out: str | Path, *, quick: bool = False, plan: DemoPlan | None = None, quiet: bool = False
+) -> dict[str, Any]:
+    """Run the demo into ``out`` and return the manifest it writes (``out/manifest.json``).
+
+    ``quiet`` turns off the progress bars and the lines that announce each phase."""
     plan = plan or PLANS["quick" if quick else "default"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,7 +323,8 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
     mark = [started]
 
     def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
+        if not quiet:
+            print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
 
     def phase(name: str) -> None:
         now = time.perf_counter()
@@ -336,7 +341,7 @@ def run_demo(out: str | Path, *, quick: bool = False, plan: DemoPlan | None = No
     say(f"evaluator on {len(truth)} ground-truth pictures: {ground_truth['both']:.3f} right")
     phase("data")
 
-    progress = not quick
+    progress = not quick and not quiet
     config = PipelineConfig(
         text_tokenizer=ComponentSpec(name="sentencepiece", options={"vocab_size": 512}),
         modalities=(ComponentSpec(name="image", options={**IMAGE_TOKENIZER, "codebook_size": plan.vq_codebook}),),

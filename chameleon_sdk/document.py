@@ -21,6 +21,7 @@ import PIL.Image
 from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
 from chameleon_sdk.errors import DocumentError, ImageDecodeError
 from chameleon_sdk.image_io import open_image
+from chameleon_sdk.payloads import modality_for_payload, payload_from_json, payload_to_json
 
 __all__ = ["Document", "Image", "Segment", "Text", "read_jsonl", "write_jsonl"]
 
@@ -74,7 +75,9 @@ class Image:
 class Segment:
     """A payload of a plugin modality, e.g. ``Segment("audio", waveform)``.
 
-    For the JSONL format the payload must be JSON-serialisable data.
+    ``Document.of(payload)`` builds one for a payload type the modality lists in ``payload_types``.
+    In JSON the payload goes through the modality's ``payload_to_json``/``payload_from_json``
+    (see :mod:`chameleon_sdk.payloads`); without them it must be JSON data itself.
     """
 
     modality: str = attrs.field(validator=_instance_of(str, "a modality name (str)"))
@@ -121,7 +124,8 @@ class Document:
 
     @classmethod
     def of(cls, *items: Any) -> Document:
-        """Build a document from plain values: ``str`` -> Text, PIL image -> Image, segments as-is."""
+        """Build a document from plain values: ``str`` -> Text, PIL image -> Image, segments as-is, and a
+        payload of a type a registered modality lists in its ``payload_types`` -> ``Segment(modality, payload)``."""
         segments: list[AnySegment] = []
         for i, item in enumerate(items):
             if isinstance(item, str):
@@ -130,10 +134,12 @@ class Document:
                 segments.append(Image(item))
             elif isinstance(item, (Text, Image, Segment)):
                 segments.append(item)
+            elif (modality := modality_for_payload(item)) is not None:
+                segments.append(Segment(modality, item))
             else:
                 raise DocumentError(
-                    f"Document.of: item {i} is a {type(item).__name__}; expected str, PIL.Image.Image, "
-                    "or a Text/Image/Segment (wrap plugin payloads in Segment(modality, payload))"
+                    f"Document.of: item {i} is a {type(item).__name__}; expected str, PIL.Image.Image, a "
+                    "Text/Image/Segment, or a payload type that a registered modality lists in payload_types"
                 )
         return cls(segments)
 
@@ -170,7 +176,8 @@ class Document:
                 else:
                     out.append({"image": _write_image_file(png, Path(base_dir), image_dir)})
             else:
-                out.append({"modality": seg.modality, "payload": seg.payload})
+                payload = payload_to_json(seg.modality, seg.payload, where=f"segment {len(out)}")
+                out.append({"modality": seg.modality, "payload": payload})
         return {"segments": out}
 
     @classmethod
@@ -199,8 +206,9 @@ class Document:
                     raise ImageDecodeError(f"{here}: image_base64 is not valid base64: {exc}") from exc
                 segments.append(Image(_decode_image(data_bytes, here)))
             elif keys == {"modality", "payload"} and isinstance(raw["modality"], str):
+                payload = payload_from_json(raw["modality"], raw["payload"], where=here)
                 try:
-                    segments.append(Segment(raw["modality"], raw["payload"]))
+                    segments.append(Segment(raw["modality"], payload))
                 except DocumentError as exc:
                     raise DocumentError(f"{here}: {exc}") from exc
             else:

@@ -38,12 +38,13 @@ class PluginError(ChameleonError):
 class PluginNotFoundError(PluginError, LookupError):
     """No plugin of the requested kind is registered under the requested name."""
 
-    def __init__(self, kind: str, name: str, available: list[str], closest: str | None) -> None:
+    def __init__(self, kind: str, name: str, available: list[str], closest: str | None, *, hint: str = "") -> None:
         self.kind, self.name, self.available, self.closest = kind, name, available, closest
-        hint = f" Did you mean {closest!r}?" if closest else ""
+        close = f" Did you mean {closest!r}?" if closest else ""
         names = ", ".join(repr(n) for n in available) or "none"
         noun = kind if kind.startswith("plugin") else f"{kind} plugin"  # "plugin", "plugin kind"
-        super().__init__(f"no {noun} named {name!r}.{hint} Registered: {names}.")
+        extra = f" {hint[:1].upper()}{hint[1:]}." if hint else ""
+        super().__init__(f"no {noun} named {name!r}.{close} Registered: {names}.{extra}")
 
 
 class PluginLoadError(PluginError, ImportError):

@@ -19,12 +19,13 @@ import torch
 from chameleon_sdk.checkpoint import load_model, read_json, save_model, staging_directory, verify_manifest
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
 from chameleon_sdk.document import Document, Image, Segment, Text
-from chameleon_sdk.errors import CheckpointError, ConfigError
+from chameleon_sdk.errors import CheckpointError, ConfigError, PluginNotFoundError
 from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import check_options, generate_documents, stream_documents
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, TextTokenizer
+from chameleon_sdk.provenance import component_providers, with_install_hint
 from chameleon_sdk.quantization import QuantizeChoice, quantize_model
 from chameleon_sdk.released import find_release
 from chameleon_sdk.tokenizer import MixedModalTokenizer
@@ -158,16 +159,18 @@ class Pipeline:
         """Generate a continuation of ``prompt`` (or of each prompt of a batch), yielding typed events.
 
         Events: :class:`TextDelta`, :class:`ImageStarted` / :class:`BlockStarted`, :class:`ImageProgress`
-        (every ``progress_every`` codes, through the modality's ``decode_partial``), :class:`ImageDone`,
-        and one :class:`Finished` per row with the row's document. Closing the iterator stops the work.
+        (every ``progress_every`` codes, through the modality's ``decode_partial`` unless
+        ``previews=False``), :class:`ImageDone`, and one :class:`Finished` per row with the row's
+        document. Closing the iterator stops the work. Every option is validated here, before the
+        first event: a bad request raises at this call.
 
-        Options: ``mode`` (``"text"``, ``"interleaved"``, ``"image"``; one, or one per row),
-        ``max_new_tokens``, ``sampler`` (default: the config's ``sampler``) and per-modality
-        ``samplers``, ``guidance`` (:class:`Guidance`), ``stop`` (stop strings), ``seed``,
-        ``max_time``, ``progress_every``, ``chat`` (end the prompt with the end-of-turn token, the form
-        the released models were tuned on; end-of-turn is a stop token either way), ``model``
-        (default :attr:`model`), ``compile`` (the one-token step through ``torch.compile``, see
-        :func:`~chameleon_sdk.generate_tokens`).
+        Options: ``mode`` (``"text"``, ``"interleaved"``, or the name of any of the pipeline's
+        modalities, for one block of it; one, or one per row), ``max_new_tokens``, ``sampler``
+        (default: the config's ``sampler``) and per-modality ``samplers``, ``guidance``
+        (:class:`Guidance`), ``stop`` (stop strings), ``seed``, ``max_time``, ``progress_every``,
+        ``previews``, ``chat`` (end the prompt with the end-of-turn token, the form the released
+        models were tuned on; a row then also stops on end-of-turn), ``model`` (default :attr:`model`),
+        ``compile`` (the one-token step through ``torch.compile``, see :func:`~chameleon_sdk.generate_tokens`).
         """
         check_options(options)
         return stream_documents(self.tokenizer, prompt, **self._generation_defaults(options))
@@ -257,6 +260,7 @@ class Pipeline:
                 "format_version": FORMAT_VERSION,
                 "config": to_dict(self.config),
                 "vocabulary": self.vocabulary.to_json(),
+                "plugins": component_providers(self.config, self.registry),
             }
             (tmp / PIPELINE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             self.tokenizer.save(tmp)
@@ -317,15 +321,18 @@ class Pipeline:
             raise CheckpointError(
                 f"{str(meta_path)!r}: unsupported or missing format_version (expected {FORMAT_VERSION})"
             )
-        pipe = cls.from_config(
-            from_dict(PipelineConfig, meta.get("config"), where=f"{meta_path}: config"), registry=registry
-        )
-        pipe.tokenizer.load(directory)
-        if (directory / "model").exists():
-            fmt = pipe.config.checkpoint_format
-            pipe.model = load_model(
-                directory / "model", format=fmt.name, options=fmt.options, registry=pipe.registry, dtype=dtype
+        try:
+            pipe = cls.from_config(
+                from_dict(PipelineConfig, meta.get("config"), where=f"{meta_path}: config"), registry=registry
             )
+            pipe.tokenizer.load(directory)
+            if (directory / "model").exists():
+                fmt = pipe.config.checkpoint_format
+                pipe.model = load_model(
+                    directory / "model", format=fmt.name, options=fmt.options, registry=pipe.registry, dtype=dtype
+                )
+        except PluginNotFoundError as exc:  # say which package provided it when the pipeline was saved
+            raise with_install_hint(exc, meta.get("plugins")) from exc
         stored = Vocabulary.from_json(meta.get("vocabulary") or {})
         if stored != pipe.vocabulary:
             raise CheckpointError(

@@ -108,9 +108,22 @@ class PluginRecord:
         return from_dict(self.options, options, where=where)
 
     def build(self, options: Any = None) -> Any:
-        """Create the component, validating ``options`` first."""
+        """Create the component, validating ``options`` first.
+
+        A modality is told its registry name (``modality.name``), which is the name of its block in
+        the vocabulary and of its generation mode, so it never has to repeat it by hand.
+        """
         opts = self.make_options(options)
-        return self.factory() if self.options is None else self.factory(opts)
+        component = self.factory() if self.options is None else self.factory(opts)
+        if self.kind == "modality":
+            try:
+                component.name = self.name
+            except (AttributeError, TypeError) as exc:  # a frozen class or __slots__ without "name"
+                raise PluginError(
+                    f"modality {self.name!r} ({type(component).__name__}) must accept a `name` attribute, "
+                    f"which the registry sets: {exc}"
+                ) from exc
+        return component
 
     def to_json(self) -> dict[str, Any]:
         return {

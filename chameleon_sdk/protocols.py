@@ -83,11 +83,19 @@ class Modality(Protocol):
     """One payload (an image, a clip) <-> a 1-D block of discrete codes.
 
     Built by a ``register_modalities`` plugin; the registry name is the modality's name, which is
-    what :class:`~chameleon_sdk.Segment` ``.modality`` refers to.
+    what :class:`~chameleon_sdk.Segment` ``.modality`` refers to, the name of its vocabulary block
+    and a generation mode (``pipe.generate(prompt, mode=name)``).
 
+    - ``name``: set by the registry when it builds the modality (a modality never sets it).
     - ``codebook_size``: codes are ``[0, codebook_size)``.
-    - ``payload_types``: Python types that :meth:`Document.of` should route to this modality.
+    - ``payload_types``: Python types that :meth:`Document.of` routes to this modality (a class attribute).
     - ``block_length``: codes per payload when fixed (an image: 1024), ``None`` when variable.
+
+    Optional, as static methods on the class (documents are written, read and rendered without
+    building the modality; see :mod:`chameleon_sdk.payloads`): ``payload_to_json(payload)`` and
+    ``payload_from_json(data)`` (JSON data and back, so ``read_jsonl(write_jsonl(docs)) == docs``),
+    ``render_html(payload)`` and ``render_text(payload)``. Optional on the instance:
+    ``decode_partial(codes)`` (previews, cut blocks) and ``block_constraint(vocabulary)``.
     """
 
     codebook_size: int

@@ -14,8 +14,9 @@ import PIL.Image
 from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
 from chameleon_sdk.document import Document, Image, Text, png_bytes
 from chameleon_sdk.errors import DocumentError
+from chameleon_sdk.payloads import render_html, render_text
 
-__all__ = ["document_to_html", "html_page", "png_data_uri", "write_document"]
+__all__ = ["document_to_html", "document_to_text", "html_page", "png_data_uri", "write_document"]
 
 
 def png_data_uri(picture: PIL.Image.Image) -> str:
@@ -31,13 +32,25 @@ def _segment_html(segment: object) -> str:
         scale = max(1, 256 // max(w, h))
         size = f'width="{w * scale}" height="{h * scale}"'
         return f'<img src="{png_data_uri(segment.image)}" {size} style="image-rendering: pixelated">'
-    modality = html.escape(getattr(segment, "modality", "?"))
-    return f'<code class="segment">[{modality}: {html.escape(repr(getattr(segment, "payload", ""))[:200])}]</code>'
+    return render_html(segment.modality, segment.payload)  # type: ignore[attr-defined]
 
 
 def document_to_html(document: Document) -> str:
     """One document as an HTML fragment (text escaped, images as inline PNG data URIs)."""
     return "".join(_segment_html(s) for s in document)
+
+
+def document_to_text(document: Document) -> str:
+    """One document as plain text: images and plugin payloads as their ``render_text`` (or a fallback)."""
+    return "".join(_segment_text(s) for s in document)
+
+
+def _segment_text(segment: object) -> str:
+    if isinstance(segment, Text):
+        return segment.text
+    if isinstance(segment, Image):
+        return f"[image {segment.image.size[0]}x{segment.image.size[1]}]"
+    return render_text(segment.modality, segment.payload)  # type: ignore[attr-defined]
 
 
 def _page(title: str, sections: Sequence[tuple[str, Document]]) -> str:
@@ -73,7 +86,7 @@ def _markdown(sections: Sequence[tuple[str, Document]], out: Path) -> str:
                 atomic_write_bytes(out.parent / name, png_bytes(segment.image))
                 parts.append(f"![image {counter}]({name})")
             else:
-                parts.append(f"`[{segment.modality}]`")
+                parts.append(render_text(segment.modality, segment.payload))
         lines.append("".join(parts) + "\n")
     return "\n".join(lines)
 

@@ -81,6 +81,60 @@ def digits_plugin():
     return DigitsPlugin()
 
 
+SUPPORT = Path(__file__).parent / "support"
+
+
+@pytest.fixture(scope="session")
+def sketch_module():
+    """``tests/support/sketch_modality.py``, a third-party-style ``sketch`` modality, as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sketch_modality", SUPPORT / "sketch_modality.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sketch_modality"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def sketch_plugin(sketch_module, registered_plugin):
+    """The ``sketch`` modality registered for one test; returns its module (``Sketch``, ``SketchModality``)."""
+    registered_plugin(sketch_module, name="sketch-plugin")
+    return sketch_module
+
+
+@pytest.fixture
+def sketch_pipe(sketch_plugin, trained_sentencepiece):
+    """A pipeline whose only modality is ``sketch`` (no image modality at all), with a tiny random model."""
+    pipe = chameleon_sdk.Pipeline.from_config(
+        {
+            "text_tokenizer": {"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
+            "modalities": ["sketch"],
+            "model": {"dim": 32, "num_layers": 1, "num_heads": 2, "max_seq_len": 128},
+            "attention": "eager",
+        }
+    )
+    torch.manual_seed(0)
+    pipe.model = pipe.build_model()
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def sketch_install(tmp_path_factory):
+    """A folder that, on ``PYTHONPATH``, installs the ``sketch`` modality as distribution
+    ``chameleon-sketch`` (a dist-info with an entry point), for ``chameleon`` run as a subprocess."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("site")
+    shutil.copy(SUPPORT / "sketch_modality.py", folder / "sketch_modality.py")
+    info = folder / "chameleon_sketch-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: chameleon-sketch\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[chameleon_sdk]\nsketch = sketch_modality\n")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_image_options():
     """Options of a tiny, untrained ``image`` tokenizer: 16 px -> 8 x 8 = 64 codes of 16."""

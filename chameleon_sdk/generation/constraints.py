@@ -159,8 +159,10 @@ class ModalityStates:
                 allowed[rows] = self.constraints[name].allowed(self.codes_emitted[rows])
         return allowed
 
-    def inside(self, modality: str) -> torch.Tensor:
-        """``[rows]`` bool: which rows are inside a block of ``modality``."""
+    def inside(self, modality: str | None) -> torch.Tensor:
+        """``[rows]`` bool: which rows are inside a block of ``modality`` (``None``: of any modality)."""
+        if modality is None:
+            return self.open_block >= 0
         if modality not in self.names:
             return torch.zeros_like(self.block_mode)
         return self.open_block == self.names.index(modality)

@@ -42,21 +42,24 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
 
 @attrs.frozen(kw_only=True)
 class Guidance:
-    """Classifier-free guidance for blocks of one modality (images by default).
+    """Classifier-free guidance inside blocks of a modality, for any vocabulary.
 
     ``rows=3`` is the reference's formula over the full prompt (f), the prompt with its text removed
     (i) and the unconditional prompt ``[bos, begin]`` (u)::
 
         logits = u + scale_image * (i - u) + scale_text * (f - i)
 
-    ``rows=2`` is plain CFG, ``logits = u + scale_text * (f - u)``. Outside blocks of ``modality``
-    the full prompt's logits are used unchanged.
+    ``rows=2`` is plain CFG, ``logits = u + scale_text * (f - u)``. ``modality=None`` (the default)
+    guides blocks of whichever modality is being generated (``mode="sketch"`` guides sketch codes;
+    in ``interleaved`` mode every block); ``modality="image"`` guides only image blocks. Outside
+    the guided blocks the full prompt's logits are used unchanged, so in ``text`` mode guidance is
+    a no-op and costs nothing (no extra rows are run).
     """
 
     scale_text: float = attrs.field(default=3.0, validator=_positive)
     scale_image: float = attrs.field(default=1.2, validator=_positive)
     rows: int = attrs.field(default=3, validator=one_of(2, 3))
-    modality: str = attrs.field(default="image", validator=typed)
+    modality: str | None = attrs.field(default=None, validator=typed)
 
     def combine(self, logits: torch.Tensor) -> torch.Tensor:
         """``[R, rows, V]`` -> ``[R, V]``."""
@@ -255,6 +258,13 @@ class TokenDecoder:
             raise GenerationError(f"the vocabulary has {vocabulary.size} ids but the model only {vocab_size}")
         if guidance is not None and vocabulary is None:
             raise GenerationError("classifier-free guidance needs a vocabulary (to find the text and the begin token)")
+        if guidance is not None and vocabulary is not None and guidance.modality not in (None, *vocabulary.blocks):
+            raise GenerationError(
+                f"Guidance(modality={guidance.modality!r}): the vocabulary has no such modality; "
+                f"its modalities: {sorted(vocabulary.blocks)} (or modality=None: the one being generated)"
+            )
+        if guidance is not None and all(m == "text" for m in modes):
+            guidance = None  # guidance acts only inside blocks, and text mode never opens one
         self.model = model
         self.compile = compile
         self.vocabulary = vocabulary
@@ -311,7 +321,7 @@ class TokenDecoder:
             return prompts
         vocab = self.vocabulary
         assert vocab is not None
-        begin = vocab.block(self.guidance.modality).begin_id
+        begins = {block.begin_id for block in vocab.blocks.values()}
         bos = vocab.specials["bos"]
         rows: list[list[int]] = []
         # Meta's image-only row keeps the payload blocks (codes, begin and end tokens) and bos: no text,
@@ -321,7 +331,7 @@ class TokenDecoder:
             ids = torch.tensor(prompt)
             keep = (vocab.modality_index[ids] >= 0) | torch.isin(ids, torch.tensor(markers))
             image_only = ids[keep].tolist()
-            tail = [begin] if prompt[-1] == begin else []
+            tail = [prompt[-1]] if prompt[-1] in begins else []
             uncond = [bos, *tail]
             rows += [prompt, image_only or [bos], uncond] if self.guidance.rows == 3 else [prompt, uncond]
         return rows
@@ -360,7 +370,7 @@ class TokenDecoder:
             grouped = logits.view(self.rows, self.k, -1)
             guided = self.guidance.combine(grouped)
             assert self.states is not None
-            use = self.states.inside(self.guidance.modality).unsqueeze(1)
+            use = self.states.inside(self.guidance.modality).unsqueeze(1)  # None: inside any block
             logits = torch.where(use, guided, grouped[:, 0])
         logits = logits[:, : self.vocab_size]
         if self.states is not None:
@@ -473,7 +483,7 @@ def generate_tokens(
     :param vocabulary: the token space; defaults to ``model.vocabulary`` when the model carries one.
         Without one only ``mode="text"`` is possible and no modality masks apply.
     :param stop_ids: tokens that end a row; defaults to the vocabulary's eos and end-of-turn.
-    :param guidance: classifier-free guidance for image blocks (:class:`Guidance`).
+    :param guidance: classifier-free guidance (:class:`Guidance`) inside blocks of the generated modality.
     :param seed: seeds a private ``torch.Generator``: the same seed gives the same tokens.
     :param max_time: seconds after which every row stops (reason ``max_time``).
     :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs;

@@ -58,12 +58,18 @@ class _RowBuilder:
     """Turns one row's tokens into events and a document."""
 
     def __init__(
-        self, tokenizer: MixedModalTokenizer, row: int, stop_strings: Sequence[str], progress_every: int | None
+        self,
+        tokenizer: MixedModalTokenizer,
+        row: int,
+        stop_strings: Sequence[str],
+        progress_every: int | None,
+        previews: bool = True,
     ) -> None:
         self.tokenizer, self.row = tokenizer, row
         self.stop_strings = [s for s in stop_strings if s]
         self.holdback = max((len(s) for s in self.stop_strings), default=1) - 1  # chars a stop string may still claim
         self.progress_every = progress_every
+        self.previews = previews
         self.segments: list[Text | Image | Segment] = []
         self.text_ids: list[int] = []  # the current text run
         # text_ids[prefix:read] are decoded already and kept as left context for the next decode, so
@@ -87,12 +93,13 @@ class _RowBuilder:
                 return [self._end()]
             self.codes.append(token)
             every = self.progress_every
-            modality = self.tokenizer.modalities.get(self.block)
-            partial = getattr(modality, "decode_partial", None)
-            if every and partial is not None and len(self.codes) % every == 0:
-                codes = vocab.ids_to_codes(self.block, torch.tensor(self.codes))
+            partial = getattr(self.tokenizer.modalities.get(self.block), "decode_partial", None)
+            if every and len(self.codes) % every == 0 and (partial is not None or not self.previews):
+                preview = None
+                if self.previews and partial is not None:
+                    preview = partial(vocab.ids_to_codes(self.block, torch.tensor(self.codes)))
                 cls = ImageProgress if self.block == "image" else BlockProgress
-                return [cls(self.row, self.block, len(self.codes), partial(codes))]
+                return [cls(self.row, self.block, len(self.codes), preview)]
             return []
         if int(vocab.modality_index[token]) == TEXT:
             self.text_ids.append(token)
@@ -173,12 +180,18 @@ def stream_documents(
     seed: int | None = None,
     max_time: float | None = None,
     progress_every: int | None = None,
+    previews: bool = True,
     max_batch: int | None = DEFAULT_MAX_BATCH,
     chat: bool = False,
     registry: PluginRegistry | None = None,
     compile: bool = False,
 ) -> Iterator[GenerationEvent]:
-    """Yield events while generating a continuation of each prompt. See ``Pipeline.stream``."""
+    """Events of generating a continuation of each prompt. See ``Pipeline.stream``.
+
+    Every option is checked, the prompts tokenized and the decoder built when this is called,
+    before the first event, so a bad request fails here (a server can answer 400 before it sends
+    any headers); iterating the result runs the model.
+    """
     if model is None:
         raise GenerationError("the pipeline has no model: build one (pipe.model = pipe.build_model()) or pass model=")
     check_model(model)
@@ -197,6 +210,8 @@ def stream_documents(
         isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every <= 0
     ):
         raise GenerationError(f"progress_every must be a positive number of codes or None, got {progress_every!r}")
+    if not isinstance(previews, bool):
+        raise GenerationError(f"previews must be True or False, got {previews!r}")
     if not isinstance(mode, str) and not (isinstance(mode, Sequence) and all(isinstance(m, str) for m in mode)):
         raise GenerationError(f"mode must be a string or one string per prompt, got {mode!r}")
     if not isinstance(chat, bool):
@@ -233,7 +248,11 @@ def stream_documents(
         max_batch=max_batch,
         compile=compile,
     )
-    rows = [_RowBuilder(tokenizer, r, stop, progress_every) for r in range(len(batch))]
+    rows = [_RowBuilder(tokenizer, r, stop, progress_every, previews) for r in range(len(batch))]
+    return _events(decoder, rows, modes)
+
+
+def _events(decoder: TokenDecoder, rows: list[_RowBuilder], modes: list[str]) -> Iterator[GenerationEvent]:
     for r, m in enumerate(modes):  # modality-mode rows start inside their block
         if m not in ("text", "interleaved"):
             yield rows[r]._start(m)

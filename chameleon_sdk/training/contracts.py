@@ -29,7 +29,8 @@ class BatchSource(Protocol):
 
 @attrs.frozen(kw_only=True)
 class TrainResult:
-    """The outcome of :meth:`Trainer.fit`."""
+    """The outcome of :meth:`Trainer.fit`: ``steps`` is the step the run reached (its total),
+    ``resumed_from`` the step it started from, ``trained_steps`` the steps this call trained."""
 
     steps: int
     final_loss: float
@@ -37,6 +38,10 @@ class TrainResult:
     seconds: float
     checkpoint: Path | None
     resumed_from: int | None = None
+
+    @property
+    def trained_steps(self) -> int:
+        return self.steps - (self.resumed_from or 0)
 
 
 class Callback:

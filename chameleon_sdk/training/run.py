@@ -26,9 +26,10 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import PipelineConfig, from_dict
+from chameleon_sdk.config import ComponentSpec, PipelineConfig, from_dict, to_dict
 from chameleon_sdk.document import Text
 from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.plugins import PluginRegistry
 from chameleon_sdk.training.contracts import TrainResult
 from chameleon_sdk.training.data import DataConfig, iter_records
 
@@ -100,8 +101,12 @@ def _texts(config: DataConfig, base_dir: Path) -> Iterator[str]:
                         yield segment.text
 
 
-def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".") -> TrainResult:
-    """Build (or load) the pipeline, train its tokenizer if needed, and train the model."""
+def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".", progress: bool = True) -> TrainResult:
+    """Build (or load) the pipeline, train its tokenizer if needed, and train the model.
+
+    :param progress: ``False`` turns off the trainer's progress output (for a trainer whose options
+        have a ``progress`` field, as the built-in ones do).
+    """
     from chameleon_sdk.pipeline import Pipeline
 
     base = Path(base_dir)
@@ -112,7 +117,18 @@ def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".") -
         pipe = Pipeline.from_config(config.pipeline)
         if not pipe.text_tokenizer.is_trained:
             pipe.train_text_tokenizer(_texts(config.data, base))
+    if not progress:
+        pipe.config = _without_progress(pipe.config, pipe.registry)
     if pipe.model is None:
         torch.manual_seed(config.seed)
         pipe.model = pipe.build_model()
     return pipe.train(config.data, steps=config.steps, out_dir=config.out_dir, resume=config.resume, base_dir=base)
+
+
+def _without_progress(config: PipelineConfig, registry: PluginRegistry) -> PipelineConfig:
+    spec = config.trainer
+    options_class = registry.get("trainer", spec.name).options
+    if options_class is None or "progress" not in attrs.fields_dict(options_class):
+        return config
+    options = {**to_dict(spec.options or {}), "progress": False}
+    return attrs.evolve(config, trainer=ComponentSpec(name=spec.name, options=options))

@@ -44,7 +44,6 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import chameleon_sdk
 from chameleon_image.pixels import fit_square
@@ -395,7 +394,9 @@ class ImageTokenizerTrainer:
             state = self._restore(latest, optimizer, generator, train.shape[0])
         start = time.perf_counter() - state.elapsed
         self.model.train()
-        bar = tqdm(total=o.steps, initial=min(state.step, o.steps), desc="image tokenizer", disable=not progress)
+        bar = chameleon_sdk.progress_bar(
+            total=o.steps, initial=min(state.step, o.steps), unit="step", desc="image tokenizer", enabled=progress
+        )
         try:
             while state.step < o.steps:
                 step = state.step

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -38,16 +39,23 @@ class SentencePieceOptions:
     :param control_symbols: extra special tokens with fixed ids that text never produces.
     :param user_defined_symbols: strings always kept as one piece when they occur in text.
     :param max_sentence_length: longest training string in bytes (longer ones are skipped).
+    :param input_sentence_size: train on a random sample of this many strings (0: all of them).
     :param num_threads: trainer threads.
     """
 
     vocab_size: int = attrs.field(default=8000)
     model_file: str | None = None
-    character_coverage: float = 0.9995
+    character_coverage: float = attrs.field(default=0.9995)
     control_symbols: tuple[str, ...] = ()
     user_defined_symbols: tuple[str, ...] = ()
     max_sentence_length: int = 16384
+    input_sentence_size: int = 0
     num_threads: int = 2
+
+    @character_coverage.validator
+    def _check_coverage(self, attribute: attrs.Attribute, value: float) -> None:
+        if not 0.98 <= value <= 1.0:  # sentencepiece's own bounds
+            raise ConfigError(f"sentencepiece option character_coverage must be in [0.98, 1.0], got {value}")
 
     @vocab_size.validator
     def _check_vocab(self, attribute: attrs.Attribute, value: int) -> None:
@@ -57,6 +65,23 @@ class SentencePieceOptions:
                 f"sentencepiece option vocab_size must be at least 261 plus the special symbols "
                 f"(256 byte pieces + 4 specials + 1), got {value}"
             )
+
+
+_REQUIRED_CHARS = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+
+
+def _training_error(message: str, o: SentencePieceOptions) -> str:
+    """sentencepiece's message, restated in this plugin's option names where it names its own flags."""
+    found = _REQUIRED_CHARS.search(message)
+    if found is None:
+        return f"sentencepiece training failed: {message}"
+    needed = int(found[2])
+    return (
+        f"sentencepiece option vocab_size={o.vocab_size} is too small for this corpus: it needs {needed} pieces "
+        f"(each character that character_coverage={o.character_coverage} keeps, 256 byte pieces and the special "
+        f"symbols). Set vocab_size to at least {needed + 1}, or lower character_coverage (down to 0.98; rarer "
+        f"characters then fall back to UTF-8 bytes)"
+    )
 
 
 class SentencePieceTokenizer:
@@ -104,11 +129,13 @@ class SentencePieceTokenizer:
                 control_symbols=list(o.control_symbols),
                 user_defined_symbols=list(o.user_defined_symbols),
                 max_sentence_length=o.max_sentence_length,
+                input_sentence_size=o.input_sentence_size,
+                shuffle_input_sentence=True,
                 num_threads=o.num_threads,
                 minloglevel=2,
             )
         except RuntimeError as exc:
-            raise TokenizationError(f"sentencepiece training failed: {exc}") from exc
+            raise TokenizationError(_training_error(str(exc), o)) from exc
         self._set_proto(buffer.getvalue())
 
     def _set_proto(self, proto: bytes) -> None:

@@ -19,6 +19,7 @@ import fnmatch
 import functools
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,6 @@ from typing import Any
 import attrs
 import torch
 import torch.utils.checkpoint
-from tqdm import tqdm
 
 import chameleon_sdk
 from chameleon_sdk import Batch, BatchSource, ConfigError, TrainingError, TrainResult, call_callbacks
@@ -211,6 +211,21 @@ class LoopTrainer:
             strategy.close()
 
 
+def check_resumable(out_dir: Path, step: int, steps: int) -> None:
+    """Refuse a run with nothing left to train: its folder's newest checkpoint is at ``steps`` or beyond."""
+    if step == steps:
+        raise TrainingError(
+            f"the run in {str(out_dir)!r} already finished: its newest checkpoint is step {step} of steps={steps}, "
+            f"so there is nothing to train. To train it further, raise steps above {step} (it is extended; "
+            "see docs/training.md); to start over, use another out_dir or resume=false"
+        )
+    if step > steps:
+        raise TrainingError(
+            f"the run in {str(out_dir)!r} is at step {step}, past steps={steps}: nothing to train. Set steps "
+            f"above {step} to extend it, or train in another out_dir (or with resume=false) to start over"
+        )
+
+
 def _run(
     strategy: Strategy,
     o: TrainerOptions,
@@ -237,11 +252,22 @@ def _run(
     forward = torch.compile(wrapped) if o.compile else wrapped
 
     start_step, resumed_from, skipped = 0, None, 0
+    schedule_steps = steps  # the total the learning-rate schedule was planned for
     if resume and out_dir is not None and (found := strategy.latest(out_dir)) is not None:
         step, path = found
+        check_resumable(out_dir, step, steps)
         state = strategy.load(path, module, optimizer)
         start_step = resumed_from = step
         skipped = int(state.get("skipped", 0))
+        schedule_steps = int(state.get("schedule_steps", steps))
+        if schedule_steps != steps:
+            warnings.warn(
+                f"{out_dir}: the run was planned for {schedule_steps} steps and now trains to {steps}: the "
+                f"learning-rate schedule continues as first planned (steps past {schedule_steps} use its final "
+                "learning rate); train in a new out_dir to plan a new schedule",
+                UserWarning,
+                stacklevel=2,
+            )
     call_callbacks(
         callbacks,
         "on_train_start",
@@ -260,16 +286,12 @@ def _run(
     loss_value = math.nan
     checkpoint: Path | None = None
     started = time.perf_counter()
-    bar = tqdm(
-        range(start_step, steps),
-        initial=start_step,
-        total=steps,
-        disable=not (o.progress and strategy.is_main),
-        unit="step",
+    bar = chameleon_sdk.progress_bar(
+        total=steps, initial=start_step, unit="step", desc="train", enabled=o.progress and strategy.is_main
     )
-    for step in bar:
+    for step in range(start_step, steps):
         step_start = time.perf_counter()
-        lr = learning_rate(o, step, steps)
+        lr = learning_rate(o, step, schedule_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         module.train()
@@ -319,6 +341,7 @@ def _run(
         }
         call_callbacks(callbacks, "on_step_end", metrics)
         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+        bar.update(1)
         if nonfinite_in_row >= o.max_nonfinite:
             raise TrainingError(
                 f"{nonfinite_in_row} non-finite steps in a row (loss {loss_value}, grad norm {float(grad_norm)}) "
@@ -335,7 +358,11 @@ def _run(
                 "plugins": [r.to_json() for r in chameleon_sdk.available_plugins()],
             }
             request = CheckpointRequest(
-                out_dir=out_dir, step=done, extra={"skipped": skipped}, meta=meta, keep_last=o.keep_last
+                out_dir=out_dir,
+                step=done,
+                extra={"skipped": skipped, "schedule_steps": schedule_steps},
+                meta=meta,
+                keep_last=o.keep_last,
             )
             checkpoint = strategy.save(request, module, optimizer)
             call_callbacks(callbacks, "on_checkpoint", done, checkpoint)

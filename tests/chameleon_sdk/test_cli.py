@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import chameleon_sdk
 from chameleon_sdk.cli import main
 
 
@@ -30,3 +31,156 @@ def test_errors_become_messages_and_exit_code_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["plugins", "--kind", "nonsense"])
     assert info.value.code == 2
+
+
+def _chameleon(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``chameleon ARGS`` as a user runs it (the console script), stdin closed, not a terminal."""
+    script = str(Path(sys.executable).with_name("chameleon"))
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [script, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_bare_command_prints_help_and_version_is_there(tmp_path):
+    bare = _chameleon(cwd=tmp_path)
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout.startswith("usage: chameleon") and "generate" in bare.stdout and "plugins" in bare.stdout
+    version = _chameleon("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"chameleon-sdk {chameleon_sdk.__version__}"
+
+
+def test_help_imports_neither_torch_nor_plugins(tmp_path):
+    """What makes ``chameleon --help`` start fast (the time itself is in benchmarks/cli_startup.py)."""
+    code = (
+        "import sys; from chameleon_sdk.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "loaded = [m for m in ('torch', 'chameleon_text', 'chameleon_image', 'PIL') if m in sys.modules]\n"
+        "print('LOADED', loaded)"
+    )
+    result = _run(sys.executable, "-c", code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout
+
+
+def test_public_names_resolve_lazily_and_all_of_them_exist():
+    from chameleon_sdk.lazy_exports import exports_of
+
+    exports = exports_of(chameleon_sdk.__file__)
+    assert set(exports) | {"__version__"} == set(chameleon_sdk.__all__)
+    for name in chameleon_sdk.__all__:
+        assert getattr(chameleon_sdk, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        chameleon_sdk.nonexistent  # noqa: B018
+
+
+def test_plugins_has_a_header_row(tmp_path):
+    result = _chameleon("plugins", "--kind", "modality", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["KIND", "NAME", "PROVIDER", "DESCRIPTION"]
+    assert any(row.split()[:2] == ["modality", "image"] for row in rows)
+
+
+def test_a_broken_plugin_is_reported_once(tmp_path):
+    site = tmp_path / "site"
+    info = site / "broken_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[chameleon_sdk]\nbroken = no_such_module_anywhere\n")
+    result = _chameleon("plugins", cwd=tmp_path, env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "'broken'" in line] == [
+        "warning: plugin entry point 'broken' (no_such_module_anywhere) from distribution 'broken-plugin' failed "
+        "to load: ModuleNotFoundError: No module named 'no_such_module_anywhere'"
+    ], result.stderr
+    assert "Traceback" not in result.stderr and "KIND" in result.stdout
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """``chameleon plugins | head -1``: the reader is gone before the output is written."""
+    script = str(Path(sys.executable).with_name("chameleon"))
+    with subprocess.Popen([script, "plugins"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        proc.wait(timeout=300)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert proc.returncode in (0, 1)
+
+
+@pytest.fixture
+def sketch_pipeline(sketch_pipe, tmp_path):
+    """A saved pipeline with a ``sketch`` modality and no image modality."""
+    return sketch_pipe.save_pretrained(tmp_path / "sketch-pipe")
+
+
+def test_generate_prints_to_stdout_without_out(sketch_pipeline, sketch_install, tmp_path):
+    env = {"PYTHONPATH": str(sketch_install)}
+    common = ["generate", "--model", str(sketch_pipeline), "--prompt", "a red", "--max-new-tokens", "6"]
+    for out in ([], ["--out", "-"]):
+        result = _chameleon(*common, *out, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip(), "the generated text goes to stdout"
+        assert "Traceback" not in result.stderr and "\r" not in result.stderr
+    assert not list(tmp_path.glob("*.html"))
+
+
+def test_generate_in_a_plugin_mode_with_default_flags(sketch_pipeline, sketch_install, tmp_path):
+    """``--mode sketch`` on a model without an image modality: guidance follows the mode."""
+    env = {"PYTHONPATH": str(sketch_install)}
+    out = tmp_path / "out.html"
+    args = ["generate", "--model", str(sketch_pipeline), "--prompt", "a", "--mode", "sketch", "--max-new-tokens", "8"]
+    result = _chameleon(*args, "--out", str(out), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert '<svg class="sketch"' in out.read_text(encoding="utf-8")  # the plugin's render_html
+    # off a terminal: no bar redrawn with carriage returns, one plain line that counts codes
+    assert "\r" not in result.stderr and "codes" in result.stderr, result.stderr
+    stdout = _chameleon(*args, cwd=tmp_path, env=env)
+    assert stdout.returncode == 0, stdout.stderr
+    assert "[sketch:" in stdout.stdout  # the plugin's render_text
+    quiet = _chameleon(*args, "--quiet", "--out", str(out), cwd=tmp_path, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+def test_generate_with_a_bad_mode_is_a_message(sketch_pipeline, sketch_install, tmp_path):
+    env = {"PYTHONPATH": str(sketch_install)}
+    result = _chameleon(
+        "generate", "--model", str(sketch_pipeline), "--prompt", "a", "--mode", "image", cwd=tmp_path, env=env
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "image" in result.stderr and "sketch" in result.stderr, result.stderr
+
+
+def test_train_again_says_the_run_is_finished_and_extending_counts_new_steps(trained_sentencepiece, tmp_path):
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps({"segments": [{"text": f"a red square number {i}"}]}) + "\n" for i in range(8))
+    )
+    (tmp_path / "run.toml").write_text(
+        f"""steps = 2
+out_dir = "{(tmp_path / "run").as_posix()}"
+[pipeline]
+text_tokenizer = {{name = "sentencepiece", options = {{model_file = "{trained_sentencepiece.as_posix()}"}}}}
+model = {{dim = 16, num_layers = 1, num_heads = 2, max_seq_len = 32}}
+trainer = {{name = "local", options = {{precision = "fp32"}}}}
+[data]
+seq_len = 16
+batch_size = 2
+sources = [{{path = "train.jsonl"}}]
+"""
+    )
+    first = _chameleon("train", "run.toml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("trained 2 steps (from step 0)"), first.stdout
+    assert "\r" not in first.stderr and "train: 2/2 step" in first.stderr  # plain lines off a terminal
+    again = _chameleon("train", "run.toml", "--quiet", cwd=tmp_path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "already finished: its newest checkpoint is step 2 of steps=2" in again.stderr, again.stderr
+    assert "nan" not in again.stdout
+    lower = _chameleon("train", "run.toml", "--set", "steps=1", cwd=tmp_path)
+    assert lower.returncode == 2 and "past steps=1" in lower.stderr, lower.stderr
+    more = _chameleon("train", "run.toml", "--quiet", "--set", "steps=3", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert more.stdout.startswith("trained 1 steps (steps 2-3)"), more.stdout
+    assert "learning-rate schedule continues as first planned" in more.stderr
+    assert more.stderr.startswith("warning: "), more.stderr  # a message, not a warnings-module source line

@@ -656,7 +656,6 @@ def _generate(c: Any, *args: str, model: Any = None, out: str = "o.html") -> lis
 
 
 CLI_CASES: dict[str, Callable[[Any], list[str]]] = {
-    "no command": lambda c: [],
     "unknown command": lambda c: ["nope"],
     "plugins --kind nope": lambda c: ["plugins", "--kind", "nope"],
     "generate, missing model": lambda c: _generate(c, "--prompt", "a", model=c.f.missing),

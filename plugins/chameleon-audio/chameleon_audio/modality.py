@@ -12,6 +12,7 @@ would be a different plugin behind the same protocol (and would add ``fit``/``sa
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -86,7 +87,7 @@ class AudioBlock:
 class AudioModality:
     """Mono 16 kHz audio as mu-law codes in variable-length blocks (16000 / downsample codes a second)."""
 
-    name = "audio"  #: the registry name, which is the name of its block in the vocabulary
+    name: str  #: its registry name, set by the registry when it builds the modality
     payload_types: tuple[type, ...] = (Waveform,)
     block_length: int | None = None  # clips have any length
 
@@ -130,6 +131,27 @@ class AudioModality:
                 f"{self.sample_rate} Hz (convert with waveform.resampled({self.sample_rate}))"
             )
         return clip
+
+    # -- documents: JSON and rendering (static: read from the registered class) ---------------------
+
+    @staticmethod
+    def payload_to_json(payload: Any) -> Any:
+        """``{"wav_base64": ...}`` (16-bit PCM: a clip comes back rounded to multiples of 1/32768)."""
+        return payload.to_json() if isinstance(payload, Waveform) else payload
+
+    @staticmethod
+    def payload_from_json(data: Any) -> Waveform:
+        return Waveform.from_json(data)
+
+    @staticmethod
+    def render_text(payload: Any) -> str:
+        return f"[audio {payload.seconds:.2f} s]" if isinstance(payload, Waveform) else f"[audio: {payload!r:.60}]"
+
+    @staticmethod
+    def render_html(payload: Any) -> str:
+        if not isinstance(payload, Waveform):
+            return f"<code>[audio: {html.escape(repr(payload)[:60])}]</code>"
+        return f'<audio controls src="data:audio/wav;base64,{payload.to_json()["wav_base64"]}"></audio>'
 
     # -- the Modality protocol -----------------------------------------------------------------------
 

@@ -86,8 +86,10 @@ def test_bad_options_raise_config_errors(registry, options, message):
         registry.build("modality", "audio", options)
 
 
-def test_block_constraint_bounds_the_clip_length():
-    audio = AudioModality(AudioOptions(downsample=8, min_seconds=0.001, max_seconds=0.002))  # 2 .. 4 codes
+def test_block_constraint_bounds_the_clip_length(registry):
+    options = {"downsample": 8, "min_seconds": 0.001, "max_seconds": 0.002}  # 2 .. 4 codes
+    audio = registry.build("modality", "audio", options)
+    assert audio.name == "audio"  # the registry told it its name
     vocab = Vocabulary.appended(text_size=10, bos_id=0, eos_id=1, pad_id=2, modalities={"audio": 256})
     constraint = audio.block_constraint(vocab)
     assert isinstance(constraint, AudioBlock) and isinstance(constraint, chameleon_sdk.BlockConstraint)

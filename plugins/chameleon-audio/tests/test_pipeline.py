@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import hypothesis.strategies as st
 import pytest
 import torch
@@ -81,12 +83,23 @@ def test_unterminated_blocks_are_errors_or_partial_clips(pipe):
 
 
 def test_jsonl_documents_carry_audio_as_base64_wav(pipe, tmp_path):
-    clip = Waveform.tone(330, 0.01)
-    doc = cs.Document.of("a 330 Hz tone", cs.Segment("audio", clip.to_json()))
+    clip = Waveform.from_json(Waveform.tone(330, 0.01).to_json())  # 16-bit exact, as JSON stores it
+    doc = cs.Document.of("a 330 Hz tone", clip)  # a Waveform is routed to the audio modality
+    assert doc.segments[1] == cs.Segment("audio", clip)
     cs.write_jsonl([doc], tmp_path / "d.jsonl")
+    assert json.loads((tmp_path / "d.jsonl").read_text())["segments"][1]["payload"] == clip.to_json()
     (back,) = cs.read_jsonl(tmp_path / "d.jsonl")
     assert back == doc
-    assert pipe.tokenize(back) == pipe.tokenize(cs.Document.of("a 330 Hz tone", cs.Segment("audio", clip)))
+    assert pipe.tokenize(back) == pipe.tokenize(doc)
+
+
+def test_documents_with_audio_render(tmp_path):
+    from chameleon_sdk.render import document_to_text, write_document
+
+    doc = cs.Document.of("hear ", Waveform.tone(330, 0.25))
+    assert document_to_text(doc) == "hear [audio 0.25 s]"
+    page = write_document(tmp_path / "o.html", [("out", doc)]).read_text()
+    assert '<audio controls src="data:audio/wav;base64,' in page
 
 
 def test_a_saved_pipeline_loads_with_its_audio_modality(pipe, tmp_path):

@@ -76,3 +76,23 @@ def test_errors_are_typed(tokenizer, tmp_path):
         get_registry().build("text_tokenizer", "sentencepiece", {"model_file": str(tmp_path / "bad.model")})
     with pytest.raises(ConfigError, match="vocab_size must be at least"):
         get_registry().build("text_tokenizer", "sentencepiece", {"vocab_size": 100})
+
+
+def test_a_vocabulary_too_small_for_the_corpus_says_which_option_to_change():
+    texts = ["".join(chr(0x4E00 + i + j) for j in range(20)) for i in range(0, 3000, 7)]  # ~3,000 characters
+    tokenizer = get_registry().build("text_tokenizer", "sentencepiece", {"vocab_size": 300})
+    with pytest.raises(TokenizationError) as info:
+        tokenizer.train(texts)
+    message = str(info.value)
+    assert "sentencepiece option vocab_size=300 is too small for this corpus" in message
+    needed = int(message.split("Set vocab_size to at least ")[1].split(",")[0])
+    assert "character_coverage" in message and "--character_coverage" not in message  # our option names
+    roomy = get_registry().build("text_tokenizer", "sentencepiece", {"vocab_size": needed, "input_sentence_size": 0})
+    roomy.train(texts)  # the size the message asked for is enough
+    assert roomy.decode(roomy.encode(texts[0])) == texts[0]
+
+
+@pytest.mark.parametrize("coverage", [0.5, 0.97, 1.01])
+def test_character_coverage_is_checked_against_sentencepiece_bounds(coverage):
+    with pytest.raises(ConfigError, match=r"character_coverage must be in \[0.98, 1.0\]"):
+        get_registry().build("text_tokenizer", "sentencepiece", {"character_coverage": coverage})

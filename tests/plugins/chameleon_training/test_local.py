@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -94,6 +95,35 @@ def test_resume_is_bitwise_exact(make_pipe, tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(20))
+
+
+def test_a_finished_run_says_so_instead_of_training_nothing(make_pipe, tmp_path):
+    pipe = make_pipe()
+    first = pipe.train(make_pipe.data, steps=4, out_dir=tmp_path / "run")
+    assert (first.steps, first.trained_steps, first.resumed_from) == (4, 4, None)
+    before = _weights(pipe.model)
+    with pytest.raises(cs.TrainingError, match=r"already finished: its newest checkpoint is step 4 of steps=4"):
+        pipe.train(make_pipe.data, steps=4, out_dir=tmp_path / "run")
+    with pytest.raises(cs.TrainingError, match=r"is at step 4, past steps=3"):
+        pipe.train(make_pipe.data, steps=3, out_dir=tmp_path / "run")
+    assert all(torch.equal(v, pipe.model.state_dict()[k]) for k, v in before.items())
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000004"]
+
+
+def test_extending_a_run_keeps_its_schedule_and_counts_the_new_steps(make_pipe, tmp_path):
+    pipe = make_pipe(schedule="cosine")
+    pipe.train(make_pipe.data, steps=6, out_dir=tmp_path / "run")
+    with pytest.warns(UserWarning, match=r"planned for 6 steps and now trains to 9: the learning-rate schedule"):
+        more = pipe.train(make_pipe.data, steps=9, out_dir=tmp_path / "run")
+    assert (more.steps, more.resumed_from, more.trained_steps) == (9, 6, 3)
+    assert math.isfinite(more.final_loss)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {m["step"]: m["lr"] for m in lines}
+    final = pipe.config.trainer.options["lr"] * 0.1  # min_lr_ratio's default
+    assert lrs[5] == pytest.approx(final) and [lrs[s] for s in (6, 7, 8)] == pytest.approx([final] * 3)
+    # an interrupted extension resumes on the schedule it was first planned with, without a new plan
+    state = torch.load(more.checkpoint / "trainer_state.pt", weights_only=True)
+    assert state["schedule_steps"] == 6
 
 
 class FixedBatches:
