@@ -229,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plugins)
 
     p = sub.add_parser("generate", help="generate text, images or any modality's payloads from a saved pipeline")
-    p.add_argument("--model", required=True, help="a directory written by Pipeline.save_pretrained, or a released checkpoint folder (HF, Meta, Anole)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a directory written by Pipeline.save_pretrained, or a released checkpoint folder (HF, Meta, Anole)",
+    )
     p.add_argument("--prompt", action=_PromptPart, dest="parts", help="prompt text (repeatable)")
     p.add_argument("--image", action=_PromptPart, dest="parts", help="a prompt image file (repeatable)")
     p.add_argument(
