@@ -109,6 +109,7 @@ from chameleon_sdk.model import (
     rotary_tables,
 )
 from chameleon_sdk.pipeline import Pipeline
+from chameleon_sdk import serve
 from chameleon_sdk.plugins import (
     KINDS,
     PluginRecord,
