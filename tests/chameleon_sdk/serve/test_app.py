@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 import chameleon_sdk as cs
 from chameleon_sdk.serve.batcher import QueueFullError
 
-from .conftest import IMAGE_CODES
+from .conftest import IMAGE_CODES, slow_down
 
 
 def _png(size=(16, 16), colour=(200, 30, 30)) -> str:
@@ -147,3 +147,22 @@ def test_create_app_refuses_a_pipeline_without_model(served_pipe):
     served_pipe.model = None
     with pytest.raises(cs.ConfigError, match="no model"):
         cs.serve.create_app(served_pipe)
+
+
+def test_a_closed_stream_frees_its_row(served_pipe, live_server, monkeypatch):
+    import time
+
+    import httpx
+
+    slow_down(served_pipe.model, monkeypatch)  # 480 steps would take 5 s
+    app = cs.serve.create_app(served_pipe)
+    base = live_server(app)
+    body = {"prompt": "go", "max_new_tokens": 480, "stop": []}
+    with httpx.stream("POST", f"{base}/v1/stream", json=body, timeout=60) as response:
+        first = next(response.iter_lines())
+    assert first.startswith("data: ")
+    deadline = time.monotonic() + 30
+    while app.state.server.batcher.load()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    load = app.state.server.batcher.load()
+    assert load["running"] == 0 and load["steps"] < 480
