@@ -5,6 +5,7 @@ The public API is what this module exports; plugins import only from here.
 
 from __future__ import annotations
 
+from chameleon_sdk import serve as serve  # cs.serve.create_app; Starlette loads only then
 from chameleon_sdk.checkpoint import (
     MANIFEST_FILE,
     CheckpointFormat,
@@ -109,7 +110,6 @@ from chameleon_sdk.model import (
     rotary_tables,
 )
 from chameleon_sdk.pipeline import Pipeline
-from chameleon_sdk import serve
 from chameleon_sdk.plugins import (
     KINDS,
     PluginRecord,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from chameleon_sdk.serve.options import ServeOptions
 
 if TYPE_CHECKING:
@@ -28,6 +30,11 @@ def create_app(pipeline: Pipeline, options: ServeOptions | None = None, **limits
     from chameleon_sdk.errors import ConfigError
 
     if options is None:
+        unknown = sorted(set(limits) - set(attrs.fields_dict(ServeOptions)))
+        if unknown:
+            raise ConfigError(
+                f"create_app: unknown option {unknown[0]!r}; options: {list(attrs.fields_dict(ServeOptions))}"
+            )
         options = ServeOptions(**limits)
     elif limits:
         raise ConfigError("create_app: pass either options=ServeOptions(...) or keyword limits, not both")

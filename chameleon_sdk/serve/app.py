@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,7 +18,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from chameleon_sdk.errors import ChameleonError, ConfigError
+from chameleon_sdk.generation.engine import check_model
 from chameleon_sdk.generation.events import Finished, TextDelta
+from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.serve.batcher import BatcherClosedError, ContinuousBatcher, QueueFullError
 from chameleon_sdk.serve.openai_chat import ChatRequest, chat_chunk, chat_completion, new_id, usage_json
 from chameleon_sdk.serve.options import ServeOptions
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: seconds a client is told to wait when the queue is full
 RETRY_AFTER = 1
+MODEL_FIELDS = ("dim", "num_layers", "num_heads", "vocab_size", "max_seq_len")
+#: the options ``/v1/info`` reports
+LIMITS = ("max_new_tokens", "max_body_bytes", "max_image_pixels", "max_rows", "max_queue", "request_timeout")
 
 
 class ApiError(Exception):
@@ -72,9 +77,11 @@ class Server:
     def __init__(self, pipeline: Pipeline, options: ServeOptions) -> None:
         if pipeline.model is None:
             raise ConfigError("serve: the pipeline has no model (load one with a model/ folder, or set pipe.model)")
+        check_model(pipeline.model)
         self.pipeline, self.options = pipeline, options
+        self.model = cast(ChameleonModel, pipeline.model)
         self.batcher = ContinuousBatcher(
-            pipeline.model, max_rows=options.max_rows, max_context=options.max_context, max_queue=options.max_queue
+            self.model, max_rows=options.max_rows, max_context=options.max_context, max_queue=options.max_queue
         )
 
     def authorize(self, request: Request) -> None:
@@ -110,20 +117,18 @@ class Server:
 
     def info(self) -> dict[str, Any]:
         pipe = self.pipeline
-        config = pipe.model.config  # type: ignore[union-attr]
+        config = self.model.config
         records = pipe.registry.records()
+        model = {name: getattr(config, name) for name in MODEL_FIELDS}
+        limits = {name: getattr(self.options, name) for name in LIMITS}
         return {
-            "model": {"dim": config.dim, "num_layers": config.num_layers, "num_heads": config.num_heads,
-                      "vocab_size": config.vocab_size, "max_seq_len": config.max_seq_len},  # fmt: skip
+            "model": model,
             "vocabulary_size": pipe.vocabulary.size,
             "modalities": sorted(pipe.modalities),
             "modes": ["text", "interleaved", *sorted(pipe.modalities)],
             "sampler": pipe.config.sampler.name,
             "plugins": [{"kind": r.kind, "name": r.name, "provider": r.provider} for r in records],
-            "limits": {"max_new_tokens": self.options.max_new_tokens, "max_body_bytes": self.options.max_body_bytes,
-                       "max_image_pixels": self.options.max_image_pixels, "max_context": self.batcher.max_context,
-                       "max_rows": self.options.max_rows, "max_queue": self.options.max_queue,
-                       "request_timeout": self.options.request_timeout},  # fmt: skip
+            "limits": {**limits, "max_context": self.batcher.max_context},
             "auth": self.options.api_key is not None,
         }
 

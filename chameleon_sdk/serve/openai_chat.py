@@ -114,9 +114,7 @@ def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def chat_completion(
-    request_id: str, model: str, text: str, reason: str, usage: dict[str, int]
-) -> dict[str, Any]:
+def chat_completion(request_id: str, model: str, text: str, reason: str, usage: dict[str, int]) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` response."""
     return {
         "id": request_id,

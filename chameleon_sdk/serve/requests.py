@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -68,10 +69,8 @@ class ServedGeneration:
 
     def _put(self, item: list[GenerationEvent] | JobEnd) -> None:
         """Called from the decode thread."""
-        try:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutting down): nobody listens
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (server shutting down): nobody is listening
-            pass
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """The request's events up to its :class:`Finished`; :class:`GenerationFailed` if it ends otherwise."""

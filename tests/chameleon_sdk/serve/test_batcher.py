@@ -73,7 +73,8 @@ def test_requests_share_steps_and_a_late_request_joins_the_running_batch(served_
     def join_after_five_tokens(sink: Collector) -> None:
         if not joined.is_set() and sum(isinstance(e, cs.TextDelta) for e in sink.events) >= 5:
             joined.set()
-            batcher.submit(prepare_stream(served_pipe, "late one", sampler="greedy", max_new_tokens=30), late, timeout=60)
+            stream = prepare_stream(served_pipe, "late one", sampler="greedy", max_new_tokens=30)
+            batcher.submit(stream, late, timeout=60)
 
     try:
         first = Collector(join_after_five_tokens)
@@ -117,7 +118,8 @@ def test_queue_limit_and_row_limit(served_pipe):
         jobs = []
         with pytest.raises(QueueFullError):
             for sink in sinks:  # 2 rows and 1 waiting place: one of the four is refused at the latest
-                jobs.append(batcher.submit(prepare_stream(served_pipe, "b", max_new_tokens=100, stop=[]), sink, timeout=60))
+                stream = prepare_stream(served_pipe, "b", max_new_tokens=100, stop=[])
+                jobs.append(batcher.submit(stream, sink, timeout=60))
         for job in jobs:
             batcher.cancel(job)
         for sink in sinks[: len(jobs)]:

@@ -30,9 +30,7 @@ def _client(base: str, key: str = "k-123") -> openai.OpenAI:
 
 def test_chat_completion_with_an_image(served_pipe, live_server):
     base = live_server(cs.serve.create_app(served_pipe, api_key="k-123"))
-    completion = _client(base).chat.completions.create(
-        model="tiny", messages=_messages(), max_tokens=12, temperature=0
-    )
+    completion = _client(base).chat.completions.create(model="tiny", messages=_messages(), max_tokens=12, temperature=0)
     choice = completion.choices[0]
     assert completion.object == "chat.completion" and completion.model == "tiny"
     assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")

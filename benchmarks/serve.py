@@ -1,0 +1,220 @@
+"""chameleon serve under concurrent streaming clients, and a soak with random cancellations.
+
+The server is a separate process (``chameleon serve``) on 127.0.0.1 serving the bench config model
+(vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, fp32, random weights) with a
+sentencepiece text tokenizer. Clients stream text through ``POST /v1/stream``.
+
+Part 1, for 1, 4, 8 and 16 concurrent clients (each runs ``--requests`` requests of ``--tokens`` new
+tokens one after the other): aggregate tokens/s, p50/p95 time to first token, p50/p95 per-token
+latency, and the ratio of aggregate tokens/s against the named baseline, 1 client, measured in the
+same run. Target: 8 clients >= 4x.
+
+Part 2, the soak: ``--soak`` requests from 16 clients, a ``--cancel`` fraction of them closed after a
+random number of events. Every request must finish or be cancelled as asked, the batch must be empty
+afterwards (``/healthz``), and the server's resident memory must return to its baseline.
+
+    .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 2] [--soak 200] [--threads 2]
+    .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+import chameleon_sdk as cs
+from chameleon_sdk.demo import bundled_corpus
+
+FULL = {"dim": 512, "num_layers": 8, "num_heads": 8, "ffn_dim": 1376, "vocab_size": 16384}
+SMALL = {"dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 344, "vocab_size": 4096}
+WORDS = " ".join(bundled_corpus()).split()
+
+
+def save_pipeline(shape: dict[str, int], directory: Path, context: int) -> None:
+    config = cs.PipelineConfig(
+        text_tokenizer={"name": "sentencepiece", "options": {"vocab_size": 400}},
+        model=cs.ModelConfig(max_seq_len=context, **shape),
+    )
+    pipe = cs.Pipeline.from_config(config)
+    pipe.train_text_tokenizer(bundled_corpus())
+    torch.manual_seed(0)
+    pipe.model = pipe.build_model()
+    pipe.save_pretrained(directory)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+class Result:
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.ttft = float("nan")
+        self.per_token = float("nan")
+        self.outcome = "lost"
+
+
+def stream_once(client: httpx.Client, base: str, tokens: int, rng: random.Random, cancel_after: int | None) -> Result:
+    """One streaming request; ``cancel_after``: close the connection after that many events."""
+    prompt = " ".join(rng.choice(WORDS) for _ in range(12))
+    body = {"prompt": prompt, "max_new_tokens": tokens, "stop": [], "sampler": {"name": "sample", "options": {}},
+            "seed": rng.randrange(1 << 30)}  # fmt: skip
+    result = Result()
+    start = time.perf_counter()
+    first = last = None
+    events = 0
+    with client.stream("POST", f"{base}/v1/stream", json=body) as response:
+        if response.status_code != 200:
+            result.outcome = f"http {response.status_code}"
+            return result
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            now = time.perf_counter()
+            events += 1
+            if event["type"] == "text":
+                first = first if first is not None else now
+                last = now
+            elif event["type"] == "finished":
+                result.tokens = event["usage"]["completion_tokens"]
+                result.outcome = "finished"
+            elif event["type"] == "error":
+                result.outcome = "error: " + event["message"]
+            if cancel_after is not None and events >= cancel_after:
+                result.outcome = "cancelled"
+                break
+    if first is not None:
+        result.ttft = first - start
+        if result.tokens > 1 and last is not None:
+            result.per_token = (last - first) / (result.tokens - 1)
+    return result
+
+
+def run_clients(base: str, clients: int, requests: int, tokens: int, deadline: float, cancel: float = 0.0,
+                seed: int = 0) -> tuple[list[Result], float]:  # fmt: skip
+    """``clients`` threads, ``requests`` requests each (fewer if ``deadline`` passes); wall seconds."""
+    results: list[Result] = []
+    lock = threading.Lock()
+
+    def client_loop(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        with httpx.Client(timeout=600) as client:
+            for _ in range(requests):
+                if time.monotonic() > deadline:
+                    return
+                cancel_after = rng.randint(1, tokens) if rng.random() < cancel else None
+                result = stream_once(client, base, tokens, rng, cancel_after)
+                with lock:
+                    results.append(result)
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - start
+
+
+def health(base: str) -> dict:
+    return httpx.get(f"{base}/healthz", timeout=30).json()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--requests", type=int, default=2, help="requests per client at each level")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--soak", type=int, default=200, help="soak requests (0: no soak)")
+    parser.add_argument("--cancel", type=float, default=0.3, help="fraction of soak requests cancelled")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    parser.add_argument("--time-limit", type=float, default=900, help="seconds; later requests are not started")
+    parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
+    args = parser.parse_args()
+    shape = SMALL if args.small else FULL
+    if args.small:
+        args.tokens, args.requests, args.soak = min(args.tokens, 32), 1, min(args.soak, 48)
+    deadline = time.monotonic() + args.time_limit
+    context = 64 + args.tokens
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pipeline(shape, Path(tmp) / "pipe", context)
+        port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
+        cmd = [sys.executable, "-m", "chameleon_sdk", "serve", "--model", str(Path(tmp) / "pipe"), "--port", str(port)]
+        server = subprocess.Popen([*cmd, *limits], env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    health(base)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            run_clients(base, 2, 1, args.tokens, deadline)  # warm-up: first allocations, thread pools
+            baseline_rss = rss_mib(server.pid)
+            where = f"{args.threads} threads"
+            print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
+                  f"request, {args.requests} requests per client, server on 127.0.0.1 with {where}")  # fmt: skip
+            header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
+                      f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
+            print(header)
+            one = None
+            for clients in args.levels:
+                results, wall = run_clients(base, clients, args.requests, args.tokens, deadline, seed=clients)
+                tokens = sum(r.tokens for r in results)
+                rate = tokens / wall
+                one = rate if one is None else one
+                lost = sum(r.outcome != "finished" for r in results)
+                ttft = [r.ttft for r in results if r.ttft == r.ttft]
+                per_token = [r.per_token * 1000 for r in results if r.per_token == r.per_token]
+                print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
+                      f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
+                      f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
+            if args.soak:
+                per_client = -(-args.soak // 16)
+                results, wall = run_clients(base, 16, per_client, args.tokens, deadline, cancel=args.cancel, seed=99)
+                results = results[: args.soak] if len(results) > args.soak else results
+                time.sleep(0.5)  # the last cancellations take effect at the next step
+                load = health(base)
+                outcomes = {o: sum(r.outcome == o for r in results) for o in sorted({r.outcome for r in results})}
+                after_rss = rss_mib(server.pid)
+                print(f"soak: {len(results)} requests from 16 clients in {wall:.1f}s: {outcomes}")
+                print(f"soak: after it the batch holds running={load['running']} waiting={load['waiting']} "
+                      f"rows_in_use={load['rows_in_use']} (decode steps {load['steps']})")  # fmt: skip
+                print(f"soak: server RSS {baseline_rss:.0f} MiB after warm-up (baseline), {after_rss:.0f} MiB after "
+                      f"the soak: {after_rss / baseline_rss:.3f}x")  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
