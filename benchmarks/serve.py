@@ -5,15 +5,15 @@ The server is a separate process (``chameleon serve``) on 127.0.0.1 serving the 
 sentencepiece text tokenizer. Clients stream text through ``POST /v1/stream``.
 
 Part 1, for 1, 4, 8 and 16 concurrent clients (each runs ``--requests`` requests of ``--tokens`` new
-tokens one after the other): aggregate tokens/s, p50/p95 time to first token, p50/p95 per-token
-latency, and the ratio of aggregate tokens/s against the named baseline, 1 client, measured in the
-same run. Target: 8 clients >= 4x.
+tokens one after the other), in ``--repeats`` interleaved rounds: aggregate tokens/s (the median of
+the rounds), p50/p95 time to first token, p50/p95 per-token latency, and the ratio of aggregate
+tokens/s against the named baseline, 1 client, measured in the same run. Target: 8 clients >= 4x.
 
 Part 2, the soak: ``--soak`` requests from 16 clients, a ``--cancel`` fraction of them closed after a
 random number of events. Every request must finish or be cancelled as asked, the batch must be empty
 afterwards (``/healthz``), and the server's resident memory must return to its baseline.
 
-    .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 2] [--soak 200] [--threads 2]
+    .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
 """
 
@@ -24,6 +24,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,8 @@ def stream_once(client: httpx.Client, base: str, tokens: int, rng: random.Random
     events = 0
     with client.stream("POST", f"{base}/v1/stream", json=body) as response:
         if response.status_code != 200:
-            result.outcome = f"http {response.status_code}"
+            response.read()
+            result.outcome = f"http {response.status_code}: {response.json()['error']['message']}"
             return result
         for line in response.iter_lines():
             if not line.startswith("data: "):
@@ -107,7 +109,7 @@ def stream_once(client: httpx.Client, base: str, tokens: int, rng: random.Random
                 result.outcome = "finished"
             elif event["type"] == "error":
                 result.outcome = "error: " + event["message"]
-            if cancel_after is not None and events >= cancel_after:
+            if cancel_after is not None and events >= cancel_after and result.outcome != "finished":
                 result.outcome = "cancelled"
                 break
     if first is not None:
@@ -117,18 +119,21 @@ def stream_once(client: httpx.Client, base: str, tokens: int, rng: random.Random
     return result
 
 
-def run_clients(base: str, clients: int, requests: int, tokens: int, deadline: float, cancel: float = 0.0,
+def run_clients(base: str, clients: int, total: int, tokens: int, deadline: float, cancel: float = 0.0,
                 seed: int = 0) -> tuple[list[Result], float]:  # fmt: skip
-    """``clients`` threads, ``requests`` requests each (fewer if ``deadline`` passes); wall seconds."""
+    """``total`` requests from ``clients`` threads (fewer if ``deadline`` passes); the wall seconds."""
     results: list[Result] = []
     lock = threading.Lock()
+    remaining = [total]
 
     def client_loop(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
         with httpx.Client(timeout=600) as client:
-            for _ in range(requests):
-                if time.monotonic() > deadline:
-                    return
+            while time.monotonic() < deadline:
+                with lock:
+                    if remaining[0] == 0:
+                        return
+                    remaining[0] -= 1
                 cancel_after = rng.randint(1, tokens) if rng.random() < cancel else None
                 result = stream_once(client, base, tokens, rng, cancel_after)
                 with lock:
@@ -150,7 +155,8 @@ def health(base: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
-    parser.add_argument("--requests", type=int, default=2, help="requests per client at each level")
+    parser.add_argument("--requests", type=int, default=1, help="requests per client at each level and round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over the levels (interleaved)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--soak", type=int, default=200, help="soak requests (0: no soak)")
     parser.add_argument("--cancel", type=float, default=0.3, help="fraction of soak requests cancelled")
@@ -160,9 +166,9 @@ def main() -> None:
     args = parser.parse_args()
     shape = SMALL if args.small else FULL
     if args.small:
-        args.tokens, args.requests, args.soak = min(args.tokens, 32), 1, min(args.soak, 48)
+        args.tokens, args.repeats, args.soak = min(args.tokens, 32), 1, min(args.soak, 48)
     deadline = time.monotonic() + args.time_limit
-    context = 64 + args.tokens
+    context = 128 + args.tokens  # room for the 12-word prompts
     with tempfile.TemporaryDirectory() as tmp:
         save_pipeline(shape, Path(tmp) / "pipe", context)
         port = free_port()
@@ -178,19 +184,26 @@ def main() -> None:
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            run_clients(base, 2, 1, args.tokens, deadline)  # warm-up: first allocations, thread pools
-            baseline_rss = rss_mib(server.pid)
+            run_clients(base, 2, 2, args.tokens, deadline)  # warm-up: first allocations, thread pools
             where = f"{args.threads} threads"
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
-                  f"request, {args.requests} requests per client, server on 127.0.0.1 with {where}")  # fmt: skip
+                  f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
+                  f"server on 127.0.0.1 with {where}")  # fmt: skip
             header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
                       f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
             print(header)
+            # the levels run interleaved, --repeats rounds of 1, 4, 8, 16 clients, so a change in the
+            # machine's load affects every level alike; each figure is over all rounds (rate: median)
+            rounds: dict[int, list[tuple[list[Result], float]]] = {n: [] for n in args.levels}
+            for r in range(args.repeats):
+                for clients in args.levels:
+                    rounds[clients].append(
+                        run_clients(base, clients, clients * args.requests, args.tokens, deadline, seed=r)
+                    )
             one = None
             for clients in args.levels:
-                results, wall = run_clients(base, clients, args.requests, args.tokens, deadline, seed=clients)
-                tokens = sum(r.tokens for r in results)
-                rate = tokens / wall
+                results = [x for batch, _ in rounds[clients] for x in batch]
+                rate = statistics.median(sum(x.tokens for x in batch) / wall for batch, wall in rounds[clients])
                 one = rate if one is None else one
                 lost = sum(r.outcome != "finished" for r in results)
                 ttft = [r.ttft for r in results if r.ttft == r.ttft]
@@ -198,19 +211,30 @@ def main() -> None:
                 print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
+            # the baseline: after the levels above, which ran up to 16 clients (the allocator's arenas
+            # and the worker threads exist by now; what the soak adds beyond it stayed behind)
+            baseline_rss = rss_mib(server.pid)
             if args.soak:
-                per_client = -(-args.soak // 16)
-                results, wall = run_clients(base, 16, per_client, args.tokens, deadline, cancel=args.cancel, seed=99)
-                results = results[: args.soak] if len(results) > args.soak else results
-                time.sleep(0.5)  # the last cancellations take effect at the next step
+                # two halves: memory that only the first half adds is the allocator settling; a leak
+                # would grow again in the second
+                results, wall, rss = [], 0.0, []
+                for half, count in enumerate((args.soak // 2, args.soak - args.soak // 2)):
+                    done, seconds = run_clients(
+                        base, 16, count, args.tokens, deadline, cancel=args.cancel, seed=99 + half
+                    )
+                    results += done
+                    wall += seconds
+                    time.sleep(0.5)  # the last cancellations take effect at the next step
+                    rss.append(rss_mib(server.pid))
                 load = health(base)
                 outcomes = {o: sum(r.outcome == o for r in results) for o in sorted({r.outcome for r in results})}
-                after_rss = rss_mib(server.pid)
-                print(f"soak: {len(results)} requests from 16 clients in {wall:.1f}s: {outcomes}")
+                lost = sum(r.outcome not in ("finished", "cancelled") for r in results)
+                print(f"soak: {len(results)} requests from 16 clients in {wall:.1f}s: {outcomes}; lost {lost}")
                 print(f"soak: after it the batch holds running={load['running']} waiting={load['waiting']} "
                       f"rows_in_use={load['rows_in_use']} (decode steps {load['steps']})")  # fmt: skip
-                print(f"soak: server RSS {baseline_rss:.0f} MiB after warm-up (baseline), {after_rss:.0f} MiB after "
-                      f"the soak: {after_rss / baseline_rss:.3f}x")  # fmt: skip
+                ratios = [f"{r:.0f} MiB ({r / baseline_rss:.3f}x)" for r in rss]
+                print(f"soak: server RSS {baseline_rss:.0f} MiB before it (baseline), after the first half "
+                      f"{ratios[0]}, after the second {ratios[1]}")  # fmt: skip
         finally:
             server.terminate()
             server.wait(30)
