@@ -43,7 +43,7 @@ SMALL = {"dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 344, "vocab_siz
 WORDS = " ".join(bundled_corpus()).split()
 
 
-def save_pipeline(shape: dict[str, int], directory: Path, context: int) -> None:
+def save_pipeline(shape: dict[str, int], directory: Path, context: int) -> cs.Pipeline:
     config = cs.PipelineConfig(
         text_tokenizer={"name": "sentencepiece", "options": {"vocab_size": 400}},
         model=cs.ModelConfig(max_seq_len=context, **shape),
@@ -53,6 +53,7 @@ def save_pipeline(shape: dict[str, int], directory: Path, context: int) -> None:
     torch.manual_seed(0)
     pipe.model = pipe.build_model()
     pipe.save_pretrained(directory)
+    return pipe
 
 
 def free_port() -> int:
@@ -148,6 +149,37 @@ def run_clients(base: str, clients: int, total: int, tokens: int, deadline: floa
     return results, time.perf_counter() - start
 
 
+def batcher_alone(pipe: cs.Pipeline, levels: list[int], tokens: int, context: int, rounds: int) -> None:
+    """The same decoding without HTTP: requests handed to a ContinuousBatcher in this process, so the
+    cost of the web stack (and of the clients, which share the machine) shows by difference."""
+    from chameleon_sdk.generation.stream import prepare_stream
+    from chameleon_sdk.serve.batcher import ContinuousBatcher, JobEnd
+
+    model = pipe.model
+    rates: dict[int, list[float]] = {n: [] for n in levels}
+    for r in range(rounds):
+        for n in levels:
+            batcher = ContinuousBatcher(model, max_rows=16, max_context=context, max_queue=64)
+            ended = threading.Semaphore(0)
+
+            def sink(item, ended=ended) -> None:
+                if isinstance(item, JobEnd):
+                    ended.release()
+
+            options = {"max_new_tokens": tokens, "stop": [], "sampler": {"name": "sample", "options": {}}}
+            streams = [prepare_stream(pipe, " ".join(WORDS[i : i + 12]), seed=r, **options) for i in range(n)]
+            start = time.perf_counter()
+            for stream in streams:
+                batcher.submit(stream, sink, timeout=600)
+            for _ in streams:
+                ended.acquire()
+            rates[n].append(n * tokens / (time.perf_counter() - start))
+            batcher.close()
+    one = statistics.median(rates[levels[0]])
+    cells = [f"{n}: {statistics.median(rates[n]):.1f} tok/s ({statistics.median(rates[n]) / one:.2f}x)" for n in levels]
+    print("the batcher alone, no HTTP, in this process: " + ", ".join(cells))
+
+
 def health(base: str) -> dict:
     return httpx.get(f"{base}/healthz", timeout=30).json()
 
@@ -158,7 +190,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1, help="requests per client at each level and round")
     parser.add_argument("--repeats", type=int, default=3, help="rounds over the levels (interleaved)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--soak", type=int, default=200, help="soak requests (0: no soak)")
+    parser.add_argument("--soak", type=int, default=None, help="soak requests (0: none; default 200, 48 with --small)")
     parser.add_argument("--cancel", type=float, default=0.3, help="fraction of soak requests cancelled")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds; later requests are not started")
@@ -166,11 +198,14 @@ def main() -> None:
     args = parser.parse_args()
     shape = SMALL if args.small else FULL
     if args.small:
-        args.tokens, args.repeats, args.soak = min(args.tokens, 32), 1, min(args.soak, 48)
+        args.tokens, args.repeats = min(args.tokens, 32), 1
+    if args.soak is None:
+        args.soak = 48 if args.small else 200
     deadline = time.monotonic() + args.time_limit
     context = 128 + args.tokens  # room for the 12-word prompts
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        save_pipeline(shape, Path(tmp) / "pipe", context)
+        pipe = save_pipeline(shape, Path(tmp) / "pipe", context)
         port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
@@ -211,6 +246,7 @@ def main() -> None:
                 print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
+            batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
             # the baseline: after the levels above, which ran up to 16 clients (the allocator's arenas
             # and the worker threads exist by now; what the soak adds beyond it stayed behind)
             baseline_rss = rss_mib(server.pid)
