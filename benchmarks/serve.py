@@ -15,6 +15,7 @@ afterwards (``/healthz``), and the server's resident memory must return to its b
 
     .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
+    .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
 """
 
 from __future__ import annotations
@@ -180,6 +181,42 @@ def batcher_alone(pipe: cs.Pipeline, levels: list[int], tokens: int, context: in
     print("the batcher alone, no HTTP, in this process: " + ", ".join(cells))
 
 
+def object_check(pipe: cs.Pipeline, requests: int, tokens: int, cancel: float, deadline: float) -> None:
+    """Whether the server keeps anything per request: the same app in this process (uvicorn in a
+    thread), three rounds of ``requests`` after a warm-up; the Python object count and the memory
+    ``tracemalloc`` traces after each round (tensors are referenced by Python objects, so a kept
+    buffer shows in the count)."""
+    import gc
+    import tracemalloc
+
+    import uvicorn
+
+    app = cs.serve.create_app(pipe, max_rows=16, max_new_tokens=tokens)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    run_clients(base, 16, requests, tokens, deadline, cancel=cancel, seed=7)
+    gc.collect()
+    tracemalloc.start()
+    objects = len(gc.get_objects())
+    cells = []
+    for r in range(3):
+        run_clients(base, 16, requests, tokens, deadline, cancel=cancel, seed=8 + r)
+        time.sleep(0.5)
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] / 2**20
+        cells.append(f"{len(gc.get_objects()) - objects:+d} objects, {traced:.2f} MiB traced")
+    tracemalloc.stop()
+    server.should_exit = True
+    thread.join(30)
+    print(
+        f"objects kept, after rounds of {requests} requests (16 clients, {cancel:.0%} cancelled): " + "; ".join(cells)
+    )
+
+
 def health(base: str) -> dict:
     return httpx.get(f"{base}/healthz", timeout=30).json()
 
@@ -192,6 +229,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--soak", type=int, default=None, help="soak requests (0: none; default 200, 48 with --small)")
     parser.add_argument("--cancel", type=float, default=0.3, help="fraction of soak requests cancelled")
+    parser.add_argument("--object-check", type=int, default=0, help="requests per round of the in-process check")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds; later requests are not started")
     parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
@@ -247,6 +285,8 @@ def main() -> None:
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
             batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
+            if args.object_check:
+                object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)
             # the baseline: after the levels above, which ran up to 16 clients (the allocator's arenas
             # and the worker threads exist by now; what the soak adds beyond it stayed behind)
             baseline_rss = rss_mib(server.pid)
