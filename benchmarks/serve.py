@@ -153,7 +153,6 @@ def run_clients(base: str, clients: int, total: int, tokens: int, deadline: floa
 def batcher_alone(pipe: cs.Pipeline, levels: list[int], tokens: int, context: int, rounds: int) -> None:
     """The same decoding without HTTP: requests handed to a ContinuousBatcher in this process, so the
     cost of the web stack (and of the clients, which share the machine) shows by difference."""
-    from chameleon_sdk.generation.stream import prepare_stream
     from chameleon_sdk.serve.batcher import ContinuousBatcher, JobEnd
 
     model = pipe.model
@@ -168,7 +167,7 @@ def batcher_alone(pipe: cs.Pipeline, levels: list[int], tokens: int, context: in
                     ended.release()
 
             options = {"max_new_tokens": tokens, "stop": [], "sampler": {"name": "sample", "options": {}}}
-            streams = [prepare_stream(pipe, " ".join(WORDS[i : i + 12]), seed=r, **options) for i in range(n)]
+            streams = [pipe.prepare_stream(" ".join(WORDS[i : i + 12]), seed=r, **options) for i in range(n)]
             start = time.perf_counter()
             for stream in streams:
                 batcher.submit(stream, sink, timeout=600)

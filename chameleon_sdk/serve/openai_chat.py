@@ -1,7 +1,8 @@
 """The OpenAI chat-completions wire format: requests -> a prompt and options, results -> responses.
 
 There is no chat template: the prompt is the messages' content in order (text parts as text,
-``image_url`` parts as images, messages separated by a newline), generated in text mode.
+``image_url`` parts as images, messages separated by a newline) and the end-of-turn token, as
+``Pipeline.generate(..., chat=True)`` makes it, generated in text mode.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ class ChatRequest:
                 segments.append(Text("\n"))
             segments += _content(message, f"messages[{i}]", max_pixels)
         tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        options: dict[str, Any] = {"mode": "text", "max_new_tokens": limited_tokens(tokens, max_new_tokens)}
+        # chat=True: the prompt ends with the end-of-turn token, the form the released models were tuned on
+        options: dict[str, Any] = {
+            "mode": "text",
+            "chat": True,
+            "max_new_tokens": limited_tokens(tokens, max_new_tokens),
+        }
         temperature, top_p = body.get("temperature"), body.get("top_p")
         if temperature == 0:
             options["sampler"] = "greedy"

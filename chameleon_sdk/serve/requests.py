@@ -13,7 +13,7 @@ import attrs
 from chameleon_sdk.document import Document
 from chameleon_sdk.errors import ChameleonError
 from chameleon_sdk.generation.events import Finished, GenerationEvent
-from chameleon_sdk.generation.stream import DocumentStream, check_options, prepare_stream
+from chameleon_sdk.generation.stream import DocumentStream
 from chameleon_sdk.serve.batcher import ContinuousBatcher, Job, JobEnd
 from chameleon_sdk.serve.options import ServeOptions
 
@@ -57,11 +57,10 @@ class ServedGeneration:
         """Tokenize and check in a worker thread (bad input raises here, before any response), then queue."""
         timeout = self.options.request_timeout
         options = {"progress_every": self.options.progress_every, **generation_options}
-        check_options(options)
         asked = options.get("max_time")  # a malformed value is refused by prepare_stream
         if asked is None or (isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > timeout):
             options["max_time"] = timeout
-        stream = await asyncio.to_thread(prepare_stream, self.pipeline, prompt, **options)
+        stream = await asyncio.to_thread(self.pipeline.prepare_stream, prompt, **options)
         self._stream = stream
         self.usage.prompt_tokens = len(stream.decoder.physical_prompts[0])
         remaining = max(0.0, timeout - (time.monotonic() - self.arrived))

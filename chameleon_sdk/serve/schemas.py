@@ -31,7 +31,9 @@ from chameleon_sdk.image_io import open_image
 __all__ = ["GenerateRequest", "decode_image", "event_json", "image_data_uri", "parse_document"]
 
 #: generation options a request may set (``Pipeline.stream``'s, less ``model``)
-OPTIONS = ("mode", "max_new_tokens", "sampler", "samplers", "guidance", "stop", "seed", "max_time", "progress_every")
+OPTIONS = (
+    "mode", "max_new_tokens", "sampler", "samplers", "guidance", "stop", "seed", "max_time", "progress_every", "chat",
+)  # fmt: skip
 
 
 def decode_image(data: Any, where: str, *, max_pixels: int) -> PIL.Image.Image:

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk as cs
-from chameleon_sdk.generation.stream import prepare_stream
 from chameleon_sdk.serve.batcher import ContinuousBatcher, JobEnd, QueueFullError
 
 from .conftest import IMAGE_CODES
@@ -58,7 +57,7 @@ def test_batched_requests_match_decoding_each_alone(served_pipe, picks, rows):
         sinks = [Collector() for _ in picks]
         for i, sink in zip(picks, sinks):
             prompt, options = REQUESTS[i]
-            batcher.submit(prepare_stream(served_pipe, prompt, sampler="greedy", **options), sink, timeout=60)
+            batcher.submit(served_pipe.prepare_stream(prompt, sampler="greedy", **options), sink, timeout=60)
         assert [s.document() for s in sinks] == expected
         assert batcher.load()["running"] == 0 and batcher.load()["rows_in_use"] == 0
     finally:
@@ -73,13 +72,13 @@ def test_requests_share_steps_and_a_late_request_joins_the_running_batch(served_
     def join_after_five_tokens(sink: Collector) -> None:
         if not joined.is_set() and sum(isinstance(e, cs.TextDelta) for e in sink.events) >= 5:
             joined.set()
-            stream = prepare_stream(served_pipe, "late one", sampler="greedy", max_new_tokens=30)
+            stream = served_pipe.prepare_stream("late one", sampler="greedy", max_new_tokens=30)
             batcher.submit(stream, late, timeout=60)
 
     try:
         first = Collector(join_after_five_tokens)
         options = {"sampler": "greedy", "max_new_tokens": 60, "stop": []}
-        batcher.submit(prepare_stream(served_pipe, "early", **options), first, timeout=60)
+        batcher.submit(served_pipe.prepare_stream("early", **options), first, timeout=60)
         early_doc, late_doc = first.document(), late.document()
         assert early_doc == served_pipe.generate("early", **options)
         assert late_doc == served_pipe.generate("late one", sampler="greedy", max_new_tokens=30)
@@ -93,10 +92,10 @@ def test_a_cancelled_request_frees_its_rows_at_the_next_step(served_pipe):
     batcher = ContinuousBatcher(served_pipe.model, max_rows=4, max_context=512, max_queue=8)
     try:
         long = Collector()
-        job = batcher.submit(prepare_stream(served_pipe, "go on", max_new_tokens=400, stop=[]), long, timeout=60)
+        job = batcher.submit(served_pipe.prepare_stream("go on", max_new_tokens=400, stop=[]), long, timeout=60)
         other = Collector()
         image = {"mode": "image", "max_new_tokens": IMAGE_CODES + 1, "guidance": cs.Guidance()}
-        batcher.submit(prepare_stream(served_pipe, "a red circle", sampler="greedy", **image), other, timeout=60)
+        batcher.submit(served_pipe.prepare_stream("a red circle", sampler="greedy", **image), other, timeout=60)
         batcher.cancel(job)
         assert long.ended.wait(60) and long.end == JobEnd("cancelled")
         assert other.document() == served_pipe.generate("a red circle", sampler="greedy", **image)
@@ -109,16 +108,16 @@ def test_a_cancelled_request_frees_its_rows_at_the_next_step(served_pipe):
 def test_queue_limit_and_row_limit(served_pipe):
     batcher = ContinuousBatcher(served_pipe.model, max_rows=2, max_context=128, max_queue=1)
     try:
-        guided = prepare_stream(served_pipe, "a", mode="image", max_new_tokens=IMAGE_CODES + 1, guidance=cs.Guidance())
+        guided = served_pipe.prepare_stream("a", mode="image", max_new_tokens=IMAGE_CODES + 1, guidance=cs.Guidance())
         with pytest.raises(cs.GenerationError, match="needs 3 batch rows"):
             batcher.submit(guided, Collector(), timeout=60)
         with pytest.raises(cs.GenerationError, match="exceeds the server's context of 128"):
-            batcher.submit(prepare_stream(served_pipe, "a", max_new_tokens=200), Collector(), timeout=60)
+            batcher.submit(served_pipe.prepare_stream("a", max_new_tokens=200), Collector(), timeout=60)
         sinks = [Collector() for _ in range(4)]
         jobs = []
         with pytest.raises(QueueFullError):
             for sink in sinks:  # 2 rows and 1 waiting place: one of the four is refused at the latest
-                stream = prepare_stream(served_pipe, "b", max_new_tokens=100, stop=[])
+                stream = served_pipe.prepare_stream("b", max_new_tokens=100, stop=[])
                 jobs.append(batcher.submit(stream, sink, timeout=60))
         for job in jobs:
             batcher.cancel(job)
@@ -131,9 +130,9 @@ def test_queue_limit_and_row_limit(served_pipe):
 def test_a_queued_request_times_out(served_pipe):
     batcher = ContinuousBatcher(served_pipe.model, max_rows=1, max_context=256, max_queue=4)
     try:
-        busy = batcher.submit(prepare_stream(served_pipe, "a", max_new_tokens=200, stop=[]), Collector(), timeout=60)
+        busy = batcher.submit(served_pipe.prepare_stream("a", max_new_tokens=200, stop=[]), Collector(), timeout=60)
         waiting = Collector()
-        batcher.submit(prepare_stream(served_pipe, "b", max_new_tokens=5), waiting, timeout=0.01)
+        batcher.submit(served_pipe.prepare_stream("b", max_new_tokens=5), waiting, timeout=0.01)
         assert waiting.ended.wait(60) and waiting.end.status == "timeout"
         batcher.cancel(busy)
     finally:
@@ -144,8 +143,8 @@ def test_close_ends_everything(served_pipe):
     batcher = ContinuousBatcher(served_pipe.model, max_rows=1, max_context=256, max_queue=4)
     sinks = [Collector(), Collector()]
     for sink in sinks:
-        batcher.submit(prepare_stream(served_pipe, "a", max_new_tokens=200, stop=[]), sink, timeout=60)
+        batcher.submit(served_pipe.prepare_stream("a", max_new_tokens=200, stop=[]), sink, timeout=60)
     batcher.close()
     assert all(s.ended.is_set() and s.end.status in ("cancelled", "finished") for s in sinks)
     with pytest.raises(cs.ChameleonError, match="shutting down"):
-        batcher.submit(prepare_stream(served_pipe, "a", max_new_tokens=5), Collector(), timeout=60)
+        batcher.submit(served_pipe.prepare_stream("a", max_new_tokens=5), Collector(), timeout=60)

@@ -34,12 +34,12 @@ def test_chat_completion_with_an_image(served_pipe, live_server):
     choice = completion.choices[0]
     assert completion.object == "chat.completion" and completion.model == "tiny"
     assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
-    # the same prompt through the pipeline: the messages' content parts in order
+    # the same prompt through the pipeline: the messages' content parts in order, as a chat turn
     image = cs.Image(PIL.Image.open(io.BytesIO(base64.b64decode(_image_part()["image_url"]["url"].split(",")[1]))))
     prompt = cs.Document.of("what is in", image.image)
-    expected = served_pipe.generate(prompt, max_new_tokens=12, sampler="greedy")
+    expected = served_pipe.generate(prompt, max_new_tokens=12, sampler="greedy", chat=True)
     assert choice.message.content == expected.text
-    assert completion.usage.prompt_tokens == len(served_pipe.tokenize(prompt))
+    assert completion.usage.prompt_tokens == len(served_pipe.tokenize(prompt, end_of_turn=True))
     assert 0 < completion.usage.completion_tokens <= 12
 
 
