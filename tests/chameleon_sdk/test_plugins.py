@@ -52,7 +52,7 @@ def test_unknown_plugin_lists_registered_names_and_closest(registry):
         registry.get("text_tokenizer", "sentencepeice")
     message = str(info.value)
     assert "'sentencepiece'" in message and "Did you mean 'sentencepiece'" in message
-    assert info.value.available == ["sentencepiece"]
+    assert info.value.available == ["bpe", "sentencepiece"]
     with pytest.raises(PluginNotFoundError, match="plugin kind"):
         registry.records("tokenizers")
 
