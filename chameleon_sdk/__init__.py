@@ -277,10 +277,13 @@ _EXPORTS = exports_of(__file__)
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "serve":  # the subpackage (cs.serve.create_app); Starlette loads only when an app is made
+        return importlib.import_module(f"{__name__}.serve")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
 
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

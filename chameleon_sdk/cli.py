@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or phase lines")
     p.set_defaults(func=_cmd_demo)
 
+    from chameleon_sdk.serve.command import add_serve_command  # Starlette and uvicorn load only when it runs
+
+    add_serve_command(sub)
+
     lab = sub.add_parser("lab", help="experiments that reproduce the paper's findings at small scale")
     lab_sub = lab.add_subparsers(dest="experiment", required=True)
     p = lab_sub.add_parser("stability", help="learning-rate sweep of the stability tricks (docs/stability-lab.md)")

@@ -21,7 +21,13 @@ from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
 from chameleon_sdk.document import Document, Image, Segment, Text
 from chameleon_sdk.errors import CheckpointError, ConfigError, PluginNotFoundError
 from chameleon_sdk.generation.events import GenerationEvent
-from chameleon_sdk.generation.stream import check_options, generate_documents, stream_documents
+from chameleon_sdk.generation.stream import (
+    DocumentStream,
+    check_options,
+    generate_documents,
+    prepare_stream,
+    stream_documents,
+)
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, TextTokenizer
@@ -174,6 +180,12 @@ class Pipeline:
         """
         check_options(options)
         return stream_documents(self.tokenizer, prompt, **self._generation_defaults(options))
+
+    def prepare_stream(self, prompt: Document | str | Sequence[Document | str], **options: Any) -> DocumentStream:
+        """What :meth:`stream` would decode, checked and tokenized but not run: for a scheduler that
+        decodes several requests in one batch (``chameleon_sdk.serve``). Same options as :meth:`stream`."""
+        check_options(options)
+        return prepare_stream(self.tokenizer, prompt, **self._generation_defaults(options))
 
     def _generation_defaults(self, options: dict[str, Any]) -> dict[str, Any]:
         return {"model": self.model, "sampler": self.config.sampler, "registry": self.registry, **options}

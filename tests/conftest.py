@@ -150,6 +150,21 @@ def tiny_image_options():
     }
 
 
+@pytest.fixture
+def tiny_image_pipe(registry, trained_sentencepiece, tiny_image_options):
+    """A pipeline with sentencepiece text, the tiny untrained image tokenizer and a random 1-layer model."""
+    config = chameleon_sdk.PipelineConfig(
+        text_tokenizer={"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
+        modalities=({"name": "image", "options": tiny_image_options},),
+        model=chameleon_sdk.ModelConfig(dim=32, num_layers=1, num_heads=4, max_seq_len=512),
+        attention="eager",
+    )
+    pipe = chameleon_sdk.Pipeline.from_config(config)
+    torch.manual_seed(0)
+    pipe.model = pipe.build_model()
+    return pipe
+
+
 # -- executed documentation ---------------------------------------------------------------------
 # Every ```python block of README.md and docs/**/*.md runs (tests/test_readme.py,
 # tests/test_docs_blocks.py). The blocks of one file run in order, like one script: in one module

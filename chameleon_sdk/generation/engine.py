@@ -394,6 +394,20 @@ class TokenDecoder:
         groups += [(name, live & self.states.inside(name)) for name in self.states.names]
         return groups
 
+    def prefill(self) -> tuple[Any, torch.Tensor]:
+        """The prompts' forward pass: a new cache holding every physical row's prompt and the float
+        logits ``[physical rows, V]`` of each prompt's last position. For a scheduler that runs the
+        decode steps of several decoders in one batch and calls :meth:`advance` itself."""
+        return self._prefill()
+
+    def advance(self, logits: torch.Tensor) -> StepOutput:
+        """One step from next-token ``logits`` ``[physical rows, V]`` computed elsewhere: guidance,
+        constraints, sampling and the stop rules, as in :meth:`steps`. The caller feeds
+        ``tokens.repeat_interleave(self.k)`` to the model next."""
+        active = ~self.done
+        tokens = self._choose(logits)
+        return StepOutput(tokens=tokens, active=active, finished=self._record(tokens, active))
+
     def steps(self) -> Iterator[StepOutput]:
         """Run the decode loop, yielding after every step. Closing the iterator stops the work."""
         was_training = self.model.training

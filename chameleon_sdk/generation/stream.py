@@ -21,6 +21,7 @@ from chameleon_sdk.generation.engine import (
     DEFAULT_MAX_BATCH,
     Guidance,
     SamplerChoice,
+    StepOutput,
     TokenDecoder,
     build_samplers,
     check_batch_size,
@@ -46,7 +47,7 @@ from chameleon_sdk.vocabulary import TEXT
 if TYPE_CHECKING:
     from chameleon_sdk.tokenizer import MixedModalTokenizer
 
-__all__ = ["stream_documents"]
+__all__ = ["DocumentStream", "prepare_stream", "stream_documents"]
 
 #: new tokens per row when ``max_new_tokens`` is not given (fewer when the model's context is shorter)
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -166,7 +167,54 @@ class _RowBuilder:
         return [*events, Finished(self.row, reason, Document(self.segments))]
 
 
+class DocumentStream:
+    """A :class:`TokenDecoder` and one event builder per prompt: decode steps in, events out.
+
+    :func:`stream_documents` drives ``decoder.steps()`` itself; a scheduler that batches several
+    streams in one forward pass calls ``decoder.advance(logits)`` and hands each step to :meth:`events`.
+    """
+
+    def __init__(self, decoder: TokenDecoder, rows: list[_RowBuilder], modes: list[str]) -> None:
+        self.decoder, self.rows, self.modes = decoder, rows, modes
+
+    def opening_events(self) -> Iterator[GenerationEvent]:
+        """Modality-mode rows start inside their block: their started events, before any step."""
+        for r, m in enumerate(self.modes):
+            if m not in ("text", "interleaved"):
+                yield self.rows[r]._start(m)
+
+    def events(self, step: StepOutput) -> Iterator[GenerationEvent]:
+        """The events of one decode step; a row that meets a stop string is finished here."""
+        finished = dict(step.finished)
+        tokens = step.tokens.tolist()
+        for r in torch.nonzero(step.active).flatten().tolist():
+            yield from self.rows[r].feed(tokens[r])
+            if r not in finished and self.rows[r].hit_stop_string:
+                self.decoder.finish(r, "stop_string")
+                finished[r] = "stop_string"
+            if r in finished:
+                yield from self.rows[r].finish(finished[r])
+
+
 def stream_documents(
+    tokenizer: MixedModalTokenizer, prompts: Prompt | Sequence[Prompt], **options: Any
+) -> Iterator[GenerationEvent]:
+    """Events of generating a continuation of each prompt. See ``Pipeline.stream``.
+
+    Every option is checked, the prompts tokenized and the decoder built when this is called,
+    before the first event, so a bad request fails here (a server can answer 400 before it sends
+    any headers); iterating the result runs the model.
+    """
+    return _events(prepare_stream(tokenizer, prompts, **options))
+
+
+def _events(stream: DocumentStream) -> Iterator[GenerationEvent]:
+    yield from stream.opening_events()
+    for step in stream.decoder.steps():
+        yield from stream.events(step)
+
+
+def prepare_stream(
     tokenizer: MixedModalTokenizer,
     prompts: Prompt | Sequence[Prompt],
     *,
@@ -185,13 +233,9 @@ def stream_documents(
     chat: bool = False,
     registry: PluginRegistry | None = None,
     compile: bool = False,
-) -> Iterator[GenerationEvent]:
-    """Events of generating a continuation of each prompt. See ``Pipeline.stream``.
-
-    Every option is checked, the prompts tokenized and the decoder built when this is called,
-    before the first event, so a bad request fails here (a server can answer 400 before it sends
-    any headers); iterating the result runs the model.
-    """
+) -> DocumentStream:
+    """Check the options, tokenize the prompts and build the decoder (nothing is decoded yet).
+    The options are those of ``Pipeline.stream``."""
     if model is None:
         raise GenerationError("the pipeline has no model: build one (pipe.model = pipe.build_model()) or pass model=")
     check_model(model)
@@ -249,23 +293,7 @@ def stream_documents(
         compile=compile,
     )
     rows = [_RowBuilder(tokenizer, r, stop, progress_every, previews) for r in range(len(batch))]
-    return _events(decoder, rows, modes)
-
-
-def _events(decoder: TokenDecoder, rows: list[_RowBuilder], modes: list[str]) -> Iterator[GenerationEvent]:
-    for r, m in enumerate(modes):  # modality-mode rows start inside their block
-        if m not in ("text", "interleaved"):
-            yield rows[r]._start(m)
-    for step in decoder.steps():
-        finished = dict(step.finished)
-        tokens = step.tokens.tolist()
-        for r in torch.nonzero(step.active).flatten().tolist():
-            yield from rows[r].feed(tokens[r])
-            if r not in finished and rows[r].hit_stop_string:
-                decoder.finish(r, "stop_string")
-                finished[r] = "stop_string"
-            if r in finished:
-                yield from rows[r].finish(finished[r])
+    return DocumentStream(decoder, rows, modes)
 
 
 def _check_decodable(tokenizer: MixedModalTokenizer, modes: Sequence[str]) -> None:
@@ -284,7 +312,7 @@ def _check_decodable(tokenizer: MixedModalTokenizer, modes: Sequence[str]) -> No
 def check_options(options: Mapping[str, Any]) -> None:
     """Refuse generation options :func:`stream_documents` does not take, naming the valid ones."""
     hidden = ("tokenizer", "prompts", "registry")
-    valid = [name for name in inspect.signature(stream_documents).parameters if name not in hidden]
+    valid = [name for name in inspect.signature(prepare_stream).parameters if name not in hidden]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         close = difflib.get_close_matches(unknown[0], valid, n=1)

@@ -73,6 +73,41 @@ class KVCache:
         if self.span_ids is not None:
             self.span_ids.fill_(-1)
 
+    def copy_rows(self, rows: torch.Tensor, source: KVCache, source_rows: torch.Tensor) -> None:
+        """Make ``rows`` of this cache hold what ``source_rows`` of ``source`` hold (content, lengths,
+        positions, document and span ids); ``source`` may be this cache. A continuous-batching
+        scheduler uses it to admit a request prefilled in its own cache and to keep live rows packed."""
+        if source.max_len > self.max_len or source.keys.shape[::2] != self.keys.shape[::2]:
+            raise ConfigError(
+                f"KVCache.copy_rows: a source of {source.max_len} slots per row and layout "
+                f"{tuple(source.keys.shape)} does not fit this cache {tuple(self.keys.shape)}"
+            )
+        width = source.max_len
+        self.keys[:, rows, :, :width] = source.keys[:, source_rows]
+        self.values[:, rows, :, :width] = source.values[:, source_rows]
+        self.lengths[rows] = source.lengths[source_rows]
+        self.next_position[rows] = source.next_position[source_rows]
+        for name in ("document_ids", "span_ids"):
+            mine, theirs = getattr(self, name), getattr(source, name)
+            if mine is not None:
+                mine[rows] = 0 if name == "document_ids" else -1
+                if theirs is not None:
+                    mine[rows, :width] = theirs[source_rows]
+
+    def first_rows(self, count: int) -> KVCache:
+        """A cache over rows ``0..count-1`` that shares this one's buffers (writes go through), so a
+        batch of ``count`` live rows runs without touching the rest."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= self.batch:
+            raise ConfigError(f"KVCache.first_rows: count must be in [1, {self.batch}], got {count!r}")
+        view = object.__new__(KVCache)
+        view.__dict__.update(self.__dict__)
+        for name in ("keys", "values"):
+            setattr(view, name, getattr(self, name)[:, :count])
+        for name in ("lengths", "next_position", "document_ids", "span_ids"):
+            tensor = getattr(self, name)
+            setattr(view, name, None if tensor is None else tensor[:count])
+        return view
+
     def truncate(self, lengths: torch.Tensor) -> None:
         """Shorten rows to ``lengths`` ``[B]`` (each <= its current length); the dropped slots are reused.
 

@@ -206,8 +206,12 @@ def test_use_registry_isolates_the_default():
 def test_cli_plugins_json(registry, capsys):
     assert main(["plugins", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    found = next(item for item in listed if item["name"] == "sentencepiece")
-    assert {"kind": "text_tokenizer", "name": "sentencepiece", "provider": "chameleon-sdk"}.items() <= found.items()
+    sentencepiece = next(entry for entry in listed if entry["name"] == "sentencepiece")
+    assert {
+        "kind": "text_tokenizer",
+        "name": "sentencepiece",
+        "provider": "chameleon-sdk",
+    }.items() <= sentencepiece.items()
     assert all({"kind", "name", "provider"} <= set(item) for item in listed)
 
 

@@ -13,17 +13,8 @@ CODES = 64  # a 16 px image, downsampled twice -> 8 x 8
 
 
 @pytest.fixture
-def pipe(registry, trained_sentencepiece, tiny_image_options):
-    config = cs.PipelineConfig(
-        text_tokenizer={"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-        modalities=({"name": "image", "options": tiny_image_options},),
-        model=cs.ModelConfig(dim=32, num_layers=1, num_heads=4, max_seq_len=512),
-        attention="eager",
-    )
-    pipe = cs.Pipeline.from_config(config)
-    torch.manual_seed(0)
-    pipe.model = pipe.build_model()
-    return pipe
+def pipe(tiny_image_pipe):
+    return tiny_image_pipe
 
 
 def test_image_mode_streams_previews_and_a_decoded_image(pipe):

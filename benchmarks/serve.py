@@ -1,0 +1,319 @@
+"""chameleon serve under concurrent streaming clients, and a soak with random cancellations.
+
+The server is a separate process (``chameleon serve``) on 127.0.0.1 serving the bench config model
+(vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, fp32, random weights) with a
+sentencepiece text tokenizer. Clients stream text through ``POST /v1/stream``.
+
+Part 1, for 1, 4, 8 and 16 concurrent clients (each runs ``--requests`` requests of ``--tokens`` new
+tokens one after the other), in ``--repeats`` interleaved rounds: aggregate tokens/s (the median of
+the rounds), p50/p95 time to first token, p50/p95 per-token latency, and the ratio of aggregate
+tokens/s against the named baseline, 1 client, measured in the same run. Target: 8 clients >= 4x.
+
+Part 2, the soak: ``--soak`` requests from 16 clients, a ``--cancel`` fraction of them closed after a
+random number of events. Every request must finish or be cancelled as asked, the batch must be empty
+afterwards (``/healthz``), and the server's resident memory must return to its baseline.
+
+    .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
+    .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
+    .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+import chameleon_sdk as cs
+from chameleon_sdk.demo import bundled_corpus
+
+FULL = {"dim": 512, "num_layers": 8, "num_heads": 8, "ffn_dim": 1376, "vocab_size": 16384}
+SMALL = {"dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 344, "vocab_size": 4096}
+WORDS = " ".join(bundled_corpus()).split()
+
+
+def save_pipeline(shape: dict[str, int], directory: Path, context: int) -> cs.Pipeline:
+    config = cs.PipelineConfig(
+        text_tokenizer={"name": "sentencepiece", "options": {"vocab_size": 400}},
+        model=cs.ModelConfig(max_seq_len=context, **shape),
+    )
+    pipe = cs.Pipeline.from_config(config)
+    pipe.train_text_tokenizer(bundled_corpus())
+    torch.manual_seed(0)
+    pipe.model = pipe.build_model()
+    pipe.save_pretrained(directory)
+    return pipe
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+class Result:
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.ttft = float("nan")
+        self.per_token = float("nan")
+        self.outcome = "lost"
+
+
+def stream_once(client: httpx.Client, base: str, tokens: int, rng: random.Random, cancel_after: int | None) -> Result:
+    """One streaming request; ``cancel_after``: close the connection after that many events."""
+    prompt = " ".join(rng.choice(WORDS) for _ in range(12))
+    body = {"prompt": prompt, "max_new_tokens": tokens, "stop": [], "sampler": {"name": "sample", "options": {}},
+            "seed": rng.randrange(1 << 30)}  # fmt: skip
+    result = Result()
+    start = time.perf_counter()
+    first = last = None
+    events = 0
+    with client.stream("POST", f"{base}/v1/stream", json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            result.outcome = f"http {response.status_code}: {response.json()['error']['message']}"
+            return result
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            now = time.perf_counter()
+            events += 1
+            if event["type"] == "text":
+                first = first if first is not None else now
+                last = now
+            elif event["type"] == "finished":
+                result.tokens = event["usage"]["completion_tokens"]
+                result.outcome = "finished"
+            elif event["type"] == "error":
+                result.outcome = "error: " + event["message"]
+            if cancel_after is not None and events >= cancel_after and result.outcome != "finished":
+                result.outcome = "cancelled"
+                break
+    if first is not None:
+        result.ttft = first - start
+        if result.tokens > 1 and last is not None:
+            result.per_token = (last - first) / (result.tokens - 1)
+    return result
+
+
+def run_clients(base: str, clients: int, total: int, tokens: int, deadline: float, cancel: float = 0.0,
+                seed: int = 0) -> tuple[list[Result], float]:  # fmt: skip
+    """``total`` requests from ``clients`` threads (fewer if ``deadline`` passes); the wall seconds."""
+    results: list[Result] = []
+    lock = threading.Lock()
+    remaining = [total]
+
+    def client_loop(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        with httpx.Client(timeout=600) as client:
+            while time.monotonic() < deadline:
+                with lock:
+                    if remaining[0] == 0:
+                        return
+                    remaining[0] -= 1
+                cancel_after = rng.randint(1, tokens) if rng.random() < cancel else None
+                result = stream_once(client, base, tokens, rng, cancel_after)
+                with lock:
+                    results.append(result)
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - start
+
+
+def batcher_alone(pipe: cs.Pipeline, levels: list[int], tokens: int, context: int, rounds: int) -> None:
+    """The same decoding without HTTP: requests handed to a ContinuousBatcher in this process, so the
+    cost of the web stack (and of the clients, which share the machine) shows by difference."""
+    from chameleon_sdk.serve.batcher import ContinuousBatcher, JobEnd
+
+    model = pipe.model
+    rates: dict[int, list[float]] = {n: [] for n in levels}
+    for r in range(rounds):
+        for n in levels:
+            batcher = ContinuousBatcher(model, max_rows=16, max_context=context, max_queue=64)
+            ended = threading.Semaphore(0)
+
+            def sink(item, ended=ended) -> None:
+                if isinstance(item, JobEnd):
+                    ended.release()
+
+            options = {"max_new_tokens": tokens, "stop": [], "sampler": {"name": "sample", "options": {}}}
+            streams = [pipe.prepare_stream(" ".join(WORDS[i : i + 12]), seed=r, **options) for i in range(n)]
+            start = time.perf_counter()
+            for stream in streams:
+                batcher.submit(stream, sink, timeout=600)
+            for _ in streams:
+                ended.acquire()
+            rates[n].append(n * tokens / (time.perf_counter() - start))
+            batcher.close()
+    one = statistics.median(rates[levels[0]])
+    cells = [f"{n}: {statistics.median(rates[n]):.1f} tok/s ({statistics.median(rates[n]) / one:.2f}x)" for n in levels]
+    print("the batcher alone, no HTTP, in this process: " + ", ".join(cells))
+
+
+def object_check(pipe: cs.Pipeline, requests: int, tokens: int, cancel: float, deadline: float) -> None:
+    """Whether the server keeps anything per request: the same app in this process (uvicorn in a
+    thread), three rounds of ``requests`` after a warm-up; the Python object count and the memory
+    ``tracemalloc`` traces after each round (tensors are referenced by Python objects, so a kept
+    buffer shows in the count)."""
+    import gc
+    import tracemalloc
+
+    import uvicorn
+
+    app = cs.serve.create_app(pipe, max_rows=16, max_new_tokens=tokens)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    run_clients(base, 16, requests, tokens, deadline, cancel=cancel, seed=7)
+    gc.collect()
+    tracemalloc.start()
+    objects = len(gc.get_objects())
+    cells = []
+    for r in range(3):
+        run_clients(base, 16, requests, tokens, deadline, cancel=cancel, seed=8 + r)
+        time.sleep(0.5)
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] / 2**20
+        cells.append(f"{len(gc.get_objects()) - objects:+d} objects, {traced:.2f} MiB traced")
+    tracemalloc.stop()
+    server.should_exit = True
+    thread.join(30)
+    print(
+        f"objects kept, after rounds of {requests} requests (16 clients, {cancel:.0%} cancelled): " + "; ".join(cells)
+    )
+
+
+def health(base: str) -> dict:
+    return httpx.get(f"{base}/healthz", timeout=30).json()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--requests", type=int, default=1, help="requests per client at each level and round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over the levels (interleaved)")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--soak", type=int, default=None, help="soak requests (0: none; default 200, 48 with --small)")
+    parser.add_argument("--cancel", type=float, default=0.3, help="fraction of soak requests cancelled")
+    parser.add_argument("--object-check", type=int, default=0, help="requests per round of the in-process check")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    parser.add_argument("--time-limit", type=float, default=900, help="seconds; later requests are not started")
+    parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
+    args = parser.parse_args()
+    shape = SMALL if args.small else FULL
+    if args.small:
+        args.tokens, args.repeats = min(args.tokens, 32), 1
+    if args.soak is None:
+        args.soak = 48 if args.small else 200
+    deadline = time.monotonic() + args.time_limit
+    context = 128 + args.tokens  # room for the 12-word prompts
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = save_pipeline(shape, Path(tmp) / "pipe", context)
+        port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
+        cmd = [sys.executable, "-m", "chameleon_sdk", "serve", "--model", str(Path(tmp) / "pipe"), "--port", str(port)]
+        server = subprocess.Popen([*cmd, *limits], env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    health(base)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            run_clients(base, 2, 2, args.tokens, deadline)  # warm-up: first allocations, thread pools
+            where = f"{args.threads} threads"
+            print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
+                  f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
+                  f"server on 127.0.0.1 with {where}")  # fmt: skip
+            header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
+                      f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
+            print(header)
+            # the levels run interleaved, --repeats rounds of 1, 4, 8, 16 clients, so a change in the
+            # machine's load affects every level alike; each figure is over all rounds (rate: median)
+            rounds: dict[int, list[tuple[list[Result], float]]] = {n: [] for n in args.levels}
+            for r in range(args.repeats):
+                for clients in args.levels:
+                    rounds[clients].append(
+                        run_clients(base, clients, clients * args.requests, args.tokens, deadline, seed=r)
+                    )
+            one = None
+            for clients in args.levels:
+                results = [x for batch, _ in rounds[clients] for x in batch]
+                rate = statistics.median(sum(x.tokens for x in batch) / wall for batch, wall in rounds[clients])
+                one = rate if one is None else one
+                lost = sum(r.outcome != "finished" for r in results)
+                ttft = [r.ttft for r in results if r.ttft == r.ttft]
+                per_token = [r.per_token * 1000 for r in results if r.per_token == r.per_token]
+                print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
+                      f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
+                      f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
+            batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
+            if args.object_check:
+                object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)
+            # the baseline: after the levels above, which ran up to 16 clients (the allocator's arenas
+            # and the worker threads exist by now; what the soak adds beyond it stayed behind)
+            baseline_rss = rss_mib(server.pid)
+            if args.soak:
+                # two halves: memory that only the first half adds is the allocator settling; a leak
+                # would grow again in the second
+                results, wall, rss = [], 0.0, []
+                for half, count in enumerate((args.soak // 2, args.soak - args.soak // 2)):
+                    done, seconds = run_clients(
+                        base, 16, count, args.tokens, deadline, cancel=args.cancel, seed=99 + half
+                    )
+                    results += done
+                    wall += seconds
+                    time.sleep(0.5)  # the last cancellations take effect at the next step
+                    rss.append(rss_mib(server.pid))
+                load = health(base)
+                outcomes = {o: sum(r.outcome == o for r in results) for o in sorted({r.outcome for r in results})}
+                lost = sum(r.outcome not in ("finished", "cancelled") for r in results)
+                print(f"soak: {len(results)} requests from 16 clients in {wall:.1f}s: {outcomes}; lost {lost}")
+                print(f"soak: after it the batch holds running={load['running']} waiting={load['waiting']} "
+                      f"rows_in_use={load['rows_in_use']} (decode steps {load['steps']})")  # fmt: skip
+                ratios = [f"{r:.0f} MiB ({r / baseline_rss:.3f}x)" for r in rss]
+                print(f"soak: server RSS {baseline_rss:.0f} MiB before it (baseline), after the first half "
+                      f"{ratios[0]}, after the second {ratios[1]}")  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+if __name__ == "__main__":
+    main()

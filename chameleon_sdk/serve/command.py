@@ -1,0 +1,52 @@
+"""``chameleon serve``: its arguments and what it runs (registered by ``chameleon_sdk.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import attrs
+
+from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.serve.options import ServeOptions
+
+__all__ = ["add_serve_command"]
+
+
+def add_serve_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve`` to the CLI's subcommands."""
+    defaults = ServeOptions()
+    p = sub.add_parser("serve", help="serve a saved pipeline: web page, HTTP API, OpenAI-compatible chat")
+    p.add_argument("--model", required=True, help="a directory written by Pipeline.save_pretrained")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key", default=os.environ.get("CHAMELEON_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on the API (default: $CHAMELEON_API_KEY, else none)",
+    )  # fmt: skip
+    for field in attrs.fields(ServeOptions):
+        if field.name != "api_key":
+            kind = float if field.name == "request_timeout" else int
+            flag = "--" + field.name.replace("_", "-")
+            p.add_argument(flag, type=kind, default=getattr(defaults, field.name), help="default: %(default)s")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the pipeline and run uvicorn until interrupted."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigError(f"chameleon serve needs the serve extra: pip install 'chameleon-sdk[serve]' ({exc})") from exc
+    from chameleon_sdk.pipeline import Pipeline
+    from chameleon_sdk.serve import create_app
+
+    limits = {f.name: getattr(args, f.name) for f in attrs.fields(ServeOptions)}
+    options = ServeOptions(**limits)  # before loading anything: bad limits fail at once
+    if not 0 <= args.port < 65536:
+        raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
+    pipe = Pipeline.from_pretrained(args.model)
+    app = create_app(pipe, options)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
