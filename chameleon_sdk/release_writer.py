@@ -25,6 +25,7 @@ from chameleon_sdk.checkpoint import read_safetensors, save_model, staging_direc
 from chameleon_sdk.errors import CheckpointError
 from chameleon_sdk.image_tokenizer import save_image_tokenizer
 from chameleon_sdk.protocols import NamedTokenizer
+from chameleon_sdk.released import RESAMPLE_FILTERS
 
 if TYPE_CHECKING:
     from chameleon_sdk.pipeline import Pipeline
@@ -32,8 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["RELEASE_LAYOUTS", "write_release"]
 
 RELEASE_LAYOUTS = ("hf", "original")
-#: the PIL resampling codes processor configs store
-_RESAMPLE_CODES = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+_RESAMPLE_CODES = {name: code for code, name in RESAMPLE_FILTERS.items()}
 
 
 def write_release(pipe: Pipeline, directory: str | Path, layout: str, *, legacy_processor: bool = False) -> Path:

@@ -36,8 +36,8 @@ HF_TOKENIZER = "tokenizer.json"
 HF_PROCESSOR = ("processor_config.json", "preprocessor_config.json")
 META_MODELS = ("7b", "30b", "34b")
 META_TOKENIZER = ("text_tokenizer.json", "vqgan.yaml", "vqgan.ckpt")
-#: ``PIL.Image`` resampling codes as processor configs store them
-_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+#: ``PIL.Image`` resampling codes as processor configs store them -> the ``image`` modality's filter names
+RESAMPLE_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
 @attrs.frozen(kw_only=True)
@@ -124,7 +124,7 @@ def _hf_image_options(directory: Path) -> dict[str, Any]:
             raise CheckpointError(f"{where!r}: {key} must be one number for all channels, got {value!r}")
         stats[key] = float(values[0])
     resample = processor.get("resample", 1)
-    if resample not in _RESAMPLE:
+    if resample not in RESAMPLE_FILTERS:
         raise CheckpointError(f"{where!r}: resample {resample!r} is not a PIL resampling filter code (0-5)")
     rescale = processor.get("rescale_factor", 0.0078)
     if isinstance(rescale, bool) or not isinstance(rescale, (int, float)):
@@ -132,7 +132,7 @@ def _hf_image_options(directory: Path) -> dict[str, Any]:
     return {
         **options,
         "preprocessing": "hf",
-        "resample": _RESAMPLE[resample],
+        "resample": RESAMPLE_FILTERS[resample],
         "rescale_factor": float(rescale),
         **stats,
     }

@@ -10,9 +10,9 @@ is there, laid out as the release lays it out:
   image tokenizer's encoder under ``model.vqmodel.``, ``tokenizer.json``, ``tokenizer_config.json``
   and ``processor_config.json`` (what ``transformers`` 5.x writes);
   ``"hf-legacy"`` writes ``preprocessor_config.json`` instead (older ``transformers``).
-- ``"meta"``: ``models/7b/{params.json, consolidated.pth}`` and
-  ``tokenizer/{text_tokenizer.json, vqgan.yaml, vqgan.ckpt}``; ``"anole"`` adds
-  ``consolidate_params.json`` (the weights are random either way, and both VQGANs have a decoder).
+- ``"meta"`` (or ``"anole"``, the same layout): ``models/7b/{params.json, consolidate_params.json,
+  consolidated.pth}`` and ``tokenizer/{text_tokenizer.json, vqgan.yaml, vqgan.ckpt}``; the weights
+  are random either way, and the VQGAN has a decoder.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import torch
 
-from chameleon_sdk.checkpoint import write_json
 from chameleon_sdk.config import ComponentSpec, ModelConfig, PipelineConfig
 from chameleon_sdk.pipeline import Pipeline
 from chameleon_sdk.release_writer import write_release
@@ -42,7 +41,8 @@ TINY_CORPUS = (
 )
 #: the image codebook and grid of the tiny image tokenizers
 TINY_CODES = 16
-HF_IMAGE = {"resolution": 16, "channel_multipliers": (1, 1, 2), "latent_size": 4}
+TINY_RESOLUTION = 16
+TINY_MULTIPLIERS = (1, 1, 2)  # 16 px -> a 4 x 4 grid
 
 
 def tiny_bpe_json(*, image_codes: int = TINY_CODES, vocab_size: int = 400, image_placeholder: str = "<image>") -> str:
@@ -79,9 +79,9 @@ def tiny_release_pipeline(*, meta: bool = False, seed: int = 0) -> Pipeline:
     torch.manual_seed(seed)
     text = tiny_bpe_json(image_placeholder="<reserved08707>" if meta else "<image>")
     image_options: dict[str, Any] = {
-        "resolution": HF_IMAGE["resolution"],
+        "resolution": TINY_RESOLUTION,
         "base_channels": 32,
-        "channel_multipliers": HF_IMAGE["channel_multipliers"],
+        "channel_multipliers": TINY_MULTIPLIERS,
         "num_res_blocks": 1,
         "latent_channels": 8,
         "embed_dim": 8,
@@ -110,7 +110,4 @@ def write_tiny_release(directory: str | Path, layout: Layout = "hf", *, seed: in
     directory = Path(directory)
     meta = layout in ("meta", "anole")
     pipe = tiny_release_pipeline(meta=meta, seed=seed)
-    write_release(pipe, directory, "original" if meta else "hf", legacy_processor=layout == "hf-legacy")
-    if layout == "anole":
-        write_json(directory / "models" / "7b" / "consolidate_params.json", {"model_parallel_size": 1})
-    return directory
+    return write_release(pipe, directory, "original" if meta else "hf", legacy_processor=layout == "hf-legacy")

@@ -326,10 +326,10 @@ class TokenDecoder:
         rows: list[list[int]] = []
         # Meta's image-only row keeps the payload blocks (codes, begin and end tokens) and bos: no text,
         # and no other special token (end-of-turn, reserved names)
-        markers = [bos, *(i for b in vocab.blocks.values() for i in (b.begin_id, b.end_id))]
+        markers = torch.tensor([bos, *(i for b in vocab.blocks.values() for i in (b.begin_id, b.end_id))])
         for prompt in prompts:
             ids = torch.tensor(prompt)
-            keep = (vocab.modality_index[ids] >= 0) | torch.isin(ids, torch.tensor(markers))
+            keep = (vocab.modality_index[ids] >= 0) | torch.isin(ids, markers)
             image_only = ids[keep].tolist()
             tail = [prompt[-1]] if prompt[-1] in begins else []
             uncond = [bos, *tail]
