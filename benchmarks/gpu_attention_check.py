@@ -1,6 +1,6 @@
 """GPU check of the attention backends (needs CUDA; flash-attn optional).
 
-Run: ``python benchmarks/gpu_attention_check.py``. It covers what the CPU tests cannot: compiled
+Run: ``python benchmarks/gpu_attention_check.py [--compiled BACKEND]``. It covers what the CPU tests cannot: compiled
 ``flex`` with block masks and its backward, ``flash`` (fp16/bf16 kernels), and every backend inside a
 ``torch.compile``-d model on CUDA. Each check compares against the ``eager`` reference and prints
 PASS/FAIL/SKIP with the max error; the exit code is the number of failures. Tolerances: fp32 1e-4
@@ -9,6 +9,7 @@ PASS/FAIL/SKIP with the max error; the exit code is the number of failures. Tole
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -90,13 +91,15 @@ def check_flex_backward(registry: chameleon_sdk.PluginRegistry) -> None:
     report("flex backward (documents) vs eager", err <= 1e-3, f"max grad err {err:.2e}")
 
 
-def check_compiled_models(registry: chameleon_sdk.PluginRegistry) -> None:
+def check_compiled_models(registry: chameleon_sdk.PluginRegistry, only: list[str] | None = None) -> None:
     config = ModelConfig(dim=256, num_layers=2, num_heads=8, num_kv_heads=2, vocab_size=1024, max_seq_len=512)
     ids = torch.randint(0, 1024, (2, 256), device="cuda")
     docs = torch.cat([torch.zeros(2, 100), torch.ones(2, 156)], 1).long().cuda()
     torch.manual_seed(0)
     reference = ChameleonModel(config, attention="eager", stability=["qk-norm"]).cuda().eval()
     for record in registry.records("attention"):
+        if only and record.name not in only:
+            continue
         name = f"compiled model, {record.name}"
         try:
             model = ChameleonModel(config, attention=record.name, stability=["qk-norm"]).cuda().eval()
@@ -106,22 +109,33 @@ def check_compiled_models(registry: chameleon_sdk.PluginRegistry) -> None:
         model.load_state_dict(reference.state_dict())
         compiled = torch.compile(model, fullgraph=True)
         low = record.name == "flash"
-        kwargs = {"document_ids": docs} if "document" in record.traits["mask_kinds"] else {}
-        try:
-            start = time.perf_counter()
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=low):
-                got = compiled(ids, **kwargs).logits.float()
-            with torch.no_grad():
-                expected = reference(ids, **kwargs).logits
-            err = (got - expected).abs().max().item()
-            tol = 0.1 if low else 1e-3
-            seconds = time.perf_counter() - start
-            report(name, err <= tol, f"max err {err:.2e} (tol {tol:.0e}), {seconds:.1f}s incl. compile")
-        except Exception as exc:
-            report(name, False, f"{type(exc).__name__}: {str(exc)[:120]}")
+        cases = [("causal", {})]
+        if "document" in record.traits["mask_kinds"]:
+            cases.append(("documents", {"document_ids": docs}))
+        for case, kwargs in cases:
+            try:
+                start = time.perf_counter()
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=low):
+                    got = compiled(ids, **kwargs).logits.float()
+                with torch.no_grad():
+                    expected = reference(ids, **kwargs).logits
+                err = (got - expected).abs().max().item()
+                tol = 0.1 if low else 1e-3
+                seconds = time.perf_counter() - start
+                detail = f"max err {err:.2e} (tol {tol:.0e}), {seconds:.1f}s incl. compile"
+                report(f"{name}, {case}", err <= tol, detail)
+            except torch.AcceleratorError as exc:
+                # a CUDA error is sticky: every later CUDA call of this process fails too
+                report(f"{name}, {case}", False, f"{type(exc).__name__}: {str(exc)[:120]}")
+                raise SystemExit(f"{FAILURES} failure(s); stopped at a CUDA error (run --compiled NAME alone)") from exc
+            except Exception as exc:
+                report(f"{name}, {case}", False, f"{type(exc).__name__}: {str(exc)[:120]}")
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compiled", action="append", metavar="BACKEND", help="only BACKEND's compiled-model check")
+    args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 0
@@ -129,9 +143,10 @@ def main() -> int:
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     registry = chameleon_sdk.get_registry()
-    check_kernels(registry)
-    check_flex_backward(registry)
-    check_compiled_models(registry)
+    if not args.compiled:
+        check_kernels(registry)
+        check_flex_backward(registry)
+    check_compiled_models(registry, args.compiled)
     print(f"{FAILURES} failure(s)")
     return FAILURES
 

@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--int8", action="store_true", help="also int8-weight-only (torchao)")
+    parser.add_argument("--profile", action="store_true", help="print the top kernels of the compiled steps")
     parser.add_argument("--preset", default="7b", choices=sorted(cs.MODEL_PRESETS), help="the model's shape")
     parser.add_argument("--device", default="cuda", help="cuda (the check) or cpu (a smoke run of the script)")
     args = parser.parse_args()
@@ -67,6 +68,31 @@ def main() -> None:
             fraction = fraction_of_limit(rate, step, bandwidth)
             label = f"{name}{' compile=True' if compile else ' eager'}"
             print(f"{label:<40} {rate:8.1f} tok/s  {step / 1e9:6.2f} GB/step  {fraction:6.1%} of the limit")
+            if compile and args.profile:
+                profile_steps(m, prompt, n, device)
+    if device.type == "cuda":
+        print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+
+def profile_steps(model: torch.nn.Module, prompt: torch.Tensor, tokens: int, device: torch.device) -> None:
+    """Where compiled steps' time goes: device-busy time against wall time, and the top kernels.
+
+    The shapes are the timed runs' (same prompt and token count), so nothing recompiles.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        cs.generate_tokens(model, prompt, max_new_tokens=tokens, stop_ids=[], compile=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    busy = sum(e.self_device_time_total for e in events) / 1e6
+    print(f"profile of {tokens} compiled tokens: wall {wall * 1e3:.1f} ms, device busy {busy * 1e3:.1f} ms")
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=14, max_name_column_width=60))
 
 
 if __name__ == "__main__":
