@@ -96,6 +96,7 @@ if TYPE_CHECKING:
     )
     from chameleon_sdk.model import (
         MODEL_PRESETS,
+        UNTIE_PARTS,
         AttentionBackend,
         BackendUnavailableError,
         ChameleonModel,
@@ -105,6 +106,7 @@ if TYPE_CHECKING:
         MaskSpec,
         ModelOutput,
         ModelPreset,
+        ParameterGroups,
         ResidualLayout,
         RMSNorm,
         StabilityTrick,
@@ -150,6 +152,7 @@ __all__ = [
     "KINDS",
     "MANIFEST_FILE",
     "MODEL_PRESETS",
+    "UNTIE_PARTS",
     "AttentionBackend",
     "BackendUnavailableError",
     "Batch",
@@ -196,6 +199,7 @@ __all__ = [
     "ModelConfig",
     "ModelOutput",
     "ModelPreset",
+    "ParameterGroups",
     "Pipeline",
     "PipelineConfig",
     "PluginError",

@@ -125,11 +125,13 @@ class Pipeline:
                 f"Pipeline.build_model: model.vocab_size ({model_config.vocab_size}) is smaller than the "
                 f"vocabulary ({size} ids); set it to None or >= {size}"
             )
-        model = ChameleonModel(
-            model_config, attention=self.config.attention, stability=self.config.stability, registry=self.registry
+        return ChameleonModel(
+            model_config,
+            attention=self.config.attention,
+            stability=self.config.stability,
+            registry=self.registry,
+            vocabulary=self.vocabulary,
         )
-        model.vocabulary = self.vocabulary
-        return model
 
     # -- documents <-> ids (see MixedModalTokenizer) ----------------------------------------------
 

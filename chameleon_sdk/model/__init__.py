@@ -17,10 +17,12 @@ from chameleon_sdk.model.masking import (
 )
 from chameleon_sdk.model.meta_device import parameters_on_meta
 from chameleon_sdk.model.presets import MODEL_PRESETS, ModelPreset, model_preset
+from chameleon_sdk.model.routing import UNTIE_PARTS, ParameterGroups
 from chameleon_sdk.model.transformer import ChameleonModel, LossOutput, ModelOutput, document_positions
 
 __all__ = [
     "MODEL_PRESETS",
+    "UNTIE_PARTS",
     "AttentionBackend",
     "BackendUnavailableError",
     "ChameleonModel",
@@ -30,6 +32,7 @@ __all__ = [
     "MaskSpec",
     "ModelOutput",
     "ModelPreset",
+    "ParameterGroups",
     "RMSNorm",
     "ResidualLayout",
     "StabilityTrick",

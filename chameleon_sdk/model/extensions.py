@@ -15,16 +15,24 @@ Call order inside one decoder block (``x`` is the block input)::
 then ``logits = trick.transform_logits(output(norm(h)))`` and
 ``loss = cross_entropy + sum(trick.extra_loss(logits, targets, mask).values())``; with
 ``per_position = True`` a trick lets the model do that last step a chunk of positions at a time.
+
+Before the blocks are built, ``trick.parameter_groups(config, vocabulary)`` may route tokens to
+parameter groups: the blocks then hold one copy of the untied parts per group (modality-aware
+experts); see :mod:`chameleon_sdk.model.routing`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from chameleon_sdk.config import ModelConfig
+from chameleon_sdk.model.routing import ParameterGroups
+
+if TYPE_CHECKING:
+    from chameleon_sdk.vocabulary import Vocabulary
 
 __all__ = ["ResidualLayout", "StabilityTrick", "overrides"]
 
@@ -51,6 +59,14 @@ class StabilityTrick:
     #: loss a chunk of positions at a time, never holding all the logits; a trick that overrides
     #: either point without setting this makes the model hold them (same result, more memory).
     per_position: bool = False
+
+    def parameter_groups(self, config: ModelConfig, vocabulary: Vocabulary | None) -> ParameterGroups | None:
+        """Route tokens to parameter groups (see :mod:`chameleon_sdk.model.routing`), or None (no routing).
+
+        Called once while the model is built, before any ``setup_*``; at most one trick of a model may
+        return groups. ``vocabulary`` is the model's token space when the builder knows it.
+        """
+        return None
 
     def setup_attention(self, attention: nn.Module, layer_idx: int, config: ModelConfig) -> None:
         """Add submodules/parameters to one layer's attention module (named ``layers.{i}.attention``)."""

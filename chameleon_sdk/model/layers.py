@@ -18,8 +18,9 @@ from chameleon_sdk.config import ModelConfig
 from chameleon_sdk.model.cache import KVCache
 from chameleon_sdk.model.extensions import ResidualLayout, StabilityTrick
 from chameleon_sdk.model.masking import MaskSpec
+from chameleon_sdk.model.routing import GroupedLinear, GroupedRMSNorm, ParameterGroups, TokenRoute, routed
 
-__all__ = ["Attention", "DecoderBlock", "FeedForward", "RMSNorm", "apply_rotary", "rotary_tables"]
+__all__ = ["Attention", "DecoderBlock", "FeedForward", "RMSNorm", "apply_rotary", "linear", "rms_norm", "rotary_tables"]
 
 
 class RMSNorm(nn.Module):
@@ -58,17 +59,35 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x32 * cos + rotated * sin).to(x.dtype)
 
 
+def linear(in_features: int, out_features: int, groups: int) -> nn.Linear | GroupedLinear:
+    """A bias-free projection: ``nn.Linear``, or ``groups`` copies when the part is untied (``groups > 0``)."""
+    if groups:
+        return GroupedLinear(in_features, out_features, groups)
+    return nn.Linear(in_features, out_features, bias=False)
+
+
+def rms_norm(dim: int, eps: float, groups: int) -> RMSNorm | GroupedRMSNorm:
+    """An :class:`RMSNorm`, or one gain per parameter group when ``groups`` (untied norms)."""
+    return GroupedRMSNorm(dim, eps, groups) if groups else RMSNorm(dim, eps)
+
+
+def untied(groups: ParameterGroups | None, part: str) -> int:
+    """The number of copies ``part`` holds under ``groups``: 0 when it is shared (a plain module)."""
+    return groups.count if groups is not None and part in groups.untie else 0
+
+
 class FeedForward(nn.Module):
-    """SwiGLU: ``w2(silu(w1 x) * w3 x)``."""
+    """SwiGLU: ``w2(silu(w1 x) * w3 x)``; ``groups`` copies when the feed-forward is untied."""
 
-    def __init__(self, dim: int, hidden_dim: int) -> None:
+    def __init__(self, dim: int, hidden_dim: int, groups: int = 0) -> None:
         super().__init__()
-        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w1 = linear(dim, hidden_dim, groups)
+        self.w3 = linear(dim, hidden_dim, groups)
+        self.w2 = linear(hidden_dim, dim, groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+    def forward(self, x: torch.Tensor, route: TokenRoute | None = None) -> torch.Tensor:
+        gate, up = routed(self.w1, x, route), routed(self.w3, x, route)
+        return routed(self.w2, F.silu(gate) * up, route)
 
 
 def max_attention_logit(q: torch.Tensor, k: torch.Tensor, mask: MaskSpec, scale: float) -> torch.Tensor:
@@ -89,15 +108,16 @@ class Attention(nn.Module):
         layer_idx: int,
         backend: Any,
         tricks: Sequence[StabilityTrick],
+        groups: int = 0,
     ) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.kv_heads, config.head_dim
         self.scale = 1.0 / math.sqrt(self.head_dim)
-        self.wq = nn.Linear(config.dim, self.num_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(config.dim, self.num_kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(config.dim, self.num_kv_heads * self.head_dim, bias=False)
-        self.wo = nn.Linear(self.num_heads * self.head_dim, config.dim, bias=False)
+        self.wq = linear(config.dim, self.num_heads * self.head_dim, groups)
+        self.wk = linear(config.dim, self.num_kv_heads * self.head_dim, groups)
+        self.wv = linear(config.dim, self.num_kv_heads * self.head_dim, groups)
+        self.wo = linear(self.num_heads * self.head_dim, config.dim, groups)
         self.backend = backend
         self.qk_tricks = tuple(tricks)
 
@@ -109,11 +129,12 @@ class Attention(nn.Module):
         cache: KVCache | None,
         slots: torch.Tensor | None,
         stats: dict[str, list[torch.Tensor]] | None,
+        route: TokenRoute | None = None,
     ) -> torch.Tensor:
         batch, q_len, _ = x.shape
-        q = self.wq(x).view(batch, q_len, self.num_heads, self.head_dim)
-        k = self.wk(x).view(batch, q_len, self.num_kv_heads, self.head_dim)
-        v = self.wv(x).view(batch, q_len, self.num_kv_heads, self.head_dim)
+        q = routed(self.wq, x, route).view(batch, q_len, self.num_heads, self.head_dim)
+        k = routed(self.wk, x, route).view(batch, q_len, self.num_kv_heads, self.head_dim)
+        v = routed(self.wv, x, route).view(batch, q_len, self.num_kv_heads, self.head_dim)
         for trick in self.qk_tricks:
             q, k = trick.transform_qk(self, q, k)
         cos, sin = rotary
@@ -125,11 +146,14 @@ class Attention(nn.Module):
         out = self.backend(q, k, v, mask, self.scale)
         if stats is not None:
             stats["max_attention_logit"].append(max_attention_logit(q, k, mask, self.scale).detach())
-        return self.wo(out.transpose(1, 2).reshape(batch, q_len, self.num_heads * self.head_dim))
+        return routed(self.wo, out.transpose(1, 2).reshape(batch, q_len, self.num_heads * self.head_dim), route)
 
 
 class DecoderBlock(nn.Module):
-    """One transformer block; the residual layout is ``pre_norm`` unless a trick asks otherwise."""
+    """One transformer block; the residual layout is ``pre_norm`` unless a trick asks otherwise.
+
+    With ``groups`` (per-token parameter routing), the parts it unties hold one copy per group.
+    """
 
     def __init__(
         self,
@@ -140,13 +164,15 @@ class DecoderBlock(nn.Module):
         layout: ResidualLayout,
         qk_tricks: Sequence[StabilityTrick],
         branch_tricks: Sequence[StabilityTrick],
+        groups: ParameterGroups | None = None,
     ) -> None:
         super().__init__()
         self.layout = layout
-        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attention = Attention(config, layer_idx, backend, qk_tricks)
-        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
-        self.feed_forward = FeedForward(config.dim, config.hidden_dim)
+        norms = untied(groups, "norms")
+        self.attention_norm = rms_norm(config.dim, config.norm_eps, norms)
+        self.attention = Attention(config, layer_idx, backend, qk_tricks, untied(groups, "attention"))
+        self.ffn_norm = rms_norm(config.dim, config.norm_eps, norms)
+        self.feed_forward = FeedForward(config.dim, config.hidden_dim, untied(groups, "ffn"))
         self.branch_tricks = tuple(branch_tricks)
 
     def _branch(self, name: str, out: torch.Tensor) -> torch.Tensor:
@@ -162,9 +188,19 @@ class DecoderBlock(nn.Module):
         cache: KVCache | None,
         slots: torch.Tensor | None,
         stats: dict[str, list[torch.Tensor]] | None,
+        route: TokenRoute | None = None,
     ) -> torch.Tensor:
+        def attend(a: torch.Tensor) -> torch.Tensor:
+            return self.attention(a, rotary, mask, cache, slots, stats, route)
+
+        def attention_norm(a: torch.Tensor) -> torch.Tensor:
+            return routed(self.attention_norm, a, route)
+
+        def ffn_norm(a: torch.Tensor) -> torch.Tensor:
+            return routed(self.ffn_norm, a, route)
+
         if self.layout == "reordered":
-            h = x + self._branch("attention", self.attention_norm(self.attention(x, rotary, mask, cache, slots, stats)))
-            return h + self._branch("feed_forward", self.ffn_norm(self.feed_forward(h)))
-        h = x + self._branch("attention", self.attention(self.attention_norm(x), rotary, mask, cache, slots, stats))
-        return h + self._branch("feed_forward", self.feed_forward(self.ffn_norm(h)))
+            h = x + self._branch("attention", attention_norm(attend(x)))
+            return h + self._branch("feed_forward", ffn_norm(self.feed_forward(h, route)))
+        h = x + self._branch("attention", attend(attention_norm(x)))
+        return h + self._branch("feed_forward", self.feed_forward(ffn_norm(h), route))

@@ -28,6 +28,7 @@ from chameleon_sdk.model.extensions import StabilityTrick, overrides
 from chameleon_sdk.model.head_loss import REPORTED_ONLY, chunked_head_loss, rows_per_chunk
 from chameleon_sdk.model.layers import DecoderBlock, RMSNorm, rotary_tables
 from chameleon_sdk.model.masking import MaskKind, MaskSpec, check_mask_support
+from chameleon_sdk.model.routing import ParameterGroups, TokenRoute
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.vocabulary import Vocabulary
 
@@ -98,6 +99,28 @@ def _resolve_layout(tricks: Iterable[tuple[str, StabilityTrick]]) -> str:
     return next(iter(chosen.values()), "pre_norm")
 
 
+def _parameter_groups(
+    tricks: Iterable[tuple[str, StabilityTrick]], config: ModelConfig, vocabulary: Vocabulary | None
+) -> ParameterGroups | None:
+    chosen = {}
+    for name, trick in tricks:
+        if overrides(trick, "parameter_groups"):
+            groups = trick.parameter_groups(config, vocabulary)
+            if groups is not None:
+                if not isinstance(groups, ParameterGroups):
+                    raise ConfigError(f"stability trick {name!r}: parameter_groups returned {groups!r}")
+                chosen[name] = groups
+    if len(chosen) > 1:
+        raise ConfigError(f"only one stability trick may route tokens to parameter groups, got {sorted(chosen)}")
+    groups = next(iter(chosen.values()), None)
+    if groups is not None and groups.token_group.numel() != config.vocab_size:
+        raise ConfigError(
+            f"parameter groups route {groups.token_group.numel()} token ids but the model's vocab_size is "
+            f"{config.vocab_size}"
+        )
+    return groups
+
+
 class ChameleonModel(nn.Module):
     """Token embedding, ``num_layers`` decoder blocks, final RMSNorm and an untied LM head.
 
@@ -105,6 +128,8 @@ class ChameleonModel(nn.Module):
     :param attention: an attention backend's registry name or :class:`ComponentSpec` (default ``"sdpa"``).
     :param stability: stability tricks by registry name or spec, applied in order.
     :param registry: where to look the plugins up (default: the process-wide registry).
+    :param vocabulary: the token space, when known; a trick that routes tokens to parameter groups
+        (``parameter_groups``, e.g. ``mot``) derives the routing from it.
 
     Set ``model.collect_stats = True`` to have every forward fill ``output.stats`` (monitors);
     it is off by default and then costs nothing.
@@ -117,6 +142,7 @@ class ChameleonModel(nn.Module):
         attention: str | ComponentSpec | Mapping[str, Any] = "sdpa",
         stability: Iterable[str | ComponentSpec | Mapping[str, Any]] = (),
         registry: PluginRegistry | None = None,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(config, ModelConfig):
@@ -166,13 +192,26 @@ class ChameleonModel(nn.Module):
         self.collect_stats = False
         #: the token space the model was trained in, when known (set by pipelines and checkpoint loaders);
         #: generation uses it for modality masks when no vocabulary is passed
-        self.vocabulary: Vocabulary | None = None
+        self.vocabulary: Vocabulary | None = vocabulary
         #: where the weights came from, set by :func:`chameleon_sdk.load_model` (a ``CheckpointInfo``)
         self.checkpoint_info: Any = None
 
+        #: how tokens are routed to parameter groups (None: every token uses the same weights)
+        self.parameter_groups = _parameter_groups(named, config, vocabulary)
+        if self.parameter_groups is not None:
+            self.register_buffer("token_group", self.parameter_groups.token_group.clone(), persistent=False)
+
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(
-            DecoderBlock(config, i, backend, layout=layout, qk_tricks=qk, branch_tricks=branch)  # type: ignore[arg-type]
+            DecoderBlock(
+                config,
+                i,
+                backend,
+                layout=layout,  # type: ignore[arg-type]
+                qk_tricks=qk,
+                branch_tricks=branch,
+                groups=self.parameter_groups,
+            )
             for i in range(config.num_layers)
         )
         self.norm = RMSNorm(config.dim, config.norm_eps)
@@ -319,9 +358,12 @@ class ChameleonModel(nn.Module):
         stats: dict[str, list[torch.Tensor]] | None = None
         if self.collect_stats:
             stats = {"layer_output_norm": [], "max_attention_logit": []}
+        route = None
+        if self.parameter_groups is not None:
+            route = TokenRoute(cast(torch.Tensor, self.token_group)[input_ids], self.parameter_groups.count)
         h = self.tok_embeddings(input_ids)
         for block in self.layers:
-            h = block(h, rotary, mask, cache, slots, stats)
+            h = block(h, rotary, mask, cache, slots, stats, route)
             if stats is not None:
                 stats["layer_output_norm"].append(h.detach().float().norm(dim=-1).mean())
         h = self.norm(h)

@@ -42,7 +42,7 @@ class SdpaAttention:
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskSpec, scale: float) -> torch.Tensor:
         batch, heads, q_len, _ = q.shape
         kv_len = k.shape[2]
-        gqa = heads != k.shape[1]
+        gqa = bool(heads != k.shape[1])  # a plain bool also when dynamo traces the shapes as symbols
         if _is_plain_causal(mask, q_len, kv_len):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
         allowed = mask.allowed(batch, q_len, kv_len, q.device).unsqueeze(1)
@@ -127,7 +127,7 @@ class FlexAttention:
         block_mask = self._block_mask(mask, batch, q_len, kv_len, q.device)
         compile_flex = self.options.compile if self.options.compile is not None else q.device.type == "cuda"
         fn = _compiled_flex() if compile_flex and not torch.compiler.is_compiling() else flex_attention
-        gqa = heads != k.shape[1]
+        gqa = bool(heads != k.shape[1])  # a plain bool also when dynamo traces the shapes as symbols
         return fn(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=gqa)
 
 

@@ -53,11 +53,14 @@ def build_model(
     attention: str | ComponentSpec,
     stability: Iterable[ComponentSpec],
     registry: PluginRegistry,
+    vocabulary: chameleon_sdk.Vocabulary | None = None,
 ) -> nn.Module:
     """A model of this shape whose parameters are meta placeholders, for ``chameleon_sdk.load_weights``
     to fill (nothing is allocated or initialised twice)."""
     with chameleon_sdk.parameters_on_meta():
-        return chameleon_sdk.ChameleonModel(config, attention=attention, stability=tuple(stability), registry=registry)
+        return chameleon_sdk.ChameleonModel(
+            config, attention=attention, stability=tuple(stability), registry=registry, vocabulary=vocabulary
+        )
 
 
 def require_chameleon_model(model: nn.Module, format_name: str) -> None:
