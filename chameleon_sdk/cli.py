@@ -216,6 +216,27 @@ def _cmd_lab_stability(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lab_mot(args: argparse.Namespace) -> int:
+    from chameleon_sdk.config import from_dict, to_dict
+    from chameleon_sdk.demo import PLANS, DemoPlan
+    from chameleon_sdk.lab.mot import MoTLabConfig, run_mot_lab
+    from chameleon_sdk.training.run import apply_overrides
+
+    base = to_dict(PLANS["quick" if args.quick else "default"])
+    plan = from_dict(DemoPlan, apply_overrides(base, args.set or []), where="chameleon lab mot --set")
+    given = {"steps": args.steps, "eval_every": args.eval_every, "untie": args.untie}
+    config = MoTLabConfig(plan=plan, **{key: value for key, value in given.items() if value is not None})
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    report = run_mot_lab(args.out, config, say=say)
+    print(report.table())
+    print(f"wrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'mot.png'} in {report.seconds:.0f}s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chameleon", description="Mixed-modal early-fusion models, built from plugins."
@@ -316,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="initialisation and data seed")
     p.add_argument("--quiet", action="store_true", help="no line per finished run")
     p.set_defaults(func=_cmd_lab_stability)
+    p = lab_sub.add_parser("mot", help="dense vs modality-aware experts on Shapes World (docs/mot.md)")
+    p.add_argument("--out", default="mot-lab", help="output directory (default: mot-lab)")
+    p.add_argument("--quick", action="store_true", help="the demo's quick plan: a smoke run, not a result")
+    p.add_argument("--steps", type=int, help="training steps of each arm (default: the plan's lm_steps)")
+    p.add_argument("--eval-every", type=int, help="held-out evaluation every this many steps (default: 50)")
+    p.add_argument("--untie", nargs="+", choices=["attention", "ffn", "norms"], help="parts MoT unties (default: all)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change the demo plan: lm_steps=2000")
+    p.add_argument("--quiet", action="store_true", help="no phase lines")
+    p.set_defaults(func=_cmd_lab_mot)
     return parser
 
 

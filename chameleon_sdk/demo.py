@@ -57,7 +57,16 @@ from chameleon_sdk.shapes import (
 from chameleon_sdk.training import DataConfig, SourceConfig
 from chameleon_sdk.training.data import IGNORE
 
-__all__ = ["QUALITY_BAR", "DemoPlan", "bundled_corpus", "run_demo"]
+__all__ = [
+    "PLANS",
+    "QUALITY_BAR",
+    "DemoPlan",
+    "ShapesWorld",
+    "bundled_corpus",
+    "caption_pairs",
+    "prepare_shapes_world",
+    "run_demo",
+]
 
 # The bar the default run must clear (the Shapes World issue); the demo reports pass/fail against it.
 QUALITY_BAR = {
@@ -144,7 +153,7 @@ def _parse_caption(text: str) -> dict[str, str | None]:
     return {"color": found.group(1), "shape": found.group(2)} if found else {"color": None, "shape": None}
 
 
-def _pairs(samples: Sequence[Shape], picture_first: float) -> list[Document]:
+def caption_pairs(samples: Sequence[Shape], picture_first: float) -> list[Document]:
     """Caption-picture pairs; a ``picture_first`` share of them (spread evenly) in captioning order."""
     flipped = [math.floor((i + 1) * picture_first) > math.floor(i * picture_first) for i in range(len(samples))]
     return [Document.of(s.image, s.caption) if f else Document.of(s.caption, s.image) for s, f in zip(samples, flipped)]
@@ -309,28 +318,39 @@ def _plot(metrics: Path, out: Path, say: Callable[[str], None]) -> str | None:
     return out.name
 
 
-def run_demo(
-    out: str | Path, *, quick: bool = False, plan: DemoPlan | None = None, quiet: bool = False
-) -> dict[str, Any]:
-    """Run the demo into ``out`` and return the manifest it writes (``out/manifest.json``).
+@attrs.frozen(kw_only=True)
+class ShapesWorld:
+    """The demo's world, ready to train a transformer on: tokenizers trained, data written.
 
-    ``quiet`` turns off the progress bars and the lines that announce each phase."""
-    plan = plan or PLANS["quick" if quick else "default"]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    phases: dict[str, float] = {}
-    mark = [started]
+    :ivar pipe: the pipeline, its text and image tokenizers trained, no model yet.
+    :ivar data: the training mixture (pairs, stories, captioning lines) over the files written.
+    :ivar train: the training pictures; ``held_out``: pictures never trained on; ``truth``: the
+        pictures the evaluator is checked on, and ``ground_truth`` its verdict on them.
+    :ivar image_tokenizer: the image tokenizer's training report (``psnr``...).
+    """
 
-    def say(msg: str) -> None:
-        if not quiet:
-            print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
+    pipe: Pipeline
+    data: DataConfig
+    train: list[Shape]
+    held_out: list[Shape]
+    truth: list[Shape]
+    ground_truth: dict[str, Any]
+    image_tokenizer: dict[str, Any]
 
-    def phase(name: str) -> None:
-        now = time.perf_counter()
-        phases[name] = round(now - mark[0], 1)
-        mark[0] = now
 
+def prepare_shapes_world(
+    out: Path,
+    plan: DemoPlan,
+    *,
+    say: Callable[[str], None],
+    phase: Callable[[str], None] = lambda name: None,
+    progress: bool = False,
+) -> ShapesWorld:
+    """Draw the plan's Shapes World, train both tokenizers and write the training data under ``out``.
+
+    The phases, in order, are ``data``, ``text_tokenizer`` and ``image_tokenizer`` (``phase`` is
+    called as each ends). Seeded: the same plan gives the same world.
+    """
     torch.manual_seed(0)
     size = plan.image_size
     train = sample_shapes(plan.train_images, seed=0, size=size)
@@ -341,7 +361,6 @@ def run_demo(
     say(f"evaluator on {len(truth)} ground-truth pictures: {ground_truth['both']:.3f} right")
     phase("data")
 
-    progress = not quick and not quiet
     config = PipelineConfig(
         text_tokenizer=ComponentSpec(name="sentencepiece", options={"vocab_size": 512}),
         modalities=(ComponentSpec(name="image", options={**IMAGE_TOKENIZER, "codebook_size": plan.vq_codebook}),),
@@ -379,7 +398,7 @@ def run_demo(
 
     data_dir = out / "data"
     data_dir.mkdir(exist_ok=True)
-    write_jsonl(_pairs(train, plan.picture_first), data_dir / "pairs.jsonl", images="files")
+    write_jsonl(caption_pairs(train, plan.picture_first), data_dir / "pairs.jsonl", images="files")
     write_jsonl(_stories(story_shapes), data_dir / "stories.jsonl", images="files")
     _write_captioning(train, data_dir / "captioning.jsonl")
     data = DataConfig(
@@ -393,6 +412,42 @@ def run_demo(
         batch_size=plan.lm_batch,
         cache_dir=str(out / "cache"),
     )
+    return ShapesWorld(
+        pipe=pipe,
+        data=data,
+        train=train,
+        held_out=held_out,
+        truth=truth,
+        ground_truth=ground_truth,
+        image_tokenizer=vq,
+    )
+
+
+def run_demo(
+    out: str | Path, *, quick: bool = False, plan: DemoPlan | None = None, quiet: bool = False
+) -> dict[str, Any]:
+    """Run the demo into ``out`` and return the manifest it writes (``out/manifest.json``).
+
+    ``quiet`` turns off the progress bars and the lines that announce each phase."""
+    plan = plan or PLANS["quick" if quick else "default"]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+    mark = [started]
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = round(now - mark[0], 1)
+        mark[0] = now
+
+    world = prepare_shapes_world(out, plan, say=say, phase=phase, progress=not quick and not quiet)
+    pipe, data, vq = world.pipe, world.data, world.image_tokenizer
+    held_out, ground_truth = world.held_out, world.ground_truth
     say(
         f"training the transformer ({plan.lm_steps} steps on pairs ({plan.picture_first:.0%} picture first), "
         f"captioning lines ({plan.caption_weight:.0%}) and stories ({plan.story_weight:.0%}))"

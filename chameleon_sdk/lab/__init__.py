@@ -2,10 +2,12 @@
 
 - :func:`run_stability_sweep`: the stability ablation as a Wortsman-style learning-rate sweep
   (docs/stability-lab.md).
+- :func:`run_mot_lab`: dense vs modality-aware experts (``mot``) on Shapes World (docs/mot.md).
 """
 
 from __future__ import annotations
 
+from chameleon_sdk.lab.mot import LossCurve, MoTLabConfig, MoTLabReport, run_mot_lab
 from chameleon_sdk.lab.stability import (
     DEFAULT_ARMS,
     DEFAULT_LRS,
@@ -26,6 +28,9 @@ __all__ = [
     "DEFAULT_ARMS",
     "DEFAULT_LRS",
     "ArmSummary",
+    "LossCurve",
+    "MoTLabConfig",
+    "MoTLabReport",
     "RunResult",
     "StabilityReport",
     "StabilitySweepConfig",
@@ -34,6 +39,7 @@ __all__ = [
     "held_out_batch",
     "lr_sensitivity",
     "parse_arm",
+    "run_mot_lab",
     "run_stability_sweep",
     "sweep_data",
     "train_run",

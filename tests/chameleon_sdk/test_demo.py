@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chameleon_sdk import ChameleonError, Image
-from chameleon_sdk.demo import PLANS, QUALITY_BAR, _pairs
+from chameleon_sdk.demo import PLANS, QUALITY_BAR, caption_pairs
 from chameleon_sdk.pipeline import Pipeline
 from chameleon_sdk.shapes import COLORS, SHAPES, sample_shapes
 
@@ -139,7 +139,7 @@ def test_the_page_renders_its_pictures_in_headless_chromium(demo, tmp_path):
 @settings(max_examples=30, deadline=None)
 @given(count=st.integers(0, 40), share=st.floats(0.0, 1.0))
 def test_pairs_put_the_asked_share_picture_first_spread_evenly(count, share):
-    pairs = _pairs(sample_shapes(count, seed=0, size=16), share)
+    pairs = caption_pairs(sample_shapes(count, seed=0, size=16), share)
     first = [isinstance(doc.segments[0], Image) for doc in pairs]
     assert sum(first) == math.floor(count * share)
     for end in range(count + 1):  # every prefix holds its share, to within one pair
