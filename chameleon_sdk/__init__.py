@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chameleon_sdk.lazy_exports import exports_of
+from chameleon_sdk.lazy_exports import lazy_module_attributes
 
 if TYPE_CHECKING:
     from chameleon_sdk.checkpoint import (
@@ -239,6 +239,7 @@ __all__ = [
     "get_registry",
     "global_rng_state",
     "hookimpl",
+    "lazy_module_attributes",
     "load_config",
     "load_image_tokenizer",
     "load_model",
@@ -277,21 +278,15 @@ __all__ = [
     "write_safetensors",
 ]
 
-_EXPORTS = exports_of(__file__)
+_lazy_attribute = lazy_module_attributes(__name__, __file__)
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     if name == "serve":  # the subpackage (cs.serve.create_app); Starlette loads only when an app is made
-        return importlib.import_module(f"{__name__}.serve")
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+        return importlib.import_module(f"{__name__}.serve")
+    return _lazy_attribute(name)
 
 
 def __dir__() -> list[str]:

@@ -9,9 +9,13 @@ the type checker and the runtime, so they cannot drift apart.
 from __future__ import annotations
 
 import ast
+import importlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["exports_of"]
+__all__ = ["exports_of", "lazy_module_attributes"]
 
 
 def exports_of(init_file: str) -> dict[str, str]:
@@ -24,3 +28,25 @@ def exports_of(init_file: str) -> dict[str, str]:
                 if isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
                     exports.update({alias.asname or alias.name: statement.module for alias in statement.names})
     return exports
+
+
+def lazy_module_attributes(module_name: str, init_file: str) -> Callable[[str], Any]:
+    """A PEP 562 ``__getattr__`` for the package ``module_name`` that imports each name of its
+    ``if TYPE_CHECKING:`` block on first access (and keeps it), e.g. a plugin package whose classes
+    need torch but whose registration hook must not::
+
+        if TYPE_CHECKING:
+            from my_plugin.tricks import MyTrick
+        __getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+    """
+    exports = exports_of(init_file)
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[module_name], name, value)
+        return value
+
+    return __getattr__

@@ -19,15 +19,18 @@ with ``use_registry(...)``.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import importlib.metadata
+import importlib.util
 import inspect
 import os
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -74,22 +77,81 @@ KINDS: Mapping[str, str] = {
 }
 
 
+def resolve_reference(reference: str) -> Any:
+    """The object a ``"package.module:Qualified.name"`` reference names (importing its module)."""
+    module_name, _, qualname = reference.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise PluginLoadError(f"cannot import {reference!r}: {exc}") from exc
+    return target
+
+
+def _docstring_without_import(reference: str) -> str | None:
+    """The docstring of what ``reference`` names, read from its module's source (nothing is imported
+    but the module's parent packages); None when the source cannot say."""
+    module_name, _, qualname = reference.partition(":")
+    try:
+        spec = importlib.util.find_spec(module_name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return None
+        node: Any = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    for part in qualname.split("."):
+        node = next((n for n in node.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == part), None)
+        if node is None:
+            return None
+    return ast.get_docstring(node)
+
+
+def _check_reference(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, str) and (":" not in value or not all(value.partition(":")[::2])):
+        raise PluginLoadError(f"a plugin reference must look like 'package.module:Name', got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class PluginRecord:
-    """One registered component: what it is, who provided it, and how to build it."""
+    """One registered component: what it is, who provided it, and how to build it.
+
+    The factory and the options class may be registered as ``"package.module:Name"`` references:
+    they are imported on first use (building, validating options), so listing plugins imports none
+    of their code.
+    """
 
     kind: str
     name: str
-    factory: Callable[..., Any] = attrs.field(eq=False, repr=False)
-    options: type | None = attrs.field(default=None, eq=False)
+    _factory: Callable[..., Any] | str = attrs.field(eq=False, repr=False, validator=_check_reference)
+    _options: type | str | None = attrs.field(default=None, eq=False, validator=_check_reference)
     provider: str
     version: str | None = None
     plugin: str
     traits: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
 
     @property
+    def factory(self) -> Callable[..., Any]:
+        """What builds the component (imported now if it was registered by reference)."""
+        return resolve_reference(self._factory) if isinstance(self._factory, str) else self._factory
+
+    @property
+    def options(self) -> type | None:
+        """The attrs class of the component's options, or None (imported now if registered by reference)."""
+        options = resolve_reference(self._options) if isinstance(self._options, str) else self._options
+        if options is not None and not attrs.has(options):
+            raise PluginLoadError(
+                f"plugin {self.plugin!r}: options for {self.kind} {self.name!r} must be an attrs class"
+            )
+        return options
+
+    @property
     def description(self) -> str:
-        doc = inspect.getdoc(self.factory) or ""
+        doc = None
+        if isinstance(self._factory, str) and self._factory.partition(":")[0] not in sys.modules:
+            doc = _docstring_without_import(self._factory)
+        if doc is None:
+            doc = inspect.getdoc(self.factory) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
     def make_options(self, options: Any = None) -> Any:
@@ -114,7 +176,8 @@ class PluginRecord:
         the vocabulary and of its generation mode, so it never has to repeat it by hand.
         """
         opts = self.make_options(options)
-        component = self.factory() if self.options is None else self.factory(opts)
+        factory = self.factory
+        component = factory() if self.options is None else factory(opts)
         if self.kind == "modality":
             try:
                 component.name = self.name
@@ -132,10 +195,15 @@ class PluginRecord:
             "provider": self.provider,
             "version": self.version,
             "plugin": self.plugin,
-            "options": None if self.options is None else f"{self.options.__module__}.{self.options.__qualname__}",
+            "options": self._options_name(),
             "traits": {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in self.traits.items()},
             "description": self.description,
         }
+
+    def _options_name(self) -> str | None:
+        if isinstance(self._options, str):
+            return self._options.replace(":", ".")
+        return None if self._options is None else f"{self._options.__module__}.{self._options.__qualname__}"
 
 
 def _env_flag(name: str) -> bool:
@@ -253,9 +321,9 @@ class PluginRegistry:
 
                 def register(
                     name: str,
-                    factory: Callable[..., Any],
+                    factory: Callable[..., Any] | str,
                     *,
-                    options: type | None = None,
+                    options: type | str | None = None,
                     _kind: str = kind,
                     _impl: Any = impl,
                     _dist: str = dist,
@@ -264,7 +332,7 @@ class PluginRegistry:
                 ) -> None:
                     if not isinstance(name, str) or not name:
                         raise PluginLoadError(f"plugin {_impl.plugin_name!r} registered a {_kind} with name {name!r}")
-                    if options is not None and not attrs.has(options):
+                    if options is not None and not isinstance(options, str) and not attrs.has(options):
                         raise PluginLoadError(
                             f"plugin {_impl.plugin_name!r}: options for {_kind} {name!r} must be an attrs class"
                         )

@@ -5,18 +5,28 @@ Each registers with the trait ``mask_kinds``; the model refuses masks a backend 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_attention.backends import EagerAttention, FlashAttention, FlexAttention, SdpaAttention
-from chameleon_sdk import MaskKind
+
+if TYPE_CHECKING:
+    from chameleon_attention.backends import EagerAttention, FlashAttention, FlexAttention, SdpaAttention
 
 __all__ = ["EagerAttention", "FlashAttention", "FlexAttention", "SdpaAttention"]
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
-ALL_KINDS = frozenset(MaskKind)
+# mask kinds as plain strings (chameleon_sdk.MaskKind is a StrEnum of them), so registering imports no torch
+ALL_KINDS = frozenset({"causal", "document", "bidirectional", "offset"})
 
 
 @chameleon_sdk.hookimpl
 def register_attention_backends(register):
-    register("eager", EagerAttention, mask_kinds=ALL_KINDS)
-    register("sdpa", SdpaAttention, mask_kinds=ALL_KINDS)
-    register("flex", FlexAttention, mask_kinds=ALL_KINDS)
-    register("flash", FlashAttention, mask_kinds=frozenset({MaskKind.CAUSAL, MaskKind.OFFSET}), needs_cuda=True)
+    register("eager", "chameleon_attention.backends:EagerAttention", mask_kinds=ALL_KINDS)
+    register("sdpa", "chameleon_attention.backends:SdpaAttention", mask_kinds=ALL_KINDS)
+    register("flex", "chameleon_attention.backends:FlexAttention", mask_kinds=ALL_KINDS)
+    register(
+        "flash",
+        "chameleon_attention.backends:FlashAttention",
+        mask_kinds=frozenset({"causal", "offset"}),
+        needs_cuda=True,
+    )

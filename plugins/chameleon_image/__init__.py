@@ -19,11 +19,15 @@ Checkpoint layouts belong to the ``checkpoint_format`` plugins (``chameleon_sdk.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_image.losses import LPIPSLoss, LPIPSOptions, PatchGANLoss, PatchGANOptions
-from chameleon_image.options import ImageTokenizerOptions
-from chameleon_image.tokenizer import ImageTokenizer
-from chameleon_image.training import ImageTokenizerTrainer, ImageTrainingOptions
+
+if TYPE_CHECKING:
+    from chameleon_image.losses import LPIPSLoss, LPIPSOptions, PatchGANLoss, PatchGANOptions
+    from chameleon_image.options import ImageTokenizerOptions
+    from chameleon_image.tokenizer import ImageTokenizer
+    from chameleon_image.training import ImageTokenizerTrainer, ImageTrainingOptions
 
 __all__ = [
     "ImageTokenizer",
@@ -35,14 +39,17 @@ __all__ = [
     "PatchGANLoss",
     "PatchGANOptions",
 ]
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
 
 @chameleon_sdk.hookimpl
 def register_modalities(register):
-    register("image", ImageTokenizer, options=ImageTokenizerOptions)
+    register(
+        "image", "chameleon_image.tokenizer:ImageTokenizer", options="chameleon_image.options:ImageTokenizerOptions"
+    )
 
 
 @chameleon_sdk.hookimpl
 def register_image_tokenizer_losses(register):
-    register("lpips", LPIPSLoss, options=LPIPSOptions)
-    register("patch-gan", PatchGANLoss, options=PatchGANOptions)
+    register("lpips", "chameleon_image.losses:LPIPSLoss", options="chameleon_image.losses:LPIPSOptions")
+    register("patch-gan", "chameleon_image.losses:PatchGANLoss", options="chameleon_image.losses:PatchGANOptions")

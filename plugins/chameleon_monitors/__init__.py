@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_monitors.stability_monitor import MonitorOptions, StabilityMonitor, StabilityWarning
+
+if TYPE_CHECKING:
+    from chameleon_monitors.stability_monitor import MonitorOptions, StabilityMonitor, StabilityWarning
 
 __all__ = ["MonitorOptions", "StabilityMonitor", "StabilityWarning"]
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
 
 @chameleon_sdk.hookimpl
 def register_callbacks(register):
-    register("stability-monitor", StabilityMonitor, options=MonitorOptions)
+    register(
+        "stability-monitor",
+        "chameleon_monitors.stability_monitor:StabilityMonitor",
+        options="chameleon_monitors.stability_monitor:MonitorOptions",
+    )

@@ -6,12 +6,17 @@ extension point (:meth:`chameleon_sdk.StabilityTrick.parameter_groups`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_mot.trick import MixtureOfTransformers, MoTOptions
+
+if TYPE_CHECKING:
+    from chameleon_mot.trick import MixtureOfTransformers, MoTOptions
 
 __all__ = ["MixtureOfTransformers", "MoTOptions"]
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
 
 @chameleon_sdk.hookimpl
 def register_stability_tricks(register):
-    register("mot", MixtureOfTransformers, options=MoTOptions)
+    register("mot", "chameleon_mot.trick:MixtureOfTransformers", options="chameleon_mot.trick:MoTOptions")

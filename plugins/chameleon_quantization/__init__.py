@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_quantization.torchao_int8 import Int8WeightOnly, Int8WeightOnlyOptions
+
+if TYPE_CHECKING:
+    from chameleon_quantization.torchao_int8 import Int8WeightOnly, Int8WeightOnlyOptions
 
 __all__ = ["Int8WeightOnly", "Int8WeightOnlyOptions"]
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
 
 @chameleon_sdk.hookimpl
 def register_quantizations(register):
-    register("int8-weight-only", Int8WeightOnly, options=Int8WeightOnlyOptions)
+    register(
+        "int8-weight-only",
+        "chameleon_quantization.torchao_int8:Int8WeightOnly",
+        options="chameleon_quantization.torchao_int8:Int8WeightOnlyOptions",
+    )

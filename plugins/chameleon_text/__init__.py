@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_text.bpe_tokenizer import BPEOptions, BPETokenizer
-from chameleon_text.sentencepiece_tokenizer import SentencePieceOptions, SentencePieceTokenizer
+
+if TYPE_CHECKING:
+    from chameleon_text.bpe_tokenizer import BPEOptions, BPETokenizer
+    from chameleon_text.sentencepiece_tokenizer import SentencePieceOptions, SentencePieceTokenizer
 
 __all__ = ["BPEOptions", "BPETokenizer", "SentencePieceOptions", "SentencePieceTokenizer"]
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
 
 @chameleon_sdk.hookimpl
 def register_text_tokenizers(register):
-    register("sentencepiece", SentencePieceTokenizer, options=SentencePieceOptions)
-    register("bpe", BPETokenizer, options=BPEOptions)
+    register(
+        "sentencepiece",
+        "chameleon_text.sentencepiece_tokenizer:SentencePieceTokenizer",
+        options="chameleon_text.sentencepiece_tokenizer:SentencePieceOptions",
+    )
+    register("bpe", "chameleon_text.bpe_tokenizer:BPETokenizer", options="chameleon_text.bpe_tokenizer:BPEOptions")

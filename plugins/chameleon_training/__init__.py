@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_training.distributed import DDPTrainer, DistributedOptions, FSDPOptions, FSDPTrainer
-from chameleon_training.local import LocalTrainer
-from chameleon_training.metrics import MetricsOptions, MetricsWriter
-from chameleon_training.options import TrainerOptions
+
+if TYPE_CHECKING:
+    from chameleon_training.distributed import DDPTrainer, DistributedOptions, FSDPOptions, FSDPTrainer
+    from chameleon_training.local import LocalTrainer
+    from chameleon_training.metrics import MetricsOptions, MetricsWriter
+    from chameleon_training.options import TrainerOptions
 
 __all__ = [
     "DDPTrainer",
@@ -18,15 +22,20 @@ __all__ = [
     "MetricsWriter",
     "TrainerOptions",
 ]
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
 
 @chameleon_sdk.hookimpl
 def register_trainers(register):
-    register("local", LocalTrainer, options=TrainerOptions)
-    register("ddp", DDPTrainer, options=DistributedOptions)
-    register("fsdp", FSDPTrainer, options=FSDPOptions)
+    register("local", "chameleon_training.local:LocalTrainer", options="chameleon_training.options:TrainerOptions")
+    register(
+        "ddp", "chameleon_training.distributed:DDPTrainer", options="chameleon_training.distributed:DistributedOptions"
+    )
+    register("fsdp", "chameleon_training.distributed:FSDPTrainer", options="chameleon_training.distributed:FSDPOptions")
 
 
 @chameleon_sdk.hookimpl
 def register_callbacks(register):
-    register("metrics-jsonl", MetricsWriter, options=MetricsOptions)
+    register(
+        "metrics-jsonl", "chameleon_training.metrics:MetricsWriter", options="chameleon_training.metrics:MetricsOptions"
+    )

@@ -69,6 +69,71 @@ def test_runtime_registration_and_unregistration(registry):
         chameleon_sdk.unregister_plugin("mine")
 
 
+def test_a_plugin_registered_by_reference_is_imported_on_first_use(registry, tmp_path, monkeypatch):
+    package = tmp_path / "lazy_sampler_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "impl.py").write_text(
+        "import attrs\n\n"
+        "@attrs.frozen\nclass Options:\n    scale: float = 1.0\n\n"
+        'class Sampler:\n    """Samples lazily."""\n\n'
+        "    def __init__(self, options):\n        self.options = options\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = types.ModuleType("test_plugin_lazy")
+
+    def register_samplers(register):
+        register("lazy", "lazy_sampler_pkg.impl:Sampler", options="lazy_sampler_pkg.impl:Options")
+
+    plugin.register_samplers = hookimpl(register_samplers)
+    chameleon_sdk.register_plugin(plugin, name="lazy-plugin")
+    try:
+        record = registry.get("sampler", "lazy")
+        assert record.description == "Samples lazily."
+        assert record.to_json()["options"] == "lazy_sampler_pkg.impl.Options"
+        assert "lazy_sampler_pkg.impl" not in sys.modules  # listed and described, not imported
+        built = registry.build("sampler", "lazy", {"scale": 2.0})
+        assert type(built).__name__ == "Sampler" and built.options.scale == 2.0
+        assert "lazy_sampler_pkg.impl" in sys.modules
+    finally:
+        chameleon_sdk.unregister_plugin("lazy-plugin")
+
+
+@pytest.mark.parametrize(
+    ("factory", "options", "match"),
+    [
+        ("lazy_missing_module:Thing", None, "cannot import 'lazy_missing_module:Thing'"),
+        ("chameleon_sdk.plugins:NoSuchName", None, "cannot import"),
+        ("chameleon_sdk.plugins:PluginRegistry", "chameleon_sdk.plugins:get_registry", "must be an attrs class"),
+    ],
+)
+def test_bad_references_are_plugin_load_errors_naming_them(registry, factory, options, match):
+    plugin = types.ModuleType("test_plugin_bad_reference")
+
+    def register_samplers(register):
+        register("bad-reference", factory, options=options)
+
+    plugin.register_samplers = hookimpl(register_samplers)
+    chameleon_sdk.register_plugin(plugin, name="bad-reference-plugin")
+    try:
+        with pytest.raises(PluginLoadError, match=match):
+            registry.build("sampler", "bad-reference")
+    finally:
+        chameleon_sdk.unregister_plugin("bad-reference-plugin")
+
+
+def test_a_malformed_reference_is_refused_at_registration(registry):
+    plugin = types.ModuleType("test_plugin_malformed")
+
+    def register_samplers(register):
+        register("malformed", "no_colon_here")
+
+    plugin.register_samplers = hookimpl(register_samplers)
+    with pytest.raises(PluginLoadError, match=r"package\.module:Name"):
+        chameleon_sdk.register_plugin(plugin, name="malformed-plugin")
+        registry.records()
+
+
 def test_builtins_can_be_unregistered_by_name(registry):
     registry.unregister("text")
     assert registry.records("text_tokenizer") == []

@@ -12,14 +12,20 @@ input/output), ``modality`` (the modality, its options and its generation constr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import chameleon_sdk
-from chameleon_audio.modality import AudioBlock, AudioModality, AudioOptions
-from chameleon_audio.waveform import SAMPLE_RATE, AudioError, Waveform
+
+if TYPE_CHECKING:
+    from chameleon_audio.modality import AudioBlock, AudioModality, AudioOptions
+    from chameleon_audio.waveform import SAMPLE_RATE, AudioError, Waveform
 
 __all__ = ["SAMPLE_RATE", "AudioBlock", "AudioError", "AudioModality", "AudioOptions", "Waveform"]
 __version__ = "0.1.0"
+# the classes import torch; registering by reference keeps `chameleon plugins` from importing it
+__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
 
 
 @chameleon_sdk.hookimpl
 def register_modalities(register):
-    register("audio", AudioModality, options=AudioOptions)
+    register("audio", "chameleon_audio.modality:AudioModality", options="chameleon_audio.modality:AudioOptions")
