@@ -34,7 +34,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     result = subprocess.run(
-        [script, "demo", "--quick", "--out", str(out)],
+        [script, "demo", "--quick", "--quiet", "--out", str(out)],
         env=env,
         capture_output=True,
         text=True,
@@ -42,6 +42,8 @@ def demo(tmp_path_factory):
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    assert "training the transformer" not in result.stdout + result.stderr  # --quiet: no phase lines
+    assert "\r" not in result.stderr  # and no progress bars
     return out, json.loads((out / "manifest.json").read_text()), result.stdout
 
 

@@ -85,7 +85,9 @@ def test_cli_trains_and_saves_a_loadable_tokenizer(tiny_options, shapes, tmp_pat
     for i, image in enumerate(shapes[:10]):
         image.save(tmp_path / "images" / f"{i}.png")
     assert main(["train-image-tokenizer", _config(tmp_path, "images", tiny_options), "--quiet"]) == 0
-    metrics = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.err == ""  # --quiet: no progress bar, no periodic lines
+    metrics = json.loads(captured.out)
     out = tmp_path / "out" / "tokenizer"
     assert metrics["steps"] == 3 and json.loads((out / "training_metrics.json").read_text()) == metrics
     loaded = load_image_tokenizer(out)
