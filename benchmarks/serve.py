@@ -232,6 +232,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds; later requests are not started")
     parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
+    parser.add_argument("--device", default="cpu", help="where the server (and the in-process batcher) decode")
     args = parser.parse_args()
     shape = SMALL if args.small else FULL
     if args.small:
@@ -247,6 +248,7 @@ def main() -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
         cmd = [sys.executable, "-m", "chameleon_sdk", "serve", "--model", str(Path(tmp) / "pipe"), "--port", str(port)]
+        cmd += ["--device", args.device]
         server = subprocess.Popen([*cmd, *limits], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -257,7 +259,7 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.1)
             run_clients(base, 2, 2, args.tokens, deadline)  # warm-up: first allocations, thread pools
-            where = f"{args.threads} threads"
+            where = f"{args.threads} threads" if args.device == "cpu" else args.device
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
                   f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
                   f"server on 127.0.0.1 with {where}")  # fmt: skip
@@ -283,6 +285,7 @@ def main() -> None:
                 print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
+            pipe.model = pipe.model.to(args.device)
             batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
             if args.object_check:
                 object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)

@@ -306,7 +306,10 @@ class Pipeline:
             after the cast to ``dtype`` (``"int8-weight-only"``; see :func:`~chameleon_sdk.quantize_model`).
         :raises CheckpointError: naming a missing file and what it is for, or a file that is
             truncated or altered since it was saved (checked against ``manifest.json``).
+        :raises ConfigError: ``device`` is not a device torch knows, or names CUDA where there is none.
         """
+        if device is not None:
+            _checked_device(device)  # before anything is read
         if not isinstance(path, (str, os.PathLike)):
             raise CheckpointError(f"Pipeline.from_pretrained: expected a directory path, got {path!r:.80}")
         if dtype is not None and not isinstance(dtype, torch.dtype):
@@ -356,7 +359,11 @@ class Pipeline:
         return pipe
 
     def to(self, device: str | torch.device) -> Pipeline:
-        """Move the model and every modality that can move (one with a ``to`` method) to ``device``."""
+        """Move the model and every modality that can move (one with a ``to`` method) to ``device``.
+
+        :raises ConfigError: ``device`` is not a device torch knows, or names CUDA where there is none.
+        """
+        device = _checked_device(device)
         if self.model is not None:
             self.model.to(device)
         for modality in self.modalities.values():
@@ -368,3 +375,14 @@ class Pipeline:
     def __repr__(self) -> str:
         mods = ", ".join(self.modalities) or "none"
         return f"Pipeline(text_tokenizer={self.config.text_tokenizer.name!r}, modalities=[{mods}])"
+
+
+def _checked_device(device: object) -> torch.device:
+    """``device`` as a ``torch.device``, or a :class:`ConfigError` that names it."""
+    try:
+        checked = torch.device(device)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps...): {exc}") from None
+    if checked.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: this machine (or this torch build) has no CUDA device")
+    return checked

@@ -20,6 +20,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a directory written by Pipeline.save_pretrained")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1... (default: cpu)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast the weights (default: as stored)")
     p.add_argument(
         "--api-key", default=os.environ.get("CHAMELEON_API_KEY"),
         help="require 'Authorization: Bearer KEY' on the API (default: $CHAMELEON_API_KEY, else none)",
@@ -45,7 +47,10 @@ def run_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(**limits)  # before loading anything: bad limits fail at once
     if not 0 <= args.port < 65536:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
-    pipe = Pipeline.from_pretrained(args.model)
+    import torch
+
+    dtype = None if args.dtype is None else getattr(torch, args.dtype)
+    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
     app = create_app(pipe, options)
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
