@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--int8", action="store_true", help="also int8-weight-only (torchao)")
+    parser.add_argument("--compiled-only", action="store_true", help="skip the eager rows")
     parser.add_argument("--profile", action="store_true", help="print the top kernels of the compiled steps")
     parser.add_argument("--preset", default="7b", choices=sorted(cs.MODEL_PRESETS), help="the model's shape")
     parser.add_argument("--device", default="cuda", help="cuda (the check) or cpu (a smoke run of the script)")
@@ -54,7 +55,7 @@ def main() -> None:
     for name, make in variants:
         m = make()
         step = decode_bytes(m, prompt=args.prompt, tokens=n)
-        for compile in (False, True):
+        for compile in (True,) if args.compiled_only else (False, True):
             run = lambda m=m, c=compile: cs.generate_tokens(m, prompt, max_new_tokens=n, stop_ids=[], compile=c)  # noqa: E731
             run()  # warm up (and compile)
             times = []
