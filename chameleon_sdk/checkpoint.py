@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 import torch
 
+from chameleon_sdk.config import atomic_write_bytes
 from chameleon_sdk.errors import ChameleonError, CheckpointError
 from chameleon_sdk.model.meta_device import meta_tensor_names
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -514,18 +515,7 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         text = json.dumps(data, indent=2, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot write {str(path)!r}: the data is not JSON-serialisable ({exc})") from exc
-    _atomic_write(path, (text + "\n").encode("utf-8"))
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
 
 def _safetensors_files(path: Path) -> dict[str, list[str] | None]:
@@ -619,11 +609,11 @@ def write_safetensors(
         shards[-1][key] = tensors[key]
         size += nbytes
     if len(shards) == 1:
-        _atomic_write(directory / SAFETENSORS_FILE, save(shards[0], metadata=meta))
+        atomic_write_bytes(directory / SAFETENSORS_FILE, save(shards[0], metadata=meta))
         return [SAFETENSORS_FILE]
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for name, shard in zip(names, shards, strict=True):
-        _atomic_write(directory / name, save(shard, metadata=meta))
+        atomic_write_bytes(directory / name, save(shard, metadata=meta))
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     weight_map = {key: name for name, shard in zip(names, shards, strict=True) for key in shard}
     write_json(directory / SAFETENSORS_INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": weight_map})

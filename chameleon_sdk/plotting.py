@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from chameleon_sdk.checkpoint import _atomic_write
+from chameleon_sdk.config import atomic_write_bytes
 from chameleon_sdk.errors import ChameleonError
 
 __all__ = [
@@ -186,5 +186,5 @@ def plot_metrics(
         plt.close(fig)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, buffer.getvalue())
+    atomic_write_bytes(out, buffer.getvalue())
     return out

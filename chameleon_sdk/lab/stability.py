@@ -31,8 +31,7 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.checkpoint import _atomic_write
-from chameleon_sdk.config import ComponentSpec, ModelConfig, atomic_write_text, from_dict, to_dict
+from chameleon_sdk.config import ComponentSpec, ModelConfig, atomic_write_bytes, atomic_write_text, from_dict, to_dict
 from chameleon_sdk.errors import ConfigError, TrainingError
 from chameleon_sdk.lab.synthetic import SyntheticMix, SyntheticMixConfig
 from chameleon_sdk.model import ChameleonModel
@@ -387,7 +386,7 @@ class StabilityReport:
         report = out / REPORT_FILE
         atomic_write_text(report, json.dumps(self.to_json(), indent=2) + "\n")
         plot = out / PLOT_FILE
-        _atomic_write(plot, self.plot_png())
+        atomic_write_bytes(plot, self.plot_png())
         return report, plot
 
     def plot_png(self) -> bytes:
