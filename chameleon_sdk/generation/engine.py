@@ -21,6 +21,7 @@ from chameleon_sdk.config import ComponentSpec, one_of, typed
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.compiled import compile_decode_step
 from chameleon_sdk.generation.constraints import TEXT_MODES, BlockConstraint, ModalityStates
+from chameleon_sdk.generation.events import FinishReason
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.vocabulary import Vocabulary
@@ -77,7 +78,7 @@ class StepOutput:
 
     tokens: torch.Tensor
     active: torch.Tensor
-    finished: list[tuple[int, str]]
+    finished: list[tuple[int, FinishReason]]
 
 
 def _is_int(value: Any) -> bool:
@@ -308,7 +309,7 @@ class TokenDecoder:
         self.physical_prompts = self._physical_prompts(prompts)
         self.k = 1 if guidance is None else guidance.rows
         self.done = torch.zeros(self.rows, dtype=torch.bool, device=device)
-        self.reasons: list[str | None] = [None] * self.rows
+        self.reasons: list[FinishReason | None] = [None] * self.rows
         # new tokens per row, written in place each step; ``counts[r]`` of them are real
         self.out = torch.full((self.rows, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         self.counts = torch.zeros(self.rows, dtype=torch.long, device=device)
@@ -336,7 +337,7 @@ class TokenDecoder:
             rows += [prompt, image_only or [bos], uncond] if self.guidance.rows == 3 else [prompt, uncond]
         return rows
 
-    def finish(self, row: int, reason: str) -> None:
+    def finish(self, row: int, reason: FinishReason) -> None:
         """End ``row`` now (for example on a stop string found by the caller)."""
         if not self.done[row]:
             self.done[row] = True
@@ -425,14 +426,15 @@ class TokenDecoder:
         finally:
             self.model.train(was_training)
 
-    REASONS = ("", "stop", "done", "max_tokens", "max_time")
+    #: when several reasons end a row in the same step, the first of these is the one reported
+    PRIORITY = (FinishReason.STOP, FinishReason.DONE, FinishReason.MAX_TOKENS, FinishReason.MAX_TIME)
 
     @property
     def tokens(self) -> list[list[int]]:
         """Each row's new tokens so far."""
         return [row[:n] for row, n in zip(self.out.tolist(), self.counts.tolist())]
 
-    def _record(self, tokens: torch.Tensor, active: torch.Tensor) -> list[tuple[int, str]]:
+    def _record(self, tokens: torch.Tensor, active: torch.Tensor) -> list[tuple[int, FinishReason]]:
         """Store the step's tokens and decide which rows end, in tensor ops; Python only sees the
         (few) rows that finish."""
         live = torch.nonzero(active).flatten()
@@ -445,17 +447,19 @@ class TokenDecoder:
         else:
             stop = torch.isin(tokens, self.stop_ids)
             block_done = torch.zeros_like(stop)
-        # the first reason that applies, in REASONS order
-        code = torch.where(self.counts >= self.max_new_tokens, 3, 0)
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            code = torch.where(code == 0, 4, code)
-        code = torch.where(block_done, 2, code)
-        code = torch.where(stop, 1, code) * active
-        finished: list[tuple[int, str]] = []
+        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+        applies = (stop, block_done, self.counts >= self.max_new_tokens, torch.full_like(stop, timed_out))
+        # per row, the 1-based position in PRIORITY of the first reason that applies (0: none)
+        code = torch.zeros_like(self.counts)
+        for number in range(len(applies), 0, -1):  # from the last, so the first that applies is kept
+            code = torch.where(applies[number - 1], number, code)
+        code = code * active
+        finished: list[tuple[int, FinishReason]] = []
         for r, c in zip(torch.nonzero(code).flatten().tolist(), code[code > 0].tolist()):
+            reason = self.PRIORITY[c - 1]
             self.done[r] = True
-            self.reasons[r] = self.REASONS[c]
-            finished.append((r, self.REASONS[c]))
+            self.reasons[r] = reason
+            finished.append((r, reason))
         return finished
 
     def run(self) -> list[list[int]]:

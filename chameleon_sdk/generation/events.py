@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
@@ -12,6 +13,7 @@ __all__ = [
     "BlockDone",
     "BlockProgress",
     "BlockStarted",
+    "FinishReason",
     "Finished",
     "GenerationEvent",
     "ImageDone",
@@ -71,13 +73,22 @@ class ImageDone(BlockDone):
     """An image was generated and decoded."""
 
 
+class FinishReason(enum.StrEnum):
+    """Why a row stopped. A ``str`` enum: each member equals (and serialises as) its value."""
+
+    STOP = "stop"  #: a stop token
+    STOP_STRING = "stop_string"  #: a stop string appeared in the text
+    DONE = "done"  #: the one block of a modality mode is complete
+    MAX_TOKENS = "max_tokens"  #: ``max_new_tokens`` were generated
+    MAX_TIME = "max_time"  #: ``max_time`` seconds passed
+
+
 @attrs.frozen
 class Finished:
-    """``row`` stopped; ``reason`` is one of ``stop`` (a stop token), ``stop_string``, ``done`` (the one
-    block of a modality mode is complete), ``max_tokens``, ``max_time``; ``document`` is what it made."""
+    """``row`` stopped for ``reason`` (a :class:`FinishReason`); ``document`` is what it made."""
 
     row: int
-    reason: str
+    reason: FinishReason
     document: Document
 
 

@@ -34,6 +34,7 @@ from chameleon_sdk.generation.events import (
     BlockProgress,
     BlockStarted,
     Finished,
+    FinishReason,
     GenerationEvent,
     ImageDone,
     ImageProgress,
@@ -156,7 +157,7 @@ class _RowBuilder:
         self.block, self.codes = None, []
         return (ImageDone if name == "image" else BlockDone)(self.row, name, payload)
 
-    def finish(self, reason: str) -> list[GenerationEvent]:
+    def finish(self, reason: FinishReason) -> list[GenerationEvent]:
         events = self._flush_text(final=True)
         partial = getattr(self.tokenizer.modalities.get(self.block or ""), "decode_partial", None)
         if self.block is not None and self.codes and partial is not None:
@@ -190,8 +191,8 @@ class DocumentStream:
         for r in torch.nonzero(step.active).flatten().tolist():
             yield from self.rows[r].feed(tokens[r])
             if r not in finished and self.rows[r].hit_stop_string:
-                self.decoder.finish(r, "stop_string")
-                finished[r] = "stop_string"
+                self.decoder.finish(r, FinishReason.STOP_STRING)
+                finished[r] = FinishReason.STOP_STRING
             if r in finished:
                 yield from self.rows[r].finish(finished[r])
 

@@ -280,3 +280,37 @@ def test_cfg_in_a_batch_with_mixed_modes_matches_rows_alone(model, vocab):
         alone = generate_tokens(model, prompt, max_new_tokens=BLOCK + 3, vocabulary=vocab, mode=mode, guidance=guidance)
         assert row[: len(alone)] == alone.tolist()
     assert vocab.code_mask("image")[batch[0, :BLOCK]].all() and batch[0, BLOCK] == vocab.block("image").end_id
+
+
+@pytest.mark.parametrize(
+    ("emit_eos", "max_new_tokens", "expected"),
+    [
+        (True, 1, cs.FinishReason.STOP),  # stop, max_tokens and max_time all apply at step 1
+        (False, 1, cs.FinishReason.MAX_TOKENS),  # max_tokens and max_time apply
+        (False, 5, cs.FinishReason.MAX_TIME),  # only the (already passed) deadline applies
+    ],
+)
+def test_the_first_reason_in_priority_order_is_reported(model, vocab, emit_eos, max_new_tokens, expected):
+    eos = vocab.specials["eos"]
+
+    def sampler(logits, *, seen=None, generator=None):
+        tokens = logits.argmax(dim=-1)
+        tokens[tokens == eos] = 3
+        if emit_eos:
+            tokens[:] = eos
+        return tokens
+
+    decoder = TokenDecoder(
+        model, [[0, 3]], max_new_tokens=max_new_tokens, modes=["text"], vocabulary=vocab,
+        samplers={"text": sampler}, stop_ids=[eos], max_time=0.0,
+    )  # fmt: skip
+    rows = decoder.run()
+    assert len(rows[0]) == 1 and decoder.reasons == [expected]
+    assert isinstance(decoder.reasons[0], cs.FinishReason)
+
+
+def test_finish_reasons_are_strings_in_json():
+    import json
+
+    assert json.dumps({"reason": cs.FinishReason.MAX_TIME}) == '{"reason": "max_time"}'
+    assert cs.FinishReason("stop_string") is cs.FinishReason.STOP_STRING
