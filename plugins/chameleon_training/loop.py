@@ -36,15 +36,8 @@ from chameleon_training.state import latest_checkpoint, load_checkpoint, save_ch
 
 
 def fast_bf16_available(device: torch.device) -> bool:
-    """Whether bf16 autocast pays here: a bf16 GPU, or a CPU with AMX or AVX512-BF16 instructions.
-
-    Measured: on an AMX CPU a bf16-autocast train step of a 43M-parameter model took 0.46x the fp32
-    time. On an AVX512-BF16 CPU without AMX (AMD EPYC, 2 quiet cores) a step took 0.65x at the
-    ``benchmarks/train_step.py`` config (hidden 512), 0.72x at hidden 256 and 0.81x at hidden 128
-    (the demo's model, whose bars hold under bf16); only a toy model (hidden 64, 2 layers: 33 ms vs
-    30 ms) was slower, by less than the noise of anything it is used for. Earlier runs of the same
-    benchmark on that CPU, with the other core busy, had shown no gain.
-    """
+    """Whether bf16 autocast pays here: a bf16 GPU, or a CPU with AMX or AVX512-BF16 instructions
+    (the measurements behind the rule: docs/benchmarks.md, "Training step")."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
