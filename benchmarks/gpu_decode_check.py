@@ -71,8 +71,32 @@ def main() -> None:
             print(f"{label:<40} {rate:8.1f} tok/s  {step / 1e9:6.2f} GB/step  {fraction:6.1%} of the limit")
             if compile and args.profile:
                 profile_steps(m, prompt, n, device)
+                alone = step_alone(m, prompt, n, device)
+                print(f"{'  the compiled step alone (no sampling)':<40} {alone:8.1f} tok/s  "
+                      f"{fraction_of_limit(alone, step, bandwidth):6.1%} of the limit")  # fmt: skip
     if device.type == "cuda":
         print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+
+def step_alone(model: torch.nn.Module, prompt: torch.Tensor, tokens: int, device: torch.device) -> float:
+    """Tokens/s of the compiled one-token forward pass called in a loop, without the decoder's
+    sampling and bookkeeping: the gap to the full decode loop is the per-token work around it."""
+    from chameleon_sdk.generation.compiled import compile_decode_step
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    with torch.no_grad():
+        cache = model.new_cache(1, prompt.shape[1] + tokens)
+        step = compile_decode_step(model, cache, device)
+        model(prompt, cache=cache)
+        token = prompt[:, -1:].clone()
+        for _ in range(3):
+            step(token, cache=cache)
+        sync()
+        start = time.perf_counter()
+        for _ in range(tokens - 3):
+            step(token, cache=cache)
+        sync()
+    return (tokens - 3) / (time.perf_counter() - start)
 
 
 def profile_steps(model: torch.nn.Module, prompt: torch.Tensor, tokens: int, device: torch.device) -> None:
