@@ -27,9 +27,11 @@ check() {  # check NAME SECONDS COMMAND...: run it under a limit, keep its outpu
 }
 
 if [ -f finetune_memory.py ]; then
-  check finetune 150 python3 finetune_memory.py --shape 7b --device cuda
+  check finetune 190 python3 finetune_memory.py --shape 7b --device cuda --modes full lora lora+ac
 fi
-check decode 170 python3 gpu_decode_check.py --tokens 128 --repeats 2 --compiled-only --int8 --profile
-check serve 110 python3 serve.py --device cuda --repeats 2 --soak 100
+check decode 120 python3 gpu_decode_check.py --tokens 128 --repeats 2 --compiled-only --profile
+check serve 100 python3 serve.py --device cuda --repeats 2 --soak 100
 CUDA_LAUNCH_BLOCKING=1 check flex-compiled 45 python3 gpu_attention_check.py --compiled flex
-check compiled-models 45 python3 gpu_attention_check.py --compiled sdpa --compiled eager
+if [ "${GPU_CHECKS_INT8:-0}" = 1 ]; then
+  check decode-int8 150 python3 gpu_decode_check.py --tokens 128 --repeats 2 --compiled-only --int8
+fi
