@@ -23,7 +23,12 @@ ALL_KINDS = frozenset({"causal", "document", "bidirectional", "offset"})
 def register_attention_backends(register):
     register("eager", "chameleon_attention.backends:EagerAttention", mask_kinds=ALL_KINDS)
     register("sdpa", "chameleon_attention.backends:SdpaAttention", mask_kinds=ALL_KINDS)
-    register("flex", "chameleon_attention.backends:FlexAttention", mask_kinds=ALL_KINDS)
+    register(
+        "flex",
+        "chameleon_attention.backends:FlexAttention",
+        options="chameleon_attention.backends:FlexOptions",
+        mask_kinds=ALL_KINDS,
+    )
     register(
         "flash",
         "chameleon_attention.backends:FlashAttention",

@@ -85,6 +85,11 @@ def _mask_mod(mask: MaskSpec, q_len: int) -> Any:
     return mask_mod
 
 
+def refuses_whole_model_compile(device: torch.device) -> bool:
+    """Whether ``flex`` refuses to be traced into a compiled model here: on CUDA (see ``FlexAttention``)."""
+    return device.type == "cuda" and torch.compiler.is_compiling()
+
+
 class FlexAttention:
     """``torch.nn.attention.flex_attention`` with a block mask built from the :class:`MaskSpec`.
 
@@ -121,6 +126,13 @@ class FlexAttention:
             raise BackendUnavailableError(
                 "attention backend 'flex' has no backward pass on CPU in this torch build; run it under "
                 "torch.no_grad() / torch.inference_mode() on CPU, or train with 'sdpa' or 'eager'"
+            )
+        if refuses_whole_model_compile(q.device):
+            raise BackendUnavailableError(
+                "attention backend 'flex' inside a torch.compile'd model on CUDA: the block-mask kernels "
+                "torch compiles there read out of bounds (an illegal memory access that breaks the whole CUDA "
+                "context; seen with torch 2.11 on an H200, as in pytorch/pytorch#160018 and #174923). 'flex' "
+                "compiles flex_attention itself, so leave the model uncompiled, or compile it with 'sdpa'"
             )
         batch, heads, q_len, _ = q.shape
         kv_len = k.shape[2]

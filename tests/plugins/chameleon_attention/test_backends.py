@@ -140,3 +140,19 @@ def test_flex_on_cpu_refuses_gradients_with_a_typed_error():
     q = torch.randn(1, 2, 3, 8, requires_grad=True)
     with pytest.raises(BackendUnavailableError, match="no_grad"):
         backend(q, q, q, MaskSpec(), 8**-0.5)
+
+
+def test_flex_takes_its_compile_option():
+    backend = chameleon_sdk.get_registry().build("attention", "flex", {"compile": False})
+    assert backend.options.compile is False
+    with pytest.raises(chameleon_sdk.ConfigError, match="compile"):
+        chameleon_sdk.get_registry().build("attention", "flex", {"compile": "yes"})
+
+
+def test_flex_refuses_a_compiled_model_only_on_cuda(monkeypatch):
+    from chameleon_attention.backends import refuses_whole_model_compile
+
+    assert not refuses_whole_model_compile(torch.device("cuda"))  # not compiling: the backend compiles flex itself
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert refuses_whole_model_compile(torch.device("cuda"))
+    assert not refuses_whole_model_compile(torch.device("cpu"))  # compiled flex on CPU agrees with eager
