@@ -16,8 +16,6 @@ the dense model's final loss (linearly interpolated between evaluations), or Non
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,9 +25,10 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import ComponentSpec, atomic_write_bytes, atomic_write_text
+from chameleon_sdk.config import ComponentSpec
 from chameleon_sdk.demo import PLANS, DemoPlan, caption_pairs, prepare_shapes_world
 from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.lab.report import figure_png, save_report
 from chameleon_sdk.model import UNTIE_PARTS, ChameleonModel
 from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
 from chameleon_sdk.pipeline import Pipeline
@@ -145,34 +144,23 @@ class MoTLabReport:
 
     def save(self, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``report.json`` and ``mot.png`` into ``out_dir`` (each atomically)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        report = out / REPORT_FILE
-        atomic_write_text(report, json.dumps(self.to_json(), indent=2) + "\n")
-        plot = out / PLOT_FILE
-        atomic_write_bytes(plot, self.plot_png())
-        return report, plot
+        return save_report(out_dir, self.to_json(), self.plot_png(), report_file=REPORT_FILE, plot_file=PLOT_FILE)
 
     def plot_png(self) -> bytes:
         """Held-out loss vs training step, one panel per modality, dense and MoT."""
         plt = require_matplotlib()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-        try:
-            for ax, modality in zip(axes, MODALITIES, strict=True):
-                for curve in self.curves:
-                    ax.plot(curve.steps[1:], getattr(curve, modality)[1:], marker="o", markersize=3, label=curve.arm)
-                ax.axhline(getattr(self.curve("dense"), modality)[-1], color="grey", linestyle="--", linewidth=1)
-                ax.set_title(f"held-out {modality} loss")
-                ax.set_xlabel("training step (same FLOPs per step for both)")
-                ax.grid(True, alpha=0.3)
-                ax.legend(fontsize=8)
-            plan = self.config.plan
-            fig.suptitle(f"Dense vs MoT on Shapes World: d={plan.lm_dim}, {plan.lm_layers} layers")
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=100)
-        finally:
-            plt.close(fig)
-        return buffer.getvalue()
+        for ax, modality in zip(axes, MODALITIES, strict=True):
+            for curve in self.curves:
+                ax.plot(curve.steps[1:], getattr(curve, modality)[1:], marker="o", markersize=3, label=curve.arm)
+            ax.axhline(getattr(self.curve("dense"), modality)[-1], color="grey", linestyle="--", linewidth=1)
+            ax.set_title(f"held-out {modality} loss")
+            ax.set_xlabel("training step (same FLOPs per step for both)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        plan = self.config.plan
+        fig.suptitle(f"Dense vs MoT on Shapes World: d={plan.lm_dim}, {plan.lm_layers} layers")
+        return figure_png(fig)
 
 
 @attrs.frozen(kw_only=True)

@@ -19,8 +19,6 @@ cross entropy of the run and ``L0`` the loss at initialisation (a run that diver
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import time
@@ -31,8 +29,9 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import ComponentSpec, ModelConfig, atomic_write_bytes, atomic_write_text, from_dict, to_dict
+from chameleon_sdk.config import ComponentSpec, ModelConfig, from_dict, to_dict
 from chameleon_sdk.errors import ConfigError, TrainingError
+from chameleon_sdk.lab.report import figure_png, save_report
 from chameleon_sdk.lab.synthetic import SyntheticMix, SyntheticMixConfig
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plotting import require_matplotlib
@@ -381,30 +380,19 @@ class StabilityReport:
 
     def save(self, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``report.json`` and ``stability.png`` into ``out_dir`` (each atomically)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        report = out / REPORT_FILE
-        atomic_write_text(report, json.dumps(self.to_json(), indent=2) + "\n")
-        plot = out / PLOT_FILE
-        atomic_write_bytes(plot, self.plot_png())
-        return report, plot
+        return save_report(out_dir, self.to_json(), self.plot_png(), report_file=REPORT_FILE, plot_file=PLOT_FILE)
 
     def plot_png(self) -> bytes:
         """The figure as PNG bytes: final loss, max attention logit, last-layer norm and log Z vs learning rate."""
         plt = require_matplotlib()
         fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
-        try:
-            self._draw(axes)
-            m = self.config.model
-            fig.suptitle(
-                f"Stability sweep: d={m.dim}, {m.num_layers} layers, {self.config.steps} steps "
-                "(x: diverged or no better than init)"
-            )
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=100)
-        finally:
-            plt.close(fig)
-        return buffer.getvalue()
+        self._draw(axes)
+        m = self.config.model
+        fig.suptitle(
+            f"Stability sweep: d={m.dim}, {m.num_layers} layers, {self.config.steps} steps "
+            "(x: diverged or no better than init)"
+        )
+        return figure_png(fig)
 
     def _draw(self, axes: Any) -> None:
         panels = [

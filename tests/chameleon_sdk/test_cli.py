@@ -50,28 +50,29 @@ def test_bare_command_prints_help_and_version_is_there(tmp_path):
     assert version.returncode == 0 and version.stdout.strip() == f"chameleon-sdk {chameleon_sdk.__version__}"
 
 
-def test_help_imports_neither_torch_nor_plugins(tmp_path):
-    """What makes ``chameleon --help`` start fast (the time itself is in benchmarks/cli_startup.py)."""
+def _run_and_list_imports(argv: list[str], modules: tuple[str, ...], cwd) -> subprocess.CompletedProcess:
+    """``chameleon ARGV`` in a fresh interpreter; its stdout ends with ``LOADED [...]``: which of
+    ``modules`` it imported."""
     code = (
         "import sys; from chameleon_sdk.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "loaded = [m for m in ('torch', 'chameleon_text', 'chameleon_image', 'PIL') if m in sys.modules]\n"
-        "print('LOADED', loaded)"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', [m for m in {modules!r} if m in sys.modules])"
     )
-    result = _run(sys.executable, "-c", code, cwd=tmp_path)
+    result = _run(sys.executable, "-c", code, cwd=cwd)
     assert result.returncode == 0, result.stderr
-    assert "LOADED []" in result.stdout
+    return result
+
+
+def test_help_imports_neither_torch_nor_plugins(tmp_path):
+    """What makes ``chameleon --help`` start fast (the time itself is in benchmarks/cli_startup.py)."""
+    modules = ("torch", "PIL", "chameleon_text", "chameleon_image")
+    assert "LOADED []" in _run_and_list_imports(["--help"], modules, tmp_path).stdout
 
 
 def test_listing_plugins_imports_no_torch(tmp_path):
     """Built-in plugins register by reference: ``chameleon plugins`` reads names and docstrings only."""
-    code = (
-        "import sys; from chameleon_sdk.cli import main\n"
-        "main(['plugins'])\n"
-        "print('LOADED', [m for m in ('torch', 'PIL', 'sentencepiece') if m in sys.modules])"
-    )
-    result = _run(sys.executable, "-c", code, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    modules = ("torch", "PIL", "sentencepiece", "chameleon_text.sentencepiece_tokenizer", "chameleon_image.tokenizer")
+    result = _run_and_list_imports(["plugins"], modules, tmp_path)
     assert "LOADED []" in result.stdout
     assert "qk-norm" in result.stdout and "QK-norm: LayerNorm" in result.stdout  # the docstring, read unimported
 
