@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from chameleon_sdk.lazy_exports import lazy_module_attributes
 
 if TYPE_CHECKING:
+    from chameleon_sdk.bounded_read import open_regular, read_bounded
     from chameleon_sdk.checkpoint import (
         MANIFEST_FILE,
         CheckpointFormat,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         TokenizationError,
         TrainingError,
     )
+    from chameleon_sdk.foreign_errors import foreign_errors
     from chameleon_sdk.generation import (
         BlockConstraint,
         FixedLengthBlock,
@@ -144,6 +146,7 @@ if TYPE_CHECKING:
         TrainResult,
         call_callbacks,
     )
+    from chameleon_sdk.validation import check_int64, check_number, number_validator
     from chameleon_sdk.vocabulary import ModalityBlock, Vocabulary
 
 __version__ = "0.1.0"
@@ -233,9 +236,12 @@ __all__ = [
     "apply_rotary",
     "available_plugins",
     "call_callbacks",
+    "check_int64",
+    "check_number",
     "detect_format",
     "detect_image_tokenizer_format",
     "document_positions",
+    "foreign_errors",
     "from_dict",
     "generate_tokens",
     "get_registry",
@@ -247,11 +253,14 @@ __all__ = [
     "load_model",
     "load_weights",
     "model_preset",
+    "number_validator",
     "open_image",
+    "open_regular",
     "parameters_on_meta",
     "progress_bar",
     "prune_step_directories",
     "quantize_model",
+    "read_bounded",
     "read_image_tokenizer",
     "read_json",
     "read_jsonl",

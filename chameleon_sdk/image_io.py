@@ -28,14 +28,17 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from chameleon_sdk.bounded_read import MAX_IMAGE_FILE_BYTES, read_bounded
 from chameleon_sdk.errors import ConfigError, ImageDecodeError
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "open_image", "to_rgb"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "PNG_MODES", "open_image", "to_rgb"]
 
 #: Pillow's default limit (about 89.5 megapixels).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+#: the modes a PNG file holds as they are; others (CMYK, F, LAB, HSV, YCbCr...) are written as RGB by :func:`to_rgb`
+PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _INT_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -62,10 +65,7 @@ def open_image(
     else:
         path = Path(source)
         label = name or str(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read image file {label!r}: {exc.strerror or exc}") from exc
+        data = read_bounded(path, limit=MAX_IMAGE_FILE_BYTES, what="image file", error=ImageDecodeError)
     if not data:
         raise ImageDecodeError(f"image {label!r} is empty (0 bytes)")
     with warnings.catch_warnings():
@@ -103,6 +103,8 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     """The image as 8-bit RGB by the module's documented rules (first frame; alpha over white)."""
     if not isinstance(image, PIL.Image.Image):
         raise ImageDecodeError(f"to_rgb: expected a PIL image, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ImageDecodeError(f"to_rgb: the image has no pixels ({image.width} x {image.height})")
     if getattr(image, "n_frames", 1) > 1 and image.tell() != 0:
         image.seek(0)
     mode = image.mode

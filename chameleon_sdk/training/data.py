@@ -35,6 +35,7 @@ import torch
 from chameleon_sdk.config import check_types, from_dict, typed
 from chameleon_sdk.document import Document, Text, jsonl_lines, parse_json_line
 from chameleon_sdk.errors import ChameleonError, ConfigError, DocumentError
+from chameleon_sdk.validation import check_number
 
 if TYPE_CHECKING:
     from chameleon_sdk.tokenizer import DocumentTokenizer
@@ -48,8 +49,7 @@ TOKENIZE_CHUNK = 256
 
 def _weight(instance: object, attribute: attrs.Attribute, value: float) -> None:
     typed(instance, attribute, value)
-    if value < 0:
-        raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be >= 0, got {value!r}")
+    check_number(value, f"{type(instance).__name__}.{attribute.name}", low=0)
 
 
 @attrs.frozen(kw_only=True)
@@ -102,8 +102,8 @@ class DataConfig:
             raise ConfigError(
                 f"DataConfig: seq_len must be >= 2 and batch_size >= 1, got {self.seq_len}, {self.batch_size}"
             )
-        if not 0.0 <= self.stage2_fraction < 1.0:
-            raise ConfigError(f"DataConfig.stage2_fraction must be in [0, 1), got {self.stage2_fraction}")
+        check_number(self.stage2_fraction, "DataConfig.stage2_fraction", low=0, high=1, high_open=True)
+        check_number(self.stage2_downweight, "DataConfig.stage2_downweight", low=0)
 
 
 @attrs.frozen
