@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         MANIFEST_FILE,
         CheckpointFormat,
         CheckpointInfo,
+        check_shapes,
         detect_format,
         global_rng_state,
         load_model,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         prune_step_directories,
         read_json,
         read_safetensors,
+        read_safetensors_shapes,
         read_torch_file,
         read_torch_weights,
         save_model,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
         write_json,
         write_manifest,
         write_safetensors,
+        write_torch_file,
     )
     from chameleon_sdk.config import (
         ComponentSpec,
@@ -238,6 +241,7 @@ __all__ = [
     "call_callbacks",
     "check_int64",
     "check_number",
+    "check_shapes",
     "detect_format",
     "detect_image_tokenizer_format",
     "document_positions",
@@ -265,6 +269,7 @@ __all__ = [
     "read_json",
     "read_jsonl",
     "read_safetensors",
+    "read_safetensors_shapes",
     "read_torch_file",
     "read_torch_weights",
     "register_plugin",
@@ -287,6 +292,7 @@ __all__ = [
     "write_jsonl",
     "write_manifest",
     "write_safetensors",
+    "write_torch_file",
 ]
 
 _lazy_attribute = lazy_module_attributes(__name__, __file__)

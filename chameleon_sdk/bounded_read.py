@@ -19,6 +19,7 @@ from chameleon_sdk.errors import ChameleonError
 __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_IMAGE_FILE_BYTES",
+    "MAX_JSON_BYTES",
     "MAX_LINE_BYTES",
     "open_regular",
     "read_bounded",
@@ -26,6 +27,8 @@ __all__ = [
 
 #: JSON/TOML config files (a config of this size is a mistake, not a config)
 MAX_CONFIG_BYTES = 16 * 2**20
+#: a JSON file of a checkpoint (config, index, tokenizer)
+MAX_JSON_BYTES = 256 * 2**20
 #: one image file: far above any image within the default pixel limit
 MAX_IMAGE_FILE_BYTES = 1 * 2**30
 #: one line of a JSONL file (a document with its images inline)
@@ -74,4 +77,3 @@ def open_regular(path: str | os.PathLike[str], *, what: str, error: type[Chamele
         return open(path, "rb")
     except OSError as exc:
         raise error(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
-

@@ -40,11 +40,22 @@ def _instance_of(kind: type, what: str) -> Any:
     return check
 
 
+def _unicode(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    """Text must be writable as UTF-8: a lone surrogate (``"a\\ud800"``) would fail only later, in a
+    tokenizer or while writing a file."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DocumentError(
+            f"Text.text holds a lone surrogate {value[exc.start]!r} at position {exc.start}: not valid Unicode text"
+        ) from None
+
+
 @attrs.frozen
 class Text:
     """A run of text."""
 
-    text: str = attrs.field(validator=_instance_of(str, "a str"))
+    text: str = attrs.field(validator=[_instance_of(str, "a str"), _unicode])
     modality = "text"
 
     @property
@@ -320,7 +331,9 @@ def _path(path: Any, what: str) -> Path:
     return Path(path)
 
 
-def jsonl_lines(path: str | os.PathLike[str], *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[str, bytes]]:
+def jsonl_lines(
+    path: str | os.PathLike[str], *, what: str = "JSONL file", max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[str, bytes]]:
     """``(where, line)`` for every non-blank line (its raw bytes), ``where`` being ``FILE:LINE``.
 
     Only a regular file is read (not ``/dev/zero``, not a FIFO). A line longer than
@@ -329,7 +342,7 @@ def jsonl_lines(path: str | os.PathLike[str], *, max_line_bytes: int = MAX_LINE_
     not spoil the file.
     """
     path = _path(path, "reading JSONL")
-    with open_regular(path, what="JSONL file", error=DocumentError) as handle:
+    with open_regular(path, what=what, error=DocumentError) as handle:
         lineno = 0
         while line := handle.readline(max_line_bytes + 1):
             lineno += 1

@@ -20,6 +20,9 @@ from chameleon_sdk.errors import ChameleonError, CheckpointError
 __all__ = ["foreign_errors", "is_dcp_exception"]
 
 
+_MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ZeroDivisionError, ValueError)
+
+
 def is_dcp_exception(exc: BaseException) -> bool:
     """Whether ``exc`` is ``torch.distributed.checkpoint``'s ``CheckpointException`` (matched by
     name and module, so that torch.distributed is never imported for the check)."""
@@ -33,17 +36,27 @@ def _is_write_failure(exc: RuntimeError) -> bool:
 
 
 @contextlib.contextmanager
-def foreign_errors(what: str, error: type[ChameleonError], *, writing: bool = False) -> Iterator[None]:
+def foreign_errors(
+    what: str, error: type[ChameleonError], *, writing: bool = False, interpreting: bool = False
+) -> Iterator[None]:
     """Re-raise other libraries' exceptions from the block as ``error`` (or :class:`OSError` for a
     failed write) whose message names ``what``; the SDK's own errors and ``KeyboardInterrupt`` pass.
 
     :param writing: the block writes ``what``: a ``RuntimeError`` of torch's file writer becomes an
         :class:`OSError` (a full disk), not ``error``.
+    :param interpreting: the block interprets the contents of ``what`` (a checkpoint's config read by
+        a format plugin): a ``KeyError``, ``TypeError``, ``AttributeError``, ``IndexError``,
+        ``ZeroDivisionError`` or ``ValueError`` there means the contents are malformed.
     """
     try:
         yield
     except ChameleonError:
         raise
+    except _MALFORMED as exc:
+        if interpreting and not isinstance(exc, (RecursionError, UnicodeError)):
+            raise error(f"{what} is malformed: {type(exc).__name__}: {exc}") from exc
+        with foreign_errors(what, error, writing=writing):
+            raise
     except RecursionError:
         raise error(f"{what} is nested too deeply to read") from None
     except UnicodeError as exc:

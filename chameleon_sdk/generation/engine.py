@@ -100,6 +100,8 @@ def _as_prompts(input_ids: Any) -> tuple[list[list[int]], bool]:
             return [input_ids.tolist()], True
         return input_ids.tolist(), False
     if isinstance(input_ids, Sequence) and input_ids and all(isinstance(i, int) for i in input_ids):
+        if not all(map(_is_int, input_ids)):
+            raise GenerationError("input_ids holds True/False: token ids are integers, not booleans")
         return [list(input_ids)], True
     if isinstance(input_ids, Sequence) and all(
         isinstance(p, (Sequence, torch.Tensor)) and not isinstance(p, (str, bytes)) for p in input_ids

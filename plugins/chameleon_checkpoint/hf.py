@@ -144,6 +144,12 @@ def model_config_from_hf(config: dict[str, Any], source: str) -> ModelConfig:
     if field("hidden_act", "silu") != "silu":
         raise CheckpointError(f"{source!r}: hidden_act {config['hidden_act']!r} is not supported (only 'silu')")
     rope = field("rope_parameters", None) or field("rope_scaling", None) or {}
+    if not isinstance(rope, dict):
+        raise CheckpointError(f"{source!r}: rope_parameters must be an object, got {rope!r:.60}")
+    for name in ("num_attention_heads", "hidden_size"):
+        chameleon_sdk.check_number(
+            field(name), f"{source!r}: config.json {name}", integer=True, low=1, error=CheckpointError
+        )
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise CheckpointError(f"{source!r}: rope scaling {rope!r} is not supported (only plain RoPE)")
     theta = rope.get("rope_theta", field("rope_theta", 10000.0))

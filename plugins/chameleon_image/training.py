@@ -59,6 +59,7 @@ from chameleon_sdk import (
     open_image,
     read_jsonl,
     to_rgb,
+    write_torch_file,
 )
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -460,7 +461,7 @@ class ImageTokenizerTrainer:
         }
         with chameleon_sdk.staging_directory(target) as tmp:
             chameleon_sdk.save_image_tokenizer(self.tokenizer, tmp / "tokenizer", format="native")
-            torch.save(trainer_state, tmp / STATE_FILE)
+            write_torch_file(trainer_state, tmp / STATE_FILE)
         chameleon_sdk.prune_step_directories(root, self.options.keep_last)
         return target
 
