@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         to_dict,
     )
     from chameleon_sdk.document import Document, Image, Segment, Text, read_jsonl, write_jsonl
+    from chameleon_sdk.error_mapping import foreign_errors
     from chameleon_sdk.errors import (
         ChameleonError,
         CheckpointError,
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
         TokenizationError,
         TrainingError,
     )
-    from chameleon_sdk.foreign_errors import foreign_errors
     from chameleon_sdk.generation import (
         BlockConstraint,
         FixedLengthBlock,

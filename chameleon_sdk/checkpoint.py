@@ -36,8 +36,8 @@ import torch
 
 from chameleon_sdk.bounded_read import MAX_JSON_BYTES, read_bounded
 from chameleon_sdk.config import atomic_write_bytes
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ChameleonError, CheckpointError
-from chameleon_sdk.foreign_errors import foreign_errors
 from chameleon_sdk.model.meta_device import meta_tensor_names
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.quantization import QuantizeChoice, quantize_model

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chameleon_sdk import __version__
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ChameleonError, ConfigError
-from chameleon_sdk.foreign_errors import foreign_errors
 from chameleon_sdk.plugins import KINDS, get_registry
 
 

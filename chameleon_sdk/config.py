@@ -22,8 +22,8 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from chameleon_sdk.bounded_read import MAX_CONFIG_BYTES, read_bounded
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ConfigError
-from chameleon_sdk.foreign_errors import foreign_errors
 from chameleon_sdk.validation import check_number
 
 __all__ = [
@@ -73,6 +73,17 @@ def _positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
     typed(instance, attribute, value)
     if value is not None:
         check_number(value, f"{type(instance).__name__}.{attribute.name}", low=0, low_open=True)
+
+
+#: the longest context a ModelConfig may ask for (its rotary tables are allocated up front)
+MAX_SEQ_LEN = 2**20
+
+
+def _at_most(limit: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        check_number(value, f"{type(instance).__name__}.{attribute.name}", high=limit)
+
+    return check
 
 
 def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -158,7 +169,7 @@ class ModelConfig:
     ffn_multiple_of: int = attrs.field(default=256, validator=_positive)
     rope_theta: float = attrs.field(default=10000.0, validator=_positive)
     norm_eps: float = attrs.field(default=1e-5, validator=_positive)
-    max_seq_len: int = attrs.field(default=4096, validator=_positive)
+    max_seq_len: int = attrs.field(default=4096, validator=[_positive, _at_most(MAX_SEQ_LEN)])
     dropout: float = attrs.field(default=0.0, validator=_fraction)
     init_std: float = attrs.field(default=0.02, validator=_positive)
 
@@ -362,7 +373,7 @@ def read_config_data(path: str | os.PathLike[str]) -> Any:
 
 
 def _no_constant(name: str) -> Any:
-    raise ConfigError(f"{name} is not a number a config may hold")
+    raise json.JSONDecodeError(f"{name} is not a number a config may hold", name, 0)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -20,8 +20,8 @@ import PIL.Image
 
 from chameleon_sdk.bounded_read import MAX_LINE_BYTES, open_regular
 from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import DocumentError, ImageDecodeError
-from chameleon_sdk.foreign_errors import foreign_errors
 from chameleon_sdk.image_io import PNG_MODES, open_image, to_rgb
 from chameleon_sdk.payloads import modality_for_payload, payload_from_json, payload_to_json
 

@@ -35,8 +35,8 @@ import torch
 
 from chameleon_sdk.checkpoint import KIND, _checked_path, _formats, claiming_format, staging_directory, verify_manifest
 from chameleon_sdk.config import ComponentSpec, from_dict, load_config, typed
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import CheckpointError, ConfigError
-from chameleon_sdk.foreign_errors import foreign_errors
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, TrainableModality
 

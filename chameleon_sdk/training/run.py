@@ -27,8 +27,8 @@ import torch
 
 from chameleon_sdk.config import ComponentSpec, PipelineConfig, from_dict, read_config_data, to_dict
 from chameleon_sdk.document import Text
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ConfigError
-from chameleon_sdk.foreign_errors import foreign_errors
 from chameleon_sdk.plugins import PluginRegistry
 from chameleon_sdk.training.contracts import TrainResult
 from chameleon_sdk.training.data import DataConfig, iter_records
@@ -112,6 +112,8 @@ def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".", p
     else:
         assert config.pipeline is not None
         pipe = Pipeline.from_config(config.pipeline)
+        # the trainer's options are checked now (lr = inf...), not after a tokenizer has been trained
+        pipe.registry.get("trainer", pipe.config.trainer.name).make_options(pipe.config.trainer.options)
         if not pipe.text_tokenizer.is_trained:
             pipe.train_text_tokenizer(_texts(config.data, base))
     if not progress:

@@ -257,7 +257,15 @@ class HFFormat:
         stability = [qk_norm_spec(groups, config.num_heads)]
         if raw.get("swin_norm"):
             stability.append(ComponentSpec(name=NORM_REORDER))
-        model = build_model(config, attention=self.options.attention, stability=stability, registry=registry)
+        shapes = {key: tuple(value.shape) for key, value in state.items()}
+        model = build_model(
+            config,
+            attention=self.options.attention,
+            stability=stability,
+            registry=registry,
+            file_shapes=shapes,
+            source=source,
+        )
         chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
         vocabulary_map = raw.get("vocabulary_map")
         model.vocabulary = (  # type: ignore[assignment]

@@ -32,7 +32,12 @@ def is_dcp_exception(exc: BaseException) -> bool:
 
 def _is_write_failure(exc: RuntimeError) -> bool:
     text = str(exc)
-    return "write failed" in text or "failed writing" in text or "unexpected pos" in text
+    return any(s in text for s in ("write failed", "failed writing", "unexpected pos", "iostream error"))
+
+
+def _is_allocation_failure(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "size calculation overflowed" in text)
 
 
 @contextlib.contextmanager
@@ -46,34 +51,39 @@ def foreign_errors(
         :class:`OSError` (a full disk), not ``error``.
     :param interpreting: the block interprets the contents of ``what`` (a checkpoint's config read by
         a format plugin): a ``KeyError``, ``TypeError``, ``AttributeError``, ``IndexError``,
-        ``ZeroDivisionError`` or ``ValueError`` there means the contents are malformed.
+        ``ZeroDivisionError`` or ``ValueError`` there means the contents are malformed, and a failed
+        allocation (``MemoryError``, torch's allocator) that they describe something too large.
     """
     try:
         yield
     except ChameleonError:
         raise
-    except _MALFORMED as exc:
-        if interpreting and not isinstance(exc, (RecursionError, UnicodeError)):
-            raise error(f"{what} is malformed: {type(exc).__name__}: {exc}") from exc
-        with foreign_errors(what, error, writing=writing):
-            raise
-    except RecursionError:
-        raise error(f"{what} is nested too deeply to read") from None
-    except UnicodeError as exc:
-        reason = getattr(exc, "reason", exc)
-        raise error(
-            f"{what} holds text that is not valid Unicode ({reason}, position {getattr(exc, 'start', '?')})"
-        ) from None
-    except ValueError as exc:
-        if "limit" in str(exc) and "digits" in str(exc):  # sys.set_int_max_str_digits
-            raise error(f"{what} holds an integer with too many digits (more than 4,300)") from None
-        raise
-    except RuntimeError as exc:
-        if writing and _is_write_failure(exc):
-            raise OSError(errno.EIO, f"writing {what} failed (is the disk full?): {exc}") from exc
-        raise
     except BaseException as exc:
-        if is_dcp_exception(exc):
-            first = next(iter(getattr(exc, "failures", {}).values()), exc)
-            raise CheckpointError(f"{what} cannot be loaded: {type(first).__name__}: {first}") from None
-        raise
+        mapped = _mapped(exc, what, error, writing=writing, interpreting=interpreting)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _mapped(
+    exc: BaseException, what: str, error: type[ChameleonError], *, writing: bool, interpreting: bool
+) -> BaseException | None:
+    """The SDK's exception for ``exc`` (see :func:`foreign_errors`), or None to let it pass."""
+    if isinstance(exc, RecursionError):
+        return error(f"{what} is nested too deeply to read")
+    if isinstance(exc, UnicodeError):
+        reason, position = getattr(exc, "reason", exc), getattr(exc, "start", "?")
+        return error(f"{what} holds text that is not valid Unicode ({reason}, position {position})")
+    if isinstance(exc, ValueError) and "limit" in str(exc) and "digits" in str(exc):  # sys.set_int_max_str_digits
+        return error(f"{what} holds an integer with too many digits (more than 4,300)")
+    if writing and isinstance(exc, RuntimeError) and _is_write_failure(exc):
+        return OSError(errno.EIO, f"writing {what} failed (is the disk full?): {exc}")
+    if is_dcp_exception(exc):
+        first = next(iter(getattr(exc, "failures", {}).values()), exc)
+        first = first[0] if isinstance(first, tuple) else first
+        return CheckpointError(f"{what} cannot be loaded: {type(first).__name__}: {first}")
+    if interpreting and isinstance(exc, _MALFORMED):
+        return error(f"{what} is malformed: {type(exc).__name__}: {exc}")
+    if interpreting and (isinstance(exc, MemoryError) or _is_allocation_failure(exc)):
+        return error(f"{what} describes something too large to build: {str(exc)[:200]}")
+    return None
