@@ -352,7 +352,8 @@ class MixtureData:
 
     def batch_at(self, step: int, micro: int = 0) -> Batch:
         """Micro-batch ``micro`` of optimizer step ``step``: a pure function of (seed, step, micro)."""
-        generator = torch.Generator().manual_seed((self.config.seed * 1_000_003 + step) * 1009 + micro)
+        # modulo 2**63: a 64-bit seed would overflow manual_seed (non-negative seeds below it are unchanged)
+        generator = torch.Generator().manual_seed(((self.config.seed * 1_000_003 + step) * 1009 + micro) % 2**63)
         weights = self.weights[self.stage(step) - 1]
         picks = torch.multinomial(weights, self.config.batch_size, replacement=True, generator=generator)
         rows, docs, masks = [], [], []
