@@ -525,6 +525,24 @@ def test_a_non_utf8_jsonl_line_is_named_and_skipped_alone(lines, bad_line, junk)
         assert len(kept) == lines - 1 and counters == {"skipped_records": 1}
 
 
+@pytest.mark.parametrize("damage", ["no break token", "not json"])
+def test_a_bad_text_tokenizer_file_is_blamed_on_that_file(tmp_path, damage):
+    from chameleon_sdk.tiny_release import write_tiny_release
+
+    release = write_tiny_release(tmp_path / "meta", "anole")
+    tokenizer = release / "tokenizer" / "text_tokenizer.json"
+    if damage == "not json":
+        tokenizer.write_text("{not json")
+    else:
+        data = json.loads(tokenizer.read_text())
+        data["model"]["vocab"] = {k: v for k, v in data["model"]["vocab"].items() if not k.startswith("<racm3")}
+        tokenizer.write_text(json.dumps(data))
+    err = outcomes.expect_error(
+        "11 messages", lambda: cs.Pipeline.from_pretrained(release), names="text_tokenizer.json"
+    )
+    assert "config.json" not in str(err) and "params.json" not in str(err)
+
+
 # -- the CLI: the same classes, batched into one child process ----------------------------------
 
 CLI_DRIVER = r"""
