@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from chameleon_sdk.lazy_exports import lazy_module_attributes
 
 if TYPE_CHECKING:
+    from chameleon_sdk.bounded_read import open_regular, read_bounded
     from chameleon_sdk.checkpoint import (
         MANIFEST_FILE,
         CheckpointFormat,
         CheckpointInfo,
+        check_shapes,
         detect_format,
         global_rng_state,
         load_model,
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
         prune_step_directories,
         read_json,
         read_safetensors,
+        read_safetensors_shapes,
         read_torch_file,
         read_torch_weights,
         save_model,
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
         write_json,
         write_manifest,
         write_safetensors,
+        write_torch_file,
     )
     from chameleon_sdk.config import (
         ComponentSpec,
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
         to_dict,
     )
     from chameleon_sdk.document import Document, Image, Segment, Text, read_jsonl, write_jsonl
+    from chameleon_sdk.error_mapping import foreign_errors
     from chameleon_sdk.errors import (
         ChameleonError,
         CheckpointError,
@@ -144,6 +149,7 @@ if TYPE_CHECKING:
         TrainResult,
         call_callbacks,
     )
+    from chameleon_sdk.validation import check_int64, check_number, number_validator
     from chameleon_sdk.vocabulary import ModalityBlock, Vocabulary
 
 __version__ = "0.1.0"
@@ -233,9 +239,13 @@ __all__ = [
     "apply_rotary",
     "available_plugins",
     "call_callbacks",
+    "check_int64",
+    "check_number",
+    "check_shapes",
     "detect_format",
     "detect_image_tokenizer_format",
     "document_positions",
+    "foreign_errors",
     "from_dict",
     "generate_tokens",
     "get_registry",
@@ -247,15 +257,19 @@ __all__ = [
     "load_model",
     "load_weights",
     "model_preset",
+    "number_validator",
     "open_image",
+    "open_regular",
     "parameters_on_meta",
     "progress_bar",
     "prune_step_directories",
     "quantize_model",
+    "read_bounded",
     "read_image_tokenizer",
     "read_json",
     "read_jsonl",
     "read_safetensors",
+    "read_safetensors_shapes",
     "read_torch_file",
     "read_torch_weights",
     "register_plugin",
@@ -278,6 +292,7 @@ __all__ = [
     "write_jsonl",
     "write_manifest",
     "write_safetensors",
+    "write_torch_file",
 ]
 
 _lazy_attribute = lazy_module_attributes(__name__, __file__)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import difflib
 import errno as _errno
 import functools
 import hashlib
@@ -33,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 import torch
 
+from chameleon_sdk.bounded_read import MAX_JSON_BYTES, read_bounded
 from chameleon_sdk.config import atomic_write_bytes
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ChameleonError, CheckpointError
 from chameleon_sdk.model.meta_device import meta_tensor_names
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -69,6 +72,7 @@ __all__ = [
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "chameleon-sdk/manifest"
+MANIFEST_VERSION = 1
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 KIND = "checkpoint_format"
@@ -195,10 +199,11 @@ def load_model(
         verify_manifest(path)
     name = format or detect_format(path, registry=registry)
     fmt = registry.build(KIND, name, options)
-    if dtype is not None and _takes_dtype(fmt.load):
-        model = fmt.load(path, registry=registry, dtype=dtype)
-    else:
-        model = fmt.load(path, registry=registry)
+    with foreign_errors(f"checkpoint {str(path)!r} ({name} format)", CheckpointError, interpreting=True):
+        if dtype is not None and _takes_dtype(fmt.load):
+            model = fmt.load(path, registry=registry, dtype=dtype)
+        else:
+            model = fmt.load(path, registry=registry)
     if dtype is not None:
         model = model.to(dtype)  # nothing to do when the format loaded in dtype
     if quantize is not None:
@@ -428,7 +433,7 @@ def write_manifest(
         digest, size = _sha256(path, sync=sync)
         entries[path.relative_to(directory).as_posix()] = {"sha256": digest, "size": size}
     target = directory / MANIFEST_FILE
-    write_json(target, {"format": MANIFEST_FORMAT, "format_version": 1, "files": entries})
+    write_json(target, {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "files": entries})
     if sync:
         _sha256(target, sync=True)
         _fsync_directory(directory)
@@ -438,22 +443,46 @@ def write_manifest(
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
     """``{relative path: {"sha256", "size"}}`` from ``directory/manifest.json``, or None without one.
 
-    A ``manifest.json`` of another tool (no ``files`` table) counts as none.
+    A ``manifest.json`` counts as ours when it carries any of our keys (``format``, ``format_version``,
+    ``files``) or a ``format`` close to ours; one of another tool (none of that) counts as none. Ours
+    must then match the schema exactly, so damage cannot make it look like another tool's and switch
+    verification off: a flipped bit anywhere is a :class:`CheckpointError`, as is a file that does
+    not parse.
     """
     path = _checked_path(directory, "directory") / MANIFEST_FILE
     if not path.is_file():
         return None
     data = read_json(path)
-    if not isinstance(data, Mapping) or "files" not in data:
+    if not isinstance(data, Mapping) or not _claims_to_be_ours(data):
         return None
+    corrupt = f"manifest {str(path)!r} is corrupt: not a valid {MANIFEST_FORMAT} manifest"
+    if set(data) != {"format", "format_version", "files"}:
+        raise CheckpointError(f"{corrupt} (keys {sorted(map(str, data))}, expected format, format_version, files)")
     files = data["files"]
-    if data.get("format") != MANIFEST_FORMAT or not isinstance(files, Mapping):
-        raise CheckpointError(f"manifest {str(path)!r} is not a {MANIFEST_FORMAT} manifest (corrupt?)")
+    version = data["format_version"]
+    if data["format"] != MANIFEST_FORMAT or version != MANIFEST_VERSION or not isinstance(files, Mapping):
+        raise CheckpointError(f"{corrupt} (format {data['format']!r}, version {version!r})")
     for name, entry in files.items():
-        ok = isinstance(entry, Mapping) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)
-        if not ok or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise CheckpointError(f"manifest {str(path)!r}: malformed entry {name!r}")
+        ok = (
+            isinstance(entry, Mapping)
+            and set(entry) == {"sha256", "size"}
+            and isinstance(entry["sha256"], str)
+            and len(entry["sha256"]) == 64
+            and isinstance(entry["size"], int)
+            and not isinstance(entry["size"], bool)
+        )
+        if not ok or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{corrupt}: malformed entry {name!r}")
     return {str(k): dict(v) for k, v in files.items()}
+
+
+def _claims_to_be_ours(data: Mapping[str, Any]) -> bool:
+    if {"format", "format_version", "files"} & set(data):
+        fmt = data.get("format")
+        if "files" in data or "format_version" in data or not isinstance(fmt, str):
+            return True
+        return difflib.SequenceMatcher(None, fmt, MANIFEST_FORMAT).ratio() >= 0.8
+    return any(difflib.SequenceMatcher(None, str(k), "files").ratio() >= 0.8 for k in data) and len(data) <= 3
 
 
 def verify_manifest(directory: str | os.PathLike[str], *, recursive: bool = True) -> bool:
@@ -498,13 +527,13 @@ def verify_manifest(directory: str | os.PathLike[str], *, recursive: bool = True
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parse a JSON file; :class:`CheckpointError` names the file when it is missing or corrupt."""
     path = _checked_path(path, "JSON file path")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {str(path)!r} is missing")
+    raw = read_bounded(path, limit=MAX_JSON_BYTES, what="checkpoint file", error=CheckpointError)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file {str(path)!r} is missing") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint file {str(path)!r}: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        with foreign_errors(f"checkpoint file {str(path)!r}", CheckpointError):
+            return json.loads(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint file {str(path)!r} is not valid JSON: {exc}") from exc
 
 
@@ -643,6 +672,15 @@ def read_torch_file(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
         raise CheckpointError(f"checkpoint file {str(path)!r} cannot be read as torch data: {exc}") from exc
 
 
+def write_torch_file(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save(obj, path)``, where a failed write (a full disk, which torch reports as a
+    ``RuntimeError``) is the :class:`OSError` every other write raises. Write into a staging
+    directory (:func:`staging_directory`) so that a failure leaves nothing half-written behind."""
+    path = _checked_path(path, "torch file path")
+    with foreign_errors(f"torch file {str(path)!r}", CheckpointError, writing=True):
+        torch.save(obj, path)
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     """Unpickles ``torch.distributed.checkpoint`` metadata only: its dataclasses and enums, tensor
     sizes, dtypes, layouts, memory formats and paths. Any other global is refused, so no code runs."""
@@ -715,6 +753,48 @@ def read_torch_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return dict(data)
 
 
+def check_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], *, source: str) -> None:
+    """Refuse a checkpoint whose tensor names or shapes (``found``) differ from the model's (``expected``).
+
+    Compare before building a model from a checkpoint's config: a config claiming a huge shape over
+    small weights is refused here, before anything is allocated (see :func:`read_safetensors_shapes`).
+
+    :raises CheckpointError: naming missing or unexpected keys, or a key with both shapes.
+    """
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing:
+        raise CheckpointError(f"checkpoint {source!r} lacks {len(missing)} tensor(s) the model needs: {missing[:8]}")
+    if unexpected:
+        raise CheckpointError(
+            f"checkpoint {source!r} has {len(unexpected)} tensor(s) the model does not know: {unexpected[:8]}"
+        )
+    for key, shape in sorted(found.items()):
+        if tuple(shape) != tuple(expected[key]):
+            raise CheckpointError(
+                f"checkpoint {source!r}: tensor {key!r} has shape {list(shape)}, "
+                f"the model expects {list(expected[key])}"
+            )
+
+
+def read_safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of the tensors in a safetensors file, index or directory, from the headers
+    alone (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file, wanted in _safetensors_files(_checked_path(path)).items():
+        if not Path(file).is_file():
+            raise CheckpointError(f"checkpoint file {file!r} is missing")
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys() if wanted is None else wanted:
+                    shapes[key] = tuple(f.get_slice(key).get_shape())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint file {file!r} is not a readable safetensors file: {exc}") from exc
+    return shapes
+
+
 def load_weights(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -736,20 +816,11 @@ def load_weights(
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"checkpoint {source!r}: expected a mapping of names to tensors")
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    if missing:
-        raise CheckpointError(f"checkpoint {source!r} lacks {len(missing)} tensor(s) the model needs: {missing[:8]}")
-    if unexpected:
-        raise CheckpointError(
-            f"checkpoint {source!r} has {len(unexpected)} tensor(s) the model does not know: {unexpected[:8]}"
-        )
-    for key, tensor in sorted(state_dict.items()):
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"checkpoint {source!r}: tensor {key!r} has shape {list(tensor.shape)}, "
-                f"the model expects {list(expected[key].shape)}"
-            )
+    check_shapes(
+        {k: tuple(v.shape) for k, v in expected.items()},
+        {k: tuple(v.shape) for k, v in state_dict.items()},
+        source=source,
+    )
     if not any(t.is_meta for t in expected.values()):
         model.load_state_dict(dict(state_dict), strict=True)
         return

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from chameleon_sdk import __version__
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ChameleonError, ConfigError
 from chameleon_sdk.plugins import KINDS, get_registry
 
@@ -242,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chameleon", description="Mixed-modal early-fusion models, built from plugins."
     )
     parser.add_argument("--version", action="version", version=f"chameleon-sdk {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list registered plugins")
@@ -349,6 +352,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(exc: BaseException, *, debug: bool) -> int:
+    """One ``error:`` line for ``exc`` (the traceback too under ``--debug``) and the exit status:
+    2 for the input's fault (a ChameleonError), 1 for the environment's (an OSError: a full disk, a
+    read-only folder) or anything else. ``SystemExit`` passes (argparse's own exit 2)."""
+    if isinstance(exc, SystemExit):
+        raise exc
+    if debug:
+        traceback.print_exception(exc)
+    if not isinstance(exc, (ChameleonError, OSError)):
+        exc = _mapped(exc)
+    if isinstance(exc, ChameleonError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, OSError):
+        where = f": {exc.filename!r}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    print(
+        f"error: unexpected {type(exc).__name__}: {exc} (a bug in chameleon-sdk? --debug shows the traceback)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _mapped(exc: BaseException) -> BaseException:
+    """``exc`` as :func:`foreign_errors` maps it (RecursionError, CheckpointException...), or itself."""
+    try:
+        with foreign_errors("the input", ChameleonError):
+            raise exc
+    except BaseException as mapped:
+        return mapped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -362,13 +398,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
         return code
-    except ChameleonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # the reader went away (`chameleon plugins | head`): end quietly, as other Unix tools do;
         # stdout is pointed at devnull so the interpreter's final flush cannot raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:
+        return _report(exc, debug=args.debug)
     finally:
         warnings.formatwarning = formatwarning

@@ -21,7 +21,10 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+from chameleon_sdk.bounded_read import MAX_CONFIG_BYTES, read_bounded
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.validation import check_number
 
 __all__ = [
     "ComponentSpec",
@@ -68,14 +71,24 @@ def one_of(*choices: Any) -> Any:
 
 def _positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
     typed(instance, attribute, value)
-    if value is not None and value <= 0:
-        raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value!r}")
+    if value is not None:
+        check_number(value, f"{type(instance).__name__}.{attribute.name}", low=0, low_open=True)
+
+
+#: the longest context a ModelConfig may ask for (its rotary tables are allocated up front)
+MAX_SEQ_LEN = 2**20
+
+
+def _at_most(limit: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        check_number(value, f"{type(instance).__name__}.{attribute.name}", high=limit)
+
+    return check
 
 
 def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
     typed(instance, attribute, value)
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be in [0, 1), got {value!r}")
+    check_number(value, f"{type(instance).__name__}.{attribute.name}", low=0, high=1, high_open=True)
 
 
 def _name(instance: object, attribute: attrs.Attribute, value: Any) -> None:
@@ -156,7 +169,7 @@ class ModelConfig:
     ffn_multiple_of: int = attrs.field(default=256, validator=_positive)
     rope_theta: float = attrs.field(default=10000.0, validator=_positive)
     norm_eps: float = attrs.field(default=1e-5, validator=_positive)
-    max_seq_len: int = attrs.field(default=4096, validator=_positive)
+    max_seq_len: int = attrs.field(default=4096, validator=[_positive, _at_most(MAX_SEQ_LEN)])
     dropout: float = attrs.field(default=0.0, validator=_fraction)
     init_std: float = attrs.field(default=0.02, validator=_positive)
 
@@ -255,6 +268,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(arg, value, where)
             except ConfigError as exc:
                 errors.append(exc)
+        if len(errors) == 1:  # an optional value (``ModelConfig | None``): its own reason is the answer
+            raise errors[0]
         raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -285,11 +300,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
+        return check_number(value, where, integer=True)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return float(check_number(value, where))
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -336,20 +351,29 @@ def load_config(path: str | os.PathLike[str], cls: type[T] = PipelineConfig) -> 
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"load_config: expected a path to a .json or .toml file, got {path!r}")
     path = Path(path)
+    if path.suffix not in (".json", ".toml"):
+        raise ConfigError(f"config file {str(path)!r}: expected a .json or .toml file")
+    return from_dict(cls, read_config_data(path), where=path.name)
+
+
+def read_config_data(path: str | os.PathLike[str]) -> Any:
+    """The plain data of a ``.toml`` file, or of any other file as JSON: read bounded (a regular file
+    of at most 16 MiB), parsed strictly (UTF-8, no NaN/Infinity, nesting and integer digits within
+    the parsers' limits). :class:`ConfigError` names the file otherwise."""
+    path = Path(path)
+    raw = read_bounded(path, limit=MAX_CONFIG_BYTES, what="config file", error=ConfigError)
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(raw.decode("utf-8"))
-        elif path.suffix == ".json":
-            data = json.loads(raw)
-        else:
-            raise ConfigError(f"config file {str(path)!r}: expected a .json or .toml file")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:].upper()}: {exc}") from exc
-    return from_dict(cls, data, where=path.name)
+        with foreign_errors(f"config file {str(path)!r}", ConfigError):
+            if kind == "TOML":
+                return tomllib.loads(raw.decode("utf-8"))
+            return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {exc}") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a number a config may hold", name, 0)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -18,9 +18,11 @@ from typing import Any
 import attrs
 import PIL.Image
 
+from chameleon_sdk.bounded_read import MAX_LINE_BYTES, open_regular
 from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import DocumentError, ImageDecodeError
-from chameleon_sdk.image_io import open_image
+from chameleon_sdk.image_io import PNG_MODES, open_image, to_rgb
 from chameleon_sdk.payloads import modality_for_payload, payload_from_json, payload_to_json
 
 __all__ = ["Document", "Image", "Segment", "Text", "read_jsonl", "write_jsonl"]
@@ -38,11 +40,22 @@ def _instance_of(kind: type, what: str) -> Any:
     return check
 
 
+def _unicode(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    """Text must be writable as UTF-8: a lone surrogate (``"a\\ud800"``) would fail only later, in a
+    tokenizer or while writing a file."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DocumentError(
+            f"Text.text holds a lone surrogate {value[exc.start]!r} at position {exc.start}: not valid Unicode text"
+        ) from None
+
+
 @attrs.frozen
 class Text:
     """A run of text."""
 
-    text: str = attrs.field(validator=_instance_of(str, "a str"))
+    text: str = attrs.field(validator=[_instance_of(str, "a str"), _unicode])
     modality = "text"
 
     @property
@@ -54,11 +67,16 @@ def _same_pixels(a: PIL.Image.Image, b: PIL.Image.Image) -> bool:
     return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
 
 
+def _has_pixels(instance: object, attribute: attrs.Attribute, value: PIL.Image.Image) -> None:
+    if value.width == 0 or value.height == 0:
+        raise DocumentError(f"Image.image has no pixels ({value.width} x {value.height})")
+
+
 @attrs.frozen(eq=False)
 class Image:
     """A picture (a PIL image); equality compares mode, size and pixels."""
 
-    image: PIL.Image.Image = attrs.field(validator=_instance_of(PIL.Image.Image, "a PIL image"))
+    image: PIL.Image.Image = attrs.field(validator=[_instance_of(PIL.Image.Image, "a PIL image"), _has_pixels])
     modality = "image"
 
     @property
@@ -184,7 +202,13 @@ class Document:
     def from_json(
         cls, data: Any, *, base_dir: str | os.PathLike[str] | None = None, where: str = "document"
     ) -> Document:
-        """Parse :meth:`to_json` data; image paths are resolved against ``base_dir``."""
+        """Parse :meth:`to_json` data; image paths are resolved against ``base_dir``.
+
+        The image-path policy: a path is relative and stays inside ``base_dir`` (the JSONL file's
+        folder, unless ``read_jsonl(..., base_dir=...)`` names another); an absolute path, or one that
+        leaves the folder (``../``, a symlink pointing out), is a :class:`DocumentError`. A dataset from
+        elsewhere thus cannot make the SDK read arbitrary files of the machine.
+        """
         if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
             raise DocumentError(f"{where}: expected an object with a 'segments' list")
         segments: list[AnySegment] = []
@@ -198,7 +222,7 @@ class Document:
             elif keys == {"image"} and isinstance(raw["image"], str):
                 if base_dir is None:
                     raise DocumentError(f"{here}: an image path needs a base directory to resolve against")
-                segments.append(Image(_open_image(Path(base_dir) / raw["image"], here)))
+                segments.append(Image(_open_image(_inside(Path(base_dir), raw["image"], here), here)))
             elif keys == {"image_base64"} and isinstance(raw["image_base64"], str):
                 try:
                     data_bytes = base64.b64decode(raw["image_base64"], validate=True)
@@ -220,6 +244,9 @@ class Document:
 
 
 def png_bytes(image: PIL.Image.Image) -> bytes:
+    """The image as a PNG file; a mode PNG cannot hold (CMYK, F, LAB, HSV, YCbCr...) is written as RGB."""
+    if image.mode not in PNG_MODES:
+        image = to_rgb(image)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
@@ -244,12 +271,27 @@ def _decode_image(data: bytes, where: str) -> PIL.Image.Image:
         raise ImageDecodeError(f"{where}: cannot decode image: {exc}") from exc
 
 
+def _inside(base_dir: Path, name: str, where: str) -> Path:
+    """``base_dir / name``, refused when ``name`` is absolute or resolves outside ``base_dir``."""
+    relative = Path(name)
+    if relative.is_absolute() or not name:
+        raise DocumentError(f"{where}: image path {name!r} must be relative to the JSONL's folder {str(base_dir)!r}")
+    path = base_dir / relative
+    try:
+        path.resolve().relative_to(base_dir.resolve())
+    except (ValueError, OSError, RuntimeError):
+        raise DocumentError(
+            f"{where}: image path {name!r} leaves the base directory {str(base_dir)!r} (the image-path policy: "
+            "relative paths inside it; read_jsonl(base_dir=...) names another)"
+        ) from None
+    return path
+
+
 def _open_image(path: Path, where: str) -> PIL.Image.Image:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageDecodeError(f"{where}: cannot read image file {str(path)!r}: {exc.strerror}") from exc
-    return _decode_image(data, f"{where} ({path})")
+        return open_image(path, name=f"{where} ({path})")
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(f"{where}: {exc}") from exc
 
 
 def write_jsonl(
@@ -289,32 +331,51 @@ def _path(path: Any, what: str) -> Path:
     return Path(path)
 
 
-def jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, str]]:
-    """``(where, line)`` for every non-blank line, ``where`` being ``FILE:LINE`` for error messages."""
+def jsonl_lines(
+    path: str | os.PathLike[str], *, what: str = "JSONL file", max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[str, bytes]]:
+    """``(where, line)`` for every non-blank line (its raw bytes), ``where`` being ``FILE:LINE``.
+
+    Only a regular file is read (not ``/dev/zero``, not a FIFO). A line longer than
+    ``max_line_bytes`` is skipped over without being held in memory and yielded as ``b""`` plus the
+    rest, for :func:`parse_json_line` to refuse; each line is decoded on its own, so one bad line does
+    not spoil the file.
+    """
     path = _path(path, "reading JSONL")
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise DocumentError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
-    with handle:
-        try:
-            for lineno, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield f"{path}:{lineno}", line
-        except UnicodeDecodeError as exc:
-            raise DocumentError(f"{path}: not UTF-8 text: {exc}") from exc
+    with open_regular(path, what=what, error=DocumentError) as handle:
+        lineno = 0
+        while line := handle.readline(max_line_bytes + 1):
+            lineno += 1
+            if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                while (rest := handle.readline(max_line_bytes)) and not rest.endswith(b"\n"):
+                    pass
+                yield f"{path}:{lineno}", _TOO_LONG
+            elif line.strip():
+                yield f"{path}:{lineno}", line
 
 
-def parse_json_line(where: str, line: str) -> Any:
-    """``json.loads`` with a :class:`DocumentError` naming ``where``."""
+#: what :func:`jsonl_lines` yields for a line over the length limit
+_TOO_LONG = b"\x00too long"
+
+
+def parse_json_line(where: str, line: bytes | str) -> Any:
+    """Decode (UTF-8) and parse one JSONL line; :class:`DocumentError` naming ``where`` otherwise."""
+    if line == _TOO_LONG:
+        raise DocumentError(f"{where}: the line is longer than {MAX_LINE_BYTES} bytes")
     try:
-        return json.loads(line)
+        with foreign_errors(where, DocumentError):
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DocumentError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Document]:
-    """Read documents from JSONL; errors name the file and the line. Blank lines are skipped."""
-    base = _path(path, "read_jsonl").parent
+def read_jsonl(path: str | os.PathLike[str], *, base_dir: str | os.PathLike[str] | None = None) -> Iterator[Document]:
+    """Read documents from JSONL; errors name the file and the line. Blank lines are skipped.
+
+    :param base_dir: the folder image paths are relative to and must stay inside (default: the JSONL
+        file's folder); see :meth:`Document.from_json` for the policy.
+    """
+    base = _path(path, "read_jsonl").parent if base_dir is None else _path(base_dir, "read_jsonl base_dir")
     for where, line in jsonl_lines(path):
         yield Document.from_json(parse_json_line(where, line), base_dir=base, where=where)

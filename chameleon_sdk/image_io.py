@@ -28,14 +28,17 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from chameleon_sdk.bounded_read import MAX_IMAGE_FILE_BYTES, read_bounded
 from chameleon_sdk.errors import ConfigError, ImageDecodeError
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "open_image", "to_rgb"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "PNG_MODES", "open_image", "to_rgb"]
 
 #: Pillow's default limit (about 89.5 megapixels).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+#: the modes a PNG file holds as they are; others (CMYK, F, LAB, HSV, YCbCr...) are written as RGB by :func:`to_rgb`
+PNG_MODES = frozenset({"1", "L", "LA", "I;16", "P", "RGB", "RGBA"})
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _INT_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -62,10 +65,7 @@ def open_image(
     else:
         path = Path(source)
         label = name or str(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read image file {label!r}: {exc.strerror or exc}") from exc
+        data = read_bounded(path, limit=MAX_IMAGE_FILE_BYTES, what="image file", error=ImageDecodeError)
     if not data:
         raise ImageDecodeError(f"image {label!r} is empty (0 bytes)")
     with warnings.catch_warnings():
@@ -99,10 +99,17 @@ def open_image(
             ) from exc
 
 
+def _la_planes(image: PIL.Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    planes = np.frombuffer(image.tobytes(), dtype=np.uint8).reshape(image.height, image.width, 2)
+    return planes[:, :, 0].astype(np.float64), planes[:, :, 1].astype(np.float64)
+
+
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     """The image as 8-bit RGB by the module's documented rules (first frame; alpha over white)."""
     if not isinstance(image, PIL.Image.Image):
         raise ImageDecodeError(f"to_rgb: expected a PIL image, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ImageDecodeError(f"to_rgb: the image has no pixels ({image.width} x {image.height})")
     if getattr(image, "n_frames", 1) > 1 and image.tell() != 0:
         image.seek(0)
     mode = image.mode
@@ -115,6 +122,10 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     if mode == "F":
         grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
         return PIL.Image.fromarray(grey, "L").convert("RGB")
+    if mode == "La":  # grey premultiplied by alpha, which Pillow cannot convert: composite by hand
+        grey, alpha = _la_planes(image)
+        blended = (255.0 - alpha) + grey  # (1 - a) * 255 + a * L, where grey is already a * L
+        return PIL.Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), "L").convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in image.info:  # a palette or grey image with a transparency key
         rgba = np.asarray(image.convert("RGBA"))
         alpha = rgba[:, :, 3:4] / 255.0

@@ -35,6 +35,7 @@ import torch
 
 from chameleon_sdk.checkpoint import KIND, _checked_path, _formats, claiming_format, staging_directory, verify_manifest
 from chameleon_sdk.config import ComponentSpec, from_dict, load_config, typed
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import CheckpointError, ConfigError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, TrainableModality
@@ -226,7 +227,11 @@ def read_image_tokenizer(
     if verify and path.is_dir():
         verify_manifest(path)
     name = format or detect_image_tokenizer_format(path, registry=registry)
-    checkpoint = _image_format(registry, name, options).read_image_tokenizer(path)
+    reader = _image_format(registry, name, options)
+    with foreign_errors(
+        f"image tokenizer checkpoint {str(path)!r} ({name} format)", CheckpointError, interpreting=True
+    ):
+        checkpoint = reader.read_image_tokenizer(path)
     return attrs.evolve(checkpoint, source=checkpoint.source or str(path), format=checkpoint.format or name)
 
 

@@ -19,9 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from chameleon_sdk.checkpoint import read_safetensors, save_model, staging_directory, write_json, write_safetensors
+from chameleon_sdk.checkpoint import (
+    read_safetensors,
+    save_model,
+    staging_directory,
+    write_json,
+    write_safetensors,
+    write_torch_file,
+)
 from chameleon_sdk.errors import CheckpointError
 from chameleon_sdk.image_tokenizer import save_image_tokenizer
 from chameleon_sdk.protocols import NamedTokenizer
@@ -180,4 +185,4 @@ def _write_original(pipe: Pipeline, image: Any, directory: Path) -> None:
     params = {"embed_dim": a.embed_dim, "n_embed": a.codebook_size, "ddconfig": ddconfig}
     yaml_text = json.dumps({"model": {"target": "taming.models.vqgan.VQModel", "params": params}}, indent=2)
     (tokenizer / "vqgan.yaml").write_text(yaml_text + "\n", encoding="utf-8")  # JSON is valid YAML
-    torch.save({"state_dict": dict(checkpoint.state_dict)}, tokenizer / "vqgan.ckpt")
+    write_torch_file({"state_dict": dict(checkpoint.state_dict)}, tokenizer / "vqgan.ckpt")

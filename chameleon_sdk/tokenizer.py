@@ -123,7 +123,10 @@ class MixedModalTokenizer:
                     f"vocabulary 'tokenizer' needs a text tokenizer that names its ids (token_ids()); "
                     f"{self.config.text_tokenizer.name!r} does not"
                 )
-            vocabulary = vocabulary_from_names(tok.token_ids(), size=tok.vocab_size, block_lengths=lengths)
+            spec = self.config.text_tokenizer
+            source = spec.options.get("path") or "its saved copy"
+            where = f"text tokenizer {spec.name!r} ({source})"
+            vocabulary = vocabulary_from_names(tok.token_ids(), size=tok.vocab_size, block_lengths=lengths, where=where)
             extra = {name: size for name, size in sizes.items() if name not in vocabulary.blocks}
             return vocabulary.with_modalities(extra, block_lengths=lengths) if extra else vocabulary
         return Vocabulary.appended(

@@ -24,6 +24,7 @@ from chameleon_sdk.generation.constraints import TEXT_MODES, BlockConstraint, Mo
 from chameleon_sdk.generation.events import FinishReason
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
+from chameleon_sdk.validation import check_int64, check_number
 from chameleon_sdk.vocabulary import Vocabulary
 
 __all__ = ["DEFAULT_MAX_BATCH", "Guidance", "Sampler", "StepOutput", "TokenDecoder", "generate_tokens"]
@@ -37,8 +38,7 @@ SamplerChoice = str | ComponentSpec | Mapping[str, Any] | Sampler
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise GenerationError(f"Guidance.{attribute.name} must be >= 0, got {value!r}")
+    check_number(value, f"Guidance.{attribute.name}", low=0, error=GenerationError)
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +100,8 @@ def _as_prompts(input_ids: Any) -> tuple[list[list[int]], bool]:
             return [input_ids.tolist()], True
         return input_ids.tolist(), False
     if isinstance(input_ids, Sequence) and input_ids and all(isinstance(i, int) for i in input_ids):
+        if not all(map(_is_int, input_ids)):
+            raise GenerationError("input_ids holds True/False: token ids are integers, not booleans")
         return [list(input_ids)], True
     if isinstance(input_ids, Sequence) and all(
         isinstance(p, (Sequence, torch.Tensor)) and not isinstance(p, (str, bytes)) for p in input_ids
@@ -128,8 +130,7 @@ def seeded_generator(model: torch.nn.Module, seed: int | None) -> torch.Generato
     """A private generator on the model's device (None without a seed)."""
     if seed is None:
         return None
-    if not _is_int(seed):
-        raise GenerationError(f"seed must be an integer or None, got {seed!r}")
+    check_int64(seed, "seed", error=GenerationError)
     generator = torch.Generator(device=model_device(model))
     generator.manual_seed(seed)
     return generator
@@ -201,10 +202,12 @@ def _check_decoder_args(
         raise GenerationError(f"vocabulary must be a Vocabulary or None, got {type(vocabulary).__name__}")
     if isinstance(stop_ids, (str, bytes)) or not isinstance(stop_ids, Sequence) or not all(map(_is_int, stop_ids)):
         raise GenerationError(f"stop_ids must be a list of integer token ids, got {stop_ids!r}")
+    for i, stop in enumerate(stop_ids):
+        check_int64(stop, f"stop_ids[{i}]", error=GenerationError)
     if guidance is not None and not isinstance(guidance, Guidance):
         raise GenerationError(f"guidance must be a Guidance(...) or None, got {guidance!r}")
-    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float)) or max_time < 0):
-        raise GenerationError(f"max_time must be a number of seconds >= 0 or None, got {max_time!r}")
+    if max_time is not None:
+        check_number(max_time, "max_time (seconds)", low=0, error=GenerationError)
     if constraints is not None and not isinstance(constraints, Mapping):
         raise GenerationError(f"constraints must map modality names to BlockConstraints, got {constraints!r}")
 
@@ -409,22 +412,25 @@ class TokenDecoder:
         tokens = self._choose(logits)
         return StepOutput(tokens=tokens, active=active, finished=self._record(tokens, active))
 
+    @torch.no_grad()
     def steps(self) -> Iterator[StepOutput]:
-        """Run the decode loop, yielding after every step. Closing the iterator stops the work."""
-        was_training = self.model.training
-        self.model.eval()  # dropout off while decoding; the previous mode is restored at the end
-        try:
-            cache, logits = self._prefill()
-            while not bool(self.done.all()):
-                active = ~self.done
-                tokens = self._choose(logits)
-                finished = self._record(tokens, active)
-                yield StepOutput(tokens=tokens, active=active, finished=finished)
-                if bool(self.done.all()):
-                    break
-                logits = self._step(cache, tokens)
-        finally:
-            self.model.train(was_training)
+        """Run the decode loop, yielding after every step. Closing the iterator stops the work.
+
+        The model's module state is never touched (no ``eval()``/``train()``), so threads may decode
+        on one shared model at once: training-only behaviour (dropout) is off because gradients are
+        off here (the rule for stability tricks: act only when ``module.training and
+        torch.is_grad_enabled()``). Gradient mode is per thread, and torch restores it around every
+        step of this generator.
+        """
+        cache, logits = self._prefill()
+        while not bool(self.done.all()):
+            active = ~self.done
+            tokens = self._choose(logits)
+            finished = self._record(tokens, active)
+            yield StepOutput(tokens=tokens, active=active, finished=finished)
+            if bool(self.done.all()):
+                break
+            logits = self._step(cache, tokens)
 
     #: when several reasons end a row in the same step, the first of these is the one reported
     PRIORITY = (FinishReason.STOP, FinishReason.DONE, FinishReason.MAX_TOKENS, FinishReason.MAX_TIME)

@@ -121,6 +121,12 @@ def _parameter_groups(
     return groups
 
 
+def _describe_value(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor {tuple(value.shape)}"
+    return f"{type(value).__name__}: {value!r:.60}"
+
+
 class ChameleonModel(nn.Module):
     """Token embedding, ``num_layers`` decoder blocks, final RMSNorm and an untied LM head.
 
@@ -270,25 +276,29 @@ class ChameleonModel(nn.Module):
             spans=spans,
         )
 
-    def _validate(self, input_ids: torch.Tensor, *tensors: torch.Tensor | None, check_range: bool = True) -> None:
+    def _validate(self, input_ids: torch.Tensor, *tensors: torch.Tensor | None) -> None:
         if not isinstance(input_ids, torch.Tensor):
             raise ConfigError(f"input_ids must be an integer tensor [B, T], got {type(input_ids).__name__}")
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int32, torch.int64):
             raise ConfigError(
                 f"input_ids must be an integer tensor [B, T], got {input_ids.dtype} {tuple(input_ids.shape)}"
             )
-        if check_range and input_ids.numel():
-            # one reduction (a device sync on GPUs): skipped for one-token decode steps, whose ids the
-            # decoder sampled itself; an out-of-range id would otherwise be an IndexError (a device
-            # assert on CUDA)
+        if input_ids.numel():
+            # one reduction (a device sync on GPUs, where the eager decode loop syncs every step anyway);
+            # an out-of-range id would otherwise be an IndexError (a device assert on CUDA), also in a
+            # one-token cached step
             low, high = torch.stack(torch.aminmax(input_ids)).tolist()
             size = self.config.vocab_size
             if low < 0 or high >= size:  # type: ignore[operator]
                 raise ConfigError(
                     f"input_ids hold token {low if low < 0 else high}, outside the vocabulary [0, {size})"
                 )
-        for t in tensors:
-            if t is not None and tuple(t.shape) != tuple(input_ids.shape):
+        for name, t in zip(("positions", "document_ids", "span_ids"), tensors):
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype in (torch.bool, torch.complex64):
+                raise ConfigError(f"{name} must be an integer tensor [B, T] or None, got {_describe_value(t)}")
+            if tuple(t.shape) != tuple(input_ids.shape):
                 raise ConfigError(
                     f"positions/document_ids/span_ids must have input_ids' shape {tuple(input_ids.shape)}, "
                     f"got {tuple(t.shape)}"
@@ -325,9 +335,9 @@ class ChameleonModel(nn.Module):
         if targets is not None and cache is not None:
             raise ConfigError("forward: targets (a training loss) cannot be combined with a KV cache")
         if not torch.compiler.is_compiling():
-            self._validate(
-                input_ids, positions, document_ids, span_ids, check_range=cache is None or input_ids.shape[1] > 1
-            )
+            if cache is not None and not isinstance(cache, KVCache):
+                raise ConfigError(f"cache must be a KVCache (model.new_cache()) or None, got {_describe_value(cache)}")
+            self._validate(input_ids, positions, document_ids, span_ids)
             if targets is not None:
                 self._check_targets(targets, ignore_index, shape=input_ids.shape)
             if cache is None and input_ids.shape[1] > self.config.max_seq_len:

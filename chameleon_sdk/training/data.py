@@ -20,10 +20,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
-import os
-import tempfile
+import warnings
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,9 +33,10 @@ import attrs
 import numpy as np
 import torch
 
-from chameleon_sdk.config import check_types, from_dict, typed
+from chameleon_sdk.config import atomic_write_bytes, check_types, from_dict, typed
 from chameleon_sdk.document import Document, Text, jsonl_lines, parse_json_line
 from chameleon_sdk.errors import ChameleonError, ConfigError, DocumentError
+from chameleon_sdk.validation import check_number
 
 if TYPE_CHECKING:
     from chameleon_sdk.tokenizer import DocumentTokenizer
@@ -48,8 +50,7 @@ TOKENIZE_CHUNK = 256
 
 def _weight(instance: object, attribute: attrs.Attribute, value: float) -> None:
     typed(instance, attribute, value)
-    if value < 0:
-        raise ConfigError(f"{type(instance).__name__}.{attribute.name} must be >= 0, got {value!r}")
+    check_number(value, f"{type(instance).__name__}.{attribute.name}", low=0)
 
 
 @attrs.frozen(kw_only=True)
@@ -102,8 +103,8 @@ class DataConfig:
             raise ConfigError(
                 f"DataConfig: seq_len must be >= 2 and batch_size >= 1, got {self.seq_len}, {self.batch_size}"
             )
-        if not 0.0 <= self.stage2_fraction < 1.0:
-            raise ConfigError(f"DataConfig.stage2_fraction must be in [0, 1), got {self.stage2_fraction}")
+        check_number(self.stage2_fraction, "DataConfig.stage2_fraction", low=0, high=1, high_open=True)
+        check_number(self.stage2_downweight, "DataConfig.stage2_downweight", low=0)
 
 
 @attrs.frozen
@@ -125,9 +126,7 @@ def iter_records(
 ) -> Iterator[tuple[Document, Document | None]]:
     """(document, None), or (prompt, answer) for SFT lines, per JSONL line; bad lines raise naming
     file and line, or are counted in ``counters["skipped_records"]``."""
-    if not path.is_file():
-        raise DocumentError(f"cannot read training data {str(path)!r}: no such file")
-    for where, line in jsonl_lines(path):
+    for where, line in jsonl_lines(path, what="training data"):
         try:
             data = parse_json_line(where, line)
             if isinstance(data, dict) and set(data) == {"prompt", "answer"}:
@@ -140,6 +139,34 @@ def iter_records(
             if not skip_bad_records:
                 raise
             counters["skipped_records"] = counters.get("skipped_records", 0) + 1
+
+
+def _read_token_cache(cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """(tokens, offsets, mask, skipped records) from a token cache; None, with a warning naming the
+    file (which is then removed, to be rebuilt), when it is damaged or inconsistent."""
+    try:
+        with np.load(cache, allow_pickle=False) as data:
+            tokens, offsets, mask = data["tokens"], data["offsets"], data["mask"]
+            skipped = int(data["skipped"])
+        consistent = (
+            tokens.ndim == offsets.ndim == mask.ndim == 1
+            and tokens.dtype == np.int32
+            and offsets.dtype == np.int64
+            and len(mask) == len(tokens)
+            and len(offsets) >= 1
+            and offsets[0] == 0
+            and offsets[-1] == len(tokens)
+            and bool((np.diff(offsets) >= 0).all())
+            and skipped >= 0
+        )
+        if consistent:
+            return tokens, offsets, mask, skipped
+        problem = "its arrays do not fit together"
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    warnings.warn(f"token cache {str(cache)!r} is damaged ({problem}); rebuilding it", stacklevel=3)
+    cache.unlink(missing_ok=True)
+    return None
 
 
 def _is_pair(doc: Document) -> bool:
@@ -208,9 +235,10 @@ class PackedSource:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cache = self._cache_file(pipe, config)
         if cache is not None and cache.is_file():
-            with np.load(cache) as data:
-                self.counters["skipped_records"] = int(data["skipped"])
-                return data["tokens"], data["offsets"], data["mask"]
+            cached = _read_token_cache(cache)
+            if cached is not None:
+                self.counters["skipped_records"] = cached[3]
+                return cached[:3]
         flat: list[int] = []
         mask: list[int] = []
         offsets = [0]
@@ -239,16 +267,10 @@ class PackedSource:
         )
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    tokens=arrays[0],
-                    offsets=arrays[1],
-                    mask=arrays[2],
-                    skipped=self.counters.get("skipped_records", 0),
-                )
-            os.replace(tmp, cache)
+            buffer = io.BytesIO()
+            skipped = self.counters.get("skipped_records", 0)
+            np.savez(buffer, tokens=arrays[0], offsets=arrays[1], mask=arrays[2], skipped=skipped)
+            atomic_write_bytes(cache, buffer.getvalue())
         return arrays
 
     @staticmethod
@@ -330,7 +352,8 @@ class MixtureData:
 
     def batch_at(self, step: int, micro: int = 0) -> Batch:
         """Micro-batch ``micro`` of optimizer step ``step``: a pure function of (seed, step, micro)."""
-        generator = torch.Generator().manual_seed((self.config.seed * 1_000_003 + step) * 1009 + micro)
+        # modulo 2**63: a 64-bit seed would overflow manual_seed (non-negative seeds below it are unchanged)
+        generator = torch.Generator().manual_seed(((self.config.seed * 1_000_003 + step) * 1009 + micro) % 2**63)
         weights = self.weights[self.stage(step) - 1]
         picks = torch.multinomial(weights, self.config.batch_size, replacement=True, generator=generator)
         rows, docs, masks = [], [], []

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,14 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import ComponentSpec, PipelineConfig, from_dict, to_dict
+from chameleon_sdk.config import ComponentSpec, PipelineConfig, from_dict, read_config_data, to_dict
 from chameleon_sdk.document import Text
+from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.plugins import PluginRegistry
 from chameleon_sdk.training.contracts import TrainResult
 from chameleon_sdk.training.data import DataConfig, iter_records
+from chameleon_sdk.validation import check_number
 
 __all__ = ["RunConfig", "apply_overrides", "load_run_config", "run_training"]
 
@@ -51,8 +52,8 @@ class RunConfig:
     def __attrs_post_init__(self) -> None:
         if (self.pipeline is None) == (self.pretrained is None):
             raise ConfigError("a run config needs exactly one of [pipeline] or pretrained = 'DIR'")
-        if self.steps <= 0:
-            raise ConfigError(f"steps must be > 0, got {self.steps}")
+        check_number(self.steps, "steps", integer=True, low=1)
+        check_number(self.seed, "seed", integer=True)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -62,7 +63,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         try:
-            value = json.loads(raw)
+            with foreign_errors(f"--set {key}", ConfigError):
+                value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
         node = data
@@ -80,14 +82,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 def load_run_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> RunConfig:
     """Read a run config (.toml or .json) and apply ``--set`` overrides."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read run config {str(path)!r}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"run config {str(path)!r} does not parse: {exc}") from exc
+    data = read_config_data(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"run config {str(path)!r}: expected a table of options, got {type(data).__name__}")
     return from_dict(RunConfig, apply_overrides(data, overrides), where=path.name)
 
 
@@ -115,6 +112,8 @@ def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".", p
     else:
         assert config.pipeline is not None
         pipe = Pipeline.from_config(config.pipeline)
+        # the trainer's options are checked now (lr = inf...), not after a tokenizer has been trained
+        pipe.registry.get("trainer", pipe.config.trainer.name).make_options(pipe.config.trainer.options)
         if not pipe.text_tokenizer.is_trained:
             pipe.train_text_tokenizer(_texts(config.data, base))
     if not progress:

@@ -144,6 +144,12 @@ def model_config_from_hf(config: dict[str, Any], source: str) -> ModelConfig:
     if field("hidden_act", "silu") != "silu":
         raise CheckpointError(f"{source!r}: hidden_act {config['hidden_act']!r} is not supported (only 'silu')")
     rope = field("rope_parameters", None) or field("rope_scaling", None) or {}
+    if not isinstance(rope, dict):
+        raise CheckpointError(f"{source!r}: rope_parameters must be an object, got {rope!r:.60}")
+    for name in ("num_attention_heads", "hidden_size"):
+        chameleon_sdk.check_number(
+            field(name), f"{source!r}: config.json {name}", integer=True, low=1, error=CheckpointError
+        )
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise CheckpointError(f"{source!r}: rope scaling {rope!r} is not supported (only plain RoPE)")
     theta = rope.get("rope_theta", field("rope_theta", 10000.0))
@@ -251,7 +257,15 @@ class HFFormat:
         stability = [qk_norm_spec(groups, config.num_heads)]
         if raw.get("swin_norm"):
             stability.append(ComponentSpec(name=NORM_REORDER))
-        model = build_model(config, attention=self.options.attention, stability=stability, registry=registry)
+        shapes = {key: tuple(value.shape) for key, value in state.items()}
+        model = build_model(
+            config,
+            attention=self.options.attention,
+            stability=stability,
+            registry=registry,
+            file_shapes=shapes,
+            source=source,
+        )
         chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
         vocabulary_map = raw.get("vocabulary_map")
         model.vocabulary = (  # type: ignore[assignment]

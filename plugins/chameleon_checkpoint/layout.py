@@ -54,13 +54,38 @@ def build_model(
     stability: Iterable[ComponentSpec],
     registry: PluginRegistry,
     vocabulary: chameleon_sdk.Vocabulary | None = None,
+    file_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    source: str = "checkpoint",
 ) -> nn.Module:
     """A model of this shape whose parameters are meta placeholders, for ``chameleon_sdk.load_weights``
-    to fill (nothing is allocated or initialised twice)."""
+    to fill (nothing is allocated or initialised twice).
+
+    :param file_shapes: the checkpoint's tensor shapes: compared with the config's first, on a model
+        built wholly on the meta device, so a config claiming a huge model over small weights is
+        refused before its constructors ask for memory.
+    """
+    stability = tuple(stability)
+    if file_shapes is not None:
+        probe = _on_meta(config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary)
+        if probe is not None:  # else load_weights compares the shapes, after the build
+            expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+            chameleon_sdk.check_shapes(expected, file_shapes, source=source)
     with chameleon_sdk.parameters_on_meta():
         return chameleon_sdk.ChameleonModel(
-            config, attention=attention, stability=tuple(stability), registry=registry, vocabulary=vocabulary
+            config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary
         )
+
+
+def _on_meta(config: ModelConfig, **parts: Any) -> nn.Module | None:
+    """The model wholly on the meta device (nothing allocated), or None when a part's constructor
+    needs real values (a MoT routing table reads its entries)."""
+    try:
+        with torch.device("meta"):
+            return chameleon_sdk.ChameleonModel(config, **parts)
+    except (RuntimeError, NotImplementedError) as exc:
+        if "meta" not in str(exc):
+            raise
+        return None
 
 
 def require_chameleon_model(model: nn.Module, format_name: str) -> None:

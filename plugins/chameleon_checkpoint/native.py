@@ -78,7 +78,16 @@ class NativeFormat:
             raise CheckpointError(f"{where!r}: {exc}") from exc
         if self.options.attention is not None:
             attention = ComponentSpec(name=self.options.attention)
-        model = build_model(config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary)
+        shapes = chameleon_sdk.read_safetensors_shapes(path)
+        model = build_model(
+            config,
+            attention=attention,
+            stability=stability,
+            registry=registry,
+            vocabulary=vocabulary,
+            file_shapes=shapes,
+            source=str(path),
+        )
         chameleon_sdk.load_weights(model, chameleon_sdk.read_safetensors(path), source=str(path), dtype=dtype)
         model.checkpoint_info = CheckpointInfo(format=self.name, path=str(path))  # type: ignore[assignment]
         return model

@@ -140,7 +140,15 @@ class OriginalFormat:
             stability.append(qk_norm_spec(state["layers.0.attention.q_norm.weight"].shape[0], config.num_heads))
         if params.get("swin_norm"):
             stability.append(ComponentSpec(name=NORM_REORDER))
-        model = build_model(config, attention=self.options.attention, stability=stability, registry=registry)
+        shapes = {key: tuple(value.shape) for key, value in state.items()}
+        model = build_model(
+            config,
+            attention=self.options.attention,
+            stability=stability,
+            registry=registry,
+            file_shapes=shapes,
+            source=source,
+        )
         chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
         model.vocabulary = self._vocabulary(path, config)  # type: ignore[assignment]
         model.checkpoint_info = CheckpointInfo(format=self.name, path=source, metadata={"params": params})  # type: ignore[assignment]

@@ -96,7 +96,7 @@ def write_original(model: nn.Module, path: Path) -> None:
     }
     chameleon_sdk.write_json(path / PARAMS_FILE, {"model_parallel_size": 1, "model": params})
     chameleon_sdk.write_json(path / CONSOLIDATE_PARAMS_FILE, {"model_parallel_size": 1})
-    torch.save(state, path / WEIGHTS_FILE)
+    chameleon_sdk.write_torch_file(state, path / WEIGHTS_FILE)
 
 
 def meta_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:

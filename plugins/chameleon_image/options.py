@@ -6,15 +6,13 @@ from typing import Literal
 
 import attrs
 
-from chameleon_sdk import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, VQGANArchitecture
+from chameleon_sdk import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, VQGANArchitecture, number_validator
 
 #: the option names that define the network (and so must match a checkpoint being loaded)
 ARCHITECTURE_FIELDS = tuple(f.name for f in attrs.fields(VQGANArchitecture))
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if value <= 0:
-        raise ConfigError(f"image tokenizer option {attribute.name} must be > 0, got {value!r}")
+_positive = number_validator(low=0, low_open=True, label="image tokenizer option")
 
 
 @attrs.frozen(kw_only=True)

@@ -89,6 +89,25 @@ def image_from_pixels(pixels: torch.Tensor) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
+#: how far outside [-1, 1] a caller's pixel values may stray (resampling overshoot), not a [0, 255] image
+PIXEL_SLACK = 0.5
+
+
+def checked_pixels(pixels: torch.Tensor, what: str) -> torch.Tensor:
+    """``pixels`` when every value is finite and within ``[-1, 1]`` give or take :data:`PIXEL_SLACK`;
+    :class:`TokenizationError` otherwise (NaN or a [0, 255] tensor would encode to garbage)."""
+    if pixels.numel():
+        if not bool(torch.isfinite(pixels).all()):
+            raise TokenizationError(f"image tokenizer: {what} holds NaN or infinite values")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < -1 - PIXEL_SLACK or high > 1 + PIXEL_SLACK:
+            raise TokenizationError(
+                f"image tokenizer: {what} holds values in [{low:g}, {high:g}]; pixels must be in [-1, 1] "
+                "(x / 127.5 - 1 for 8-bit values)"
+            )
+    return pixels
+
+
 def as_pixels(payload: object, options: ImageTokenizerOptions) -> torch.Tensor:
     """``[3, R, R]`` pixels for a PIL image, an image file path, image bytes or a pixel tensor, by the
     options' ``preprocessing`` rule.
@@ -108,7 +127,7 @@ def as_pixels(payload: object, options: ImageTokenizerOptions) -> torch.Tensor:
                 f"image tokenizer: a pixel tensor must be float [3, {resolution}, {resolution}] in [-1, 1], "
                 f"got {payload.dtype} {list(payload.shape)}"
             )
-        return payload.float()
+        return checked_pixels(payload.float(), "a pixel tensor")
     raise TokenizationError(
         f"image tokenizer: cannot encode a {type(payload).__name__}; expected a PIL image, a file path, "
         "image bytes or a [3, R, R] pixel tensor"

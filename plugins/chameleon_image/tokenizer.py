@@ -12,7 +12,7 @@ import torch
 
 import chameleon_sdk
 from chameleon_image.options import ARCHITECTURE_FIELDS, ImageTokenizerOptions
-from chameleon_image.pixels import as_pixels, image_from_pixels
+from chameleon_image.pixels import as_pixels, checked_pixels, image_from_pixels
 from chameleon_image.vqgan import VQGAN
 from chameleon_sdk import CheckpointError, ConfigError, ImageTokenizerCheckpoint, TokenizationError, from_dict
 
@@ -100,7 +100,7 @@ class ImageTokenizer:
                     f"image tokenizer: a pixel batch must be float [B, 3, {r}, {r}] in [-1, 1], "
                     f"got {images.dtype} {list(images.shape)}"
                 )
-            pixels = images.float()
+            pixels = checked_pixels(images.float(), "a pixel batch")
         else:
             if isinstance(images, (str, bytes, PIL.Image.Image)):
                 raise TokenizationError("encode_batch: expected a sequence of images; use encode() for one image")

@@ -55,9 +55,11 @@ from chameleon_sdk import (
     ImageLossInputs,
     ImageTokenizerLoss,
     TrainingError,
+    number_validator,
     open_image,
     read_jsonl,
     to_rgb,
+    write_torch_file,
 )
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -75,14 +77,8 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"image training option {attribute.name} must be > 0, got {value!r}")
-
-
-def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"image training option {attribute.name} must be in [0, 1), got {value!r}")
+_positive = number_validator(low=0, low_open=True, optional=True, label="image training option")
+_fraction = number_validator(low=0, high=1, high_open=True, label="image training option")
 
 
 def _specs(values: Any) -> tuple[ComponentSpec, ...]:
@@ -465,7 +461,7 @@ class ImageTokenizerTrainer:
         }
         with chameleon_sdk.staging_directory(target) as tmp:
             chameleon_sdk.save_image_tokenizer(self.tokenizer, tmp / "tokenizer", format="native")
-            torch.save(trainer_state, tmp / STATE_FILE)
+            write_torch_file(trainer_state, tmp / STATE_FILE)
         chameleon_sdk.prune_step_directories(root, self.options.keep_last)
         return target
 

@@ -15,20 +15,17 @@ from __future__ import annotations
 import attrs
 import torch
 
-from chameleon_sdk import ConfigError
+from chameleon_sdk import ConfigError, number_validator
+
+#: below this a temperature divides logits into infinities; 0 (greedy) is the limit case
+MIN_TEMPERATURE = 1e-3
+_LABEL = "sample sampler option"
 
 
-def _check(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    limits = {
-        "temperature": (0.0, float("inf")),
-        "top_k": (0, 1 << 31),
-        "top_p": (0.0, 1.0),
-        "min_p": (0.0, 1.0),
-        "repetition_penalty": (1e-6, float("inf")),
-    }
-    low, high = limits[attribute.name]
-    if not low <= value <= high:
-        raise ConfigError(f"sample sampler option {attribute.name} must be in [{low}, {high}], got {value!r}")
+def _temperature(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    number_validator(low=0, high=1e6, label=_LABEL)(instance, attribute, value)
+    if 0 < value < MIN_TEMPERATURE:
+        raise ConfigError(f"{_LABEL} temperature must be 0 (greedy) or >= {MIN_TEMPERATURE}, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -43,11 +40,11 @@ class SamplingOptions:
     :param repetition_penalty: divide positive (multiply negative) logits of seen tokens (1: off).
     """
 
-    temperature: float = attrs.field(default=1.0, validator=_check)
-    top_k: int = attrs.field(default=0, validator=_check)
-    top_p: float = attrs.field(default=1.0, validator=_check)
-    min_p: float = attrs.field(default=0.0, validator=_check)
-    repetition_penalty: float = attrs.field(default=1.0, validator=_check)
+    temperature: float = attrs.field(default=1.0, validator=_temperature)
+    top_k: int = attrs.field(default=0, validator=number_validator(integer=True, low=0, high=1 << 31, label=_LABEL))
+    top_p: float = attrs.field(default=1.0, validator=number_validator(low=0, high=1, label=_LABEL))
+    min_p: float = attrs.field(default=0.0, validator=number_validator(low=0, high=1, label=_LABEL))
+    repetition_penalty: float = attrs.field(default=1.0, validator=number_validator(low=1e-6, high=1e6, label=_LABEL))
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor | None, penalty: float) -> torch.Tensor:

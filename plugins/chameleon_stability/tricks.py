@@ -143,7 +143,8 @@ class Dropout(StabilityTrick):
             self.p = config.dropout
 
     def transform_branch(self, block: nn.Module, branch: str, out: torch.Tensor) -> torch.Tensor:
-        return F.dropout(out, self.p, training=block.training)
+        # only while training with gradients: generation (no_grad) never flips the shared module's mode
+        return F.dropout(out, self.p, training=block.training and torch.is_grad_enabled())
 
 
 @attrs.frozen(kw_only=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from chameleon_sdk import TokenizationError
+from chameleon_sdk import TokenizationError, read_bounded
 
 FILE_NAME = "tokenizer.json"
 #: larger than any released tokenizer file (the Chameleon one is about 2 MB), small enough to refuse junk
@@ -43,14 +43,9 @@ class BPEOptions:
 def _read_tokenizer(path: Path):  # -> tokenizers.Tokenizer
     from tokenizers import Tokenizer
 
-    if not path.is_file():
-        raise TokenizationError(f"text tokenizer file {str(path)!r} is missing (or is not a regular file)")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise TokenizationError(f"text tokenizer file {str(path)!r} is {size} bytes, over the {MAX_FILE_BYTES} limit")
+    raw = read_bounded(path, limit=MAX_FILE_BYTES, what="text tokenizer file", error=TokenizationError)
     try:
-        text = path.read_text(encoding="utf-8")
-        return Tokenizer.from_str(text)
+        return Tokenizer.from_str(raw.decode("utf-8"))
     except Exception as exc:  # OSError, UnicodeDecodeError, and tokenizers' plain Exception for bad JSON
         raise TokenizationError(
             f"text tokenizer file {str(path)!r} is not a readable tokenizers JSON file: {str(exc)[:200]}"

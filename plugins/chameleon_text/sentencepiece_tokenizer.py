@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import sentencepiece as spm
 
-from chameleon_sdk import ConfigError, TokenizationError
+from chameleon_sdk import ConfigError, TokenizationError, foreign_errors
 
 MODEL_FILE = "sentencepiece.model"
 
@@ -206,6 +206,8 @@ class SentencePieceTokenizer:
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise TokenizationError(f"encode: expected str, got {type(text).__name__}")
+        with foreign_errors("text to encode", TokenizationError):
+            text.encode("utf-8")  # a lone surrogate: sentencepiece would raise a bare RuntimeError
         return self._require()[0].encode(text, out_type=int)
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -72,6 +72,8 @@ def apply_partial_training(model: torch.nn.Module, options: TrainerOptions) -> N
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in options.freeze):
             param.requires_grad_(False)
     if not options.anole:
+        if not any(param.requires_grad for param in model.parameters()):
+            raise ConfigError(f"trainer option freeze={list(options.freeze)} freezes every parameter: nothing to train")
         return
     vocabulary = getattr(model, "vocabulary", None)
     if vocabulary is None or "image" not in vocabulary.blocks:

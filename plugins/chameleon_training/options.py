@@ -6,17 +6,24 @@ from typing import Literal
 
 import attrs
 
-from chameleon_sdk import ConfigError
+from chameleon_sdk import ConfigError, check_number, number_validator
+
+_non_negative = number_validator(low=0, label="trainer option")
+_positive = number_validator(low=0, low_open=True, label="trainer option")
+_count = number_validator(integer=True, low=1, label="trainer option")
+_non_negative_count = number_validator(integer=True, low=0, label="trainer option")
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ConfigError(f"trainer option {attribute.name} must be >= 0, got {value!r}")
+def _betas(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ConfigError(f"trainer option betas must be two numbers (beta1, beta2), got {value!r}")
+    for i, beta in enumerate(value):
+        check_number(beta, f"trainer option betas[{i}]", low=0, high=1, high_open=True)
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"trainer option {attribute.name} must be > 0, got {value!r}")
+def _patterns(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(f"trainer option freeze must be a list of name patterns, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -46,24 +53,24 @@ class TrainerOptions:
     """
 
     lr: float = attrs.field(default=3e-4, validator=_positive)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.95), validator=_betas)
     eps: float = attrs.field(default=1e-5, validator=_positive)
     weight_decay: float = attrs.field(default=0.1, validator=_non_negative)
-    warmup_steps: int = attrs.field(default=0, validator=_non_negative)
+    warmup_steps: int = attrs.field(default=0, validator=_non_negative_count)
     schedule: Literal["cosine", "linear", "exponential", "constant"] = attrs.field(
         default="cosine", validator=attrs.validators.in_(("cosine", "linear", "exponential", "constant"))
     )
     min_lr_ratio: float = attrs.field(default=0.1, validator=_non_negative)
     grad_clip: float = attrs.field(default=1.0, validator=_non_negative)
-    grad_accum: int = attrs.field(default=1, validator=_positive)
+    grad_accum: int = attrs.field(default=1, validator=_count)
     precision: Literal["auto", "bf16", "fp32"] = attrs.field(
         default="auto", validator=attrs.validators.in_(("auto", "bf16", "fp32"))
     )
     activation_checkpointing: bool = False
     compile: bool = False
-    checkpoint_every: int = attrs.field(default=0, validator=_non_negative)
-    keep_last: int = attrs.field(default=2, validator=_positive)
-    max_nonfinite: int = attrs.field(default=5, validator=_positive)
+    checkpoint_every: int = attrs.field(default=0, validator=_non_negative_count)
+    keep_last: int = attrs.field(default=2, validator=_count)
+    max_nonfinite: int = attrs.field(default=5, validator=_count)
     progress: bool = True
-    freeze: tuple[str, ...] = ()
+    freeze: tuple[str, ...] = attrs.field(default=(), validator=_patterns)
     anole: bool = False

@@ -59,7 +59,7 @@ def save_sharded(
         strategy.barrier()  # every rank's shards are on disk
         if strategy.is_main:
             state = {"step": request.step, "rng": rngs[0], "rng_ranks": rngs, **request.extra}
-            torch.save(state, tmp / STATE_FILE)
+            chameleon_sdk.write_torch_file(state, tmp / STATE_FILE)
             (tmp / META_FILE).write_text(json.dumps(request.meta, indent=2, default=str) + "\n", encoding="utf-8")
     if strategy.is_main:
         chameleon_sdk.prune_step_directories(root, request.keep_last)
@@ -91,12 +91,11 @@ def load_sharded(
         raise CheckpointError(problem)
     model_state, optimizer_state = get_state_dict(module, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
-    try:
+    # DCP raises a CheckpointException (a BaseException) wrapping every rank's failure
+    with chameleon_sdk.foreign_errors(f"sharded checkpoint {str(path)!r}", CheckpointError, interpreting=True):
         dcp.load(state, checkpoint_id=path / DCP_DIR)
-    except Exception as exc:  # DCP raises a CheckpointException wrapping every rank's failure
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model being trained: {exc}") from exc
     set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    try:
-        return dict(torch.load(path / STATE_FILE, weights_only=True))
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"cannot read {str(path / STATE_FILE)!r}: {exc}") from exc
+    state = chameleon_sdk.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state")
+    return state

@@ -44,7 +44,7 @@ def save_checkpoint(
     with chameleon_sdk.staging_directory(target) as tmp:  # temporary ".step-NNNNNNNN.tmp-*" until complete
         chameleon_sdk.save_model(model, tmp / "model", format="native")
         state = {"step": step, "optimizer": optimizer.state_dict(), "rng": chameleon_sdk.global_rng_state()}
-        torch.save({**state, **extra}, tmp / STATE_FILE)
+        chameleon_sdk.write_torch_file({**state, **extra}, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
     chameleon_sdk.prune_step_directories(root, keep_last)
     return target
@@ -61,8 +61,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     # names a missing or unexpected key, or a key with both shapes
     chameleon_sdk.load_weights(model, saved.state_dict(), source=str(path / "model"))
     state = chameleon_sdk.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state")
+    if not isinstance(state, dict) or isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state (no integer 'step')")
     try:
         optimizer.load_state_dict(state["optimizer"])
         chameleon_sdk.set_global_rng_state(state["rng"])

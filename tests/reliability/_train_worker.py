@@ -77,7 +77,7 @@ def stall_the_kth_write(k: int, conn: Any) -> None:
             conn.send(f"WRITING {path}")
             time.sleep(60)
 
-    atomic_write, torch_save = ck._atomic_write, torch.save
+    atomic_write, torch_save = ck.atomic_write_bytes, torch.save
 
     def atomic(path: Path, payload: bytes) -> None:
         stall(path, payload)
@@ -89,7 +89,7 @@ def stall_the_kth_write(k: int, conn: Any) -> None:
         stall(Path(f), buffer.getvalue())
         torch_save(obj, f, *args, **kwargs)
 
-    ck._atomic_write = atomic
+    ck.atomic_write_bytes = atomic
     torch.save = save
 
 

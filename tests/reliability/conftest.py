@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import chameleon_sdk as cs
+
+# the outcome counter, importable by the test modules as ``reliability_outcomes`` (importlib import mode)
+_spec = importlib.util.spec_from_file_location("reliability_outcomes", Path(__file__).with_name("outcomes.py"))
+assert _spec is not None and _spec.loader is not None
+outcomes = importlib.util.module_from_spec(_spec)
+sys.modules["reliability_outcomes"] = outcomes
+_spec.loader.exec_module(outcomes)
 
 TINY_MODEL = {"dim": 32, "num_layers": 2, "num_heads": 4, "vocab_size": 64, "max_seq_len": 64}
 
@@ -73,3 +83,11 @@ def image_pipe(trained_sentencepiece, tiny_image_options):
     torch.manual_seed(0)
     pipe.model = pipe.build_model()
     return pipe
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The corpus size per class of bad input (tests/reliability/outcomes.py), when any was counted."""
+    if outcomes.COUNTS:
+        terminalreporter.section("reliability corpus (test_bad_input_classes.py)")
+        for line in outcomes.table():
+            terminalreporter.write_line(line)

@@ -157,7 +157,7 @@ def fail_writing(monkeypatch, victim: str, *, skip: int = 0, root: Path | None =
     taken at that moment."""
     seen: list[Path] = []
     failed: list[dict[str, bytes]] = []
-    atomic_write, torch_save = ck._atomic_write, torch.save
+    atomic_write, torch_save = ck.atomic_write_bytes, torch.save
 
     def check(path: Path, payload: bytes) -> None:
         if path.name != victim or failed:
@@ -178,7 +178,7 @@ def fail_writing(monkeypatch, victim: str, *, skip: int = 0, root: Path | None =
         check(Path(f), b"x" * 64)
         torch_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(ck, "_atomic_write", atomic)
+    monkeypatch.setattr(ck, "atomic_write_bytes", atomic)
     monkeypatch.setattr(torch, "save", save)
     return failed
 

@@ -144,14 +144,19 @@ def test_directories_without_a_manifest_still_load(registry, make_model, tmp_pat
     cs.load_model(target)
 
 
+OURS = {"format": "chameleon-sdk/manifest", "format_version": 1}
+
+
 @pytest.mark.parametrize(
     "manifest, message",
     [
         ("{not json", "not valid JSON"),
-        ({"format": "other/tool", "files": {}}, "is not a chameleon-sdk/manifest manifest"),
-        ({"format": "chameleon-sdk/manifest", "files": {"../escape": {"sha256": "0", "size": 1}}}, "malformed entry"),
-        ({"format": "chameleon-sdk/manifest", "files": {"config.json": {"sha256": 5}}}, "malformed entry"),
-        ({"format": "chameleon-sdk/manifest", "files": {"gone": {"sha256": "0", "size": 1}}}, "gone' is missing"),
+        ({"format": "other/tool", "files": {}}, "is corrupt: not a valid chameleon-sdk/manifest manifest"),
+        ({**OURS, "files": {"../escape": {"sha256": "0" * 64, "size": 1}}}, "malformed entry"),
+        ({**OURS, "files": {"config.json": {"sha256": 5}}}, "malformed entry"),
+        ({**OURS, "files": {"gone": {"sha256": "0" * 64, "size": 1}}}, "gone' is missing"),
+        ({"format": "chameleon-sdk/manifest", "files": {}}, "keys"),  # no version
+        ({**OURS, "filet": {}}, "keys"),
     ],
 )
 def test_bad_manifests_are_checkpoint_errors(registry, make_model, tmp_path, manifest, message):

@@ -255,7 +255,7 @@ def test_training_mode_is_restored(model, vocab):
         (dict(input_ids=torch.tensor([0.5])), "integer tensor"),
         (dict(mode="image", vocabulary=None), "need a vocabulary"),
         (dict(sampler="nucleus"), "no sampler plugin named 'nucleus'"),
-        (dict(sampler={"name": "sample", "options": {"top_p": 2.0}}), r"top_p must be in \[0.0, 1.0\]"),
+        (dict(sampler={"name": "sample", "options": {"top_p": 2.0}}), r"top_p must be in \[0, 1\]"),
     ],
 )
 def test_bad_requests_are_typed_errors(model, vocab, kwargs, match):

@@ -153,11 +153,12 @@ def test_dropout_acts_in_training_only():
     base = same_weights(model(), m)
     with torch.no_grad():
         torch.testing.assert_close(m(IDS).logits, base(IDS).logits)
-        m.train()
-        torch.manual_seed(1)
-        first = m(IDS).logits
-        torch.manual_seed(2)
-        assert not torch.allclose(first, m(IDS).logits)
+        m.train()  # without gradients (generation) a model in training mode applies no dropout either
+        torch.testing.assert_close(m(IDS).logits, base(IDS).logits)
+    torch.manual_seed(1)
+    first = m(IDS).logits
+    torch.manual_seed(2)
+    assert not torch.allclose(first, m(IDS).logits)
 
 
 def test_dropout_takes_model_config_dropout_when_p_is_none():

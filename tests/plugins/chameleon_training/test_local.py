@@ -187,7 +187,7 @@ def test_schedules():
 
 
 def test_bad_trainer_options(make_pipe):
-    with pytest.raises(cs.ConfigError, match="grad_accum must be > 0"):
+    with pytest.raises(cs.ConfigError, match="grad_accum must be >= 1"):
         make_pipe(grad_accum=0).train(make_pipe.data, steps=1)
     with pytest.raises(cs.ConfigError, match="steps must be > 0"):
         make_pipe().train(make_pipe.data, steps=0)
