@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from chameleon_sdk.lazy_exports import lazy_module_attributes
 
 if TYPE_CHECKING:
+    from chameleon_sdk.adapters import Adapter, attach_adapter, load_adapter, merge_adapter, save_adapter
     from chameleon_sdk.checkpoint import (
         MANIFEST_FILE,
         CheckpointFormat,
@@ -153,6 +154,7 @@ __all__ = [
     "MANIFEST_FILE",
     "MODEL_PRESETS",
     "UNTIE_PARTS",
+    "Adapter",
     "AttentionBackend",
     "BackendUnavailableError",
     "Batch",
@@ -229,6 +231,7 @@ __all__ = [
     "Vocabulary",
     "__version__",
     "apply_rotary",
+    "attach_adapter",
     "available_plugins",
     "call_callbacks",
     "detect_format",
@@ -240,10 +243,12 @@ __all__ = [
     "global_rng_state",
     "hookimpl",
     "lazy_module_attributes",
+    "load_adapter",
     "load_config",
     "load_image_tokenizer",
     "load_model",
     "load_weights",
+    "merge_adapter",
     "model_preset",
     "open_image",
     "parameters_on_meta",
@@ -258,6 +263,7 @@ __all__ = [
     "read_torch_weights",
     "register_plugin",
     "rotary_tables",
+    "save_adapter",
     "save_config",
     "save_image_tokenizer",
     "save_model",

@@ -203,6 +203,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from chameleon_sdk.adapters import merge_checkpoint
+
+    written = merge_checkpoint(args.base, args.adapter, args.destination, to=args.format)
+    print(f"wrote {written} ({args.format}, adapter merged)")
+    return 0
+
+
 def _cmd_lab_stability(args: argparse.Namespace) -> int:
     from chameleon_sdk.lab import StabilitySweepConfig, run_stability_sweep
 
@@ -308,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast the weights (default: as stored)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("merge", help="fold a saved adapter (LoRA) into its base checkpoint's weights")
+    p.add_argument("base", help="the base checkpoint the adapter was trained on (any readable layout)")
+    p.add_argument("adapter", help="the adapter folder (adapter.json + adapter.safetensors)")
+    p.add_argument("destination", help="the folder to write (replaced as a whole)")
+    p.add_argument("--format", choices=["native", "hf"], default="native", help="the layout to write (default: native)")
+    p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("plot", help="draw loss and stability curves from metrics.jsonl files (needs the plot extra)")
     p.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl files (one line per file in each panel)")
