@@ -27,7 +27,7 @@ import attrs
 import torch
 
 from chameleon_sdk.config import ComponentSpec, PipelineConfig, from_dict, to_dict
-from chameleon_sdk.document import Text
+from chameleon_sdk.document import Document, Text
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.plugins import PluginRegistry
 from chameleon_sdk.training.contracts import TrainResult
@@ -94,9 +94,9 @@ def load_run_config(path: str | os.PathLike[str], overrides: Sequence[str] = ())
 def _texts(config: DataConfig, base_dir: Path) -> Iterator[str]:
     for source in config.sources:
         path = Path(source.path) if Path(source.path).is_absolute() else base_dir / source.path
-        for doc, answer in iter_records(path, skip_bad_records=True, counters={}):
-            for part in (doc, answer):
-                for segment in part or ():
+        for record in iter_records(path, skip_bad_records=True, counters={}):
+            for part in (record,) if isinstance(record, Document) else record.documents:
+                for segment in part:
                     if isinstance(segment, Text):
                         yield segment.text
 
