@@ -28,6 +28,7 @@ __all__ = [
     "Adapter",
     "AdapterChoice",
     "attach_adapter",
+    "has_adapter",
     "load_adapter",
     "merge_adapter",
     "merge_checkpoint",
@@ -72,7 +73,7 @@ def attach_adapter(model: nn.Module, adapter: AdapterChoice, *, registry: Plugin
         raise ConfigError(f"attach_adapter: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(adapter, (str, ComponentSpec, Mapping)):
         raise ConfigError(f"adapter must be a plugin name such as 'lora' or {{'name', 'options'}}, got {adapter!r}")
-    if getattr(model, _ATTACHED, None) is not None:
+    if has_adapter(model):
         raise ConfigError("the model already carries an adapter; merge it (merge_adapter) before attaching another")
     spec = ComponentSpec.of(adapter)
     record = (registry or get_registry()).get("adapter", spec.name)
@@ -84,6 +85,11 @@ def attach_adapter(model: nn.Module, adapter: AdapterChoice, *, registry: Plugin
     stored = {} if options is None else to_dict(options)
     setattr(model, _ATTACHED, (ComponentSpec(name=spec.name, options=stored), method))
     return model
+
+
+def has_adapter(model: nn.Module | None) -> bool:
+    """Whether ``model`` carries an adapter (attached, not merged)."""
+    return getattr(model, _ATTACHED, None) is not None
 
 
 def _attached(model: nn.Module, action: str) -> tuple[ComponentSpec, Adapter]:

@@ -9,6 +9,9 @@ model = {dim = 128, num_layers = 2, num_heads = 4}
 [data]                           # a DataConfig; source paths are relative to this file
 seq_len = 64
 sources = [{path = "train.jsonl"}]
+[adapter]                        # optional: train a LoRA adapter instead of the weights (saved to out_dir/adapter)
+name = "lora"
+options = {rank = 8, targets = ["attention", "mlp"]}
 ```
 
 A text tokenizer without a model file is trained first on the text of every source.
@@ -47,6 +50,8 @@ class RunConfig:
     pretrained: str | None = None
     resume: bool = True
     seed: int = 0
+    #: an ``adapter`` plugin (``{name = "lora", options = {...}}``) to attach and train instead of the weights
+    adapter: ComponentSpec | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.pipeline is None) == (self.pretrained is None):
@@ -122,6 +127,10 @@ def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".", p
     if pipe.model is None:
         torch.manual_seed(config.seed)
         pipe.model = pipe.build_model()
+    if config.adapter is not None:
+        from chameleon_sdk.adapters import attach_adapter
+
+        attach_adapter(pipe.model, config.adapter, registry=pipe.registry)
     return pipe.train(config.data, steps=config.steps, out_dir=config.out_dir, resume=config.resume, base_dir=base)
 
 

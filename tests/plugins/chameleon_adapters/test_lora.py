@@ -178,3 +178,39 @@ def test_chameleon_merge_names_a_wrong_adapter_folder(hf_release, tmp_path, caps
     err = capsys.readouterr().err
     assert "not an adapter folder" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_chameleon_train_with_an_adapter_then_merge(hf_release, tmp_path, capsys):
+    """A released checkpoint -> LoRA-tuned by `chameleon train` -> merged -> loaded like any checkpoint."""
+    cs.write_jsonl(
+        [cs.Document.of(f"a red square and a blue circle, number {i}") for i in range(8)], tmp_path / "t.jsonl"
+    )
+    (tmp_path / "run.toml").write_text(
+        f"""
+steps = 2
+out_dir = "{tmp_path / "run"}"
+pretrained = "{hf_release}"
+adapter = {{ name = "lora", options = {{ rank = 2, targets = ["attention"] }} }}
+[data]
+seq_len = 16
+batch_size = 2
+sources = [{{ path = "t.jsonl" }}]
+"""
+    )
+    assert main(["train", str(tmp_path / "run.toml"), "--quiet"]) == 0
+    assert (tmp_path / "run" / "adapter" / "adapter.safetensors").is_file()
+    assert not (tmp_path / "run" / "pipeline").exists()  # the base is unchanged: nothing else to save
+    adapted = cs.load_adapter(cs.Pipeline.from_pretrained(hf_release).model, tmp_path / "run" / "adapter")
+    assert main(["merge", str(hf_release), str(tmp_path / "run" / "adapter"), str(tmp_path / "merged")]) == 0
+    merged = cs.Pipeline.from_pretrained(tmp_path / "merged")
+    ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(_logits(merged.model, ids), _logits(adapted, ids), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(_logits(merged.model, ids), _logits(cs.Pipeline.from_pretrained(hf_release).model, ids))
+
+
+def test_a_pipeline_with_an_adapter_is_not_saved_whole(hf_release, tmp_path):
+    pipe = cs.Pipeline.from_pretrained(hf_release)
+    cs.attach_adapter(pipe.model, "lora")
+    with pytest.raises(cs.CheckpointError, match="carries an adapter"):
+        pipe.save_pretrained(tmp_path / "whole")
+    assert not (tmp_path / "whole").exists()
