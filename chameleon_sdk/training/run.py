@@ -9,10 +9,11 @@ model = {dim = 128, num_layers = 2, num_heads = 4}
 [data]                           # a DataConfig; source paths are relative to this file
 seq_len = 64
 sources = [{path = "train.jsonl"}]
-[adapter]                        # optional: train a LoRA adapter instead of the weights (saved to out_dir/adapter)
-name = "lora"
-options = {rank = 8, targets = ["attention", "mlp"]}
 ```
+
+Optional: ``adapter = {name = "lora", options = {rank = 8}}`` trains an adapter instead of the
+weights (only ``out_dir/adapter`` is written); ``trainer = {name, options}`` replaces the pipeline's
+trainer (how a ``pretrained`` run turns on activation checkpointing or bf16).
 
 A text tokenizer without a model file is trained first on the text of every source.
 """
@@ -52,6 +53,8 @@ class RunConfig:
     seed: int = 0
     #: an ``adapter`` plugin (``{name = "lora", options = {...}}``) to attach and train instead of the weights
     adapter: ComponentSpec | None = None
+    #: the trainer (``{name, options}``), replacing the pipeline's: how a pretrained run sets its options
+    trainer: ComponentSpec | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.pipeline is None) == (self.pretrained is None):
@@ -122,6 +125,8 @@ def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".", p
         pipe = Pipeline.from_config(config.pipeline)
         if not pipe.text_tokenizer.is_trained:
             pipe.train_text_tokenizer(_texts(config.data, base))
+    if config.trainer is not None:
+        pipe.config = attrs.evolve(pipe.config, trainer=config.trainer)
     if not progress:
         pipe.config = _without_progress(pipe.config, pipe.registry)
     if pipe.model is None:

@@ -191,6 +191,7 @@ steps = 2
 out_dir = "{tmp_path / "run"}"
 pretrained = "{hf_release}"
 adapter = {{ name = "lora", options = {{ rank = 2, targets = ["attention"] }} }}
+trainer = {{ name = "local", options = {{ activation_checkpointing = true, precision = "fp32" }} }}
 [data]
 seq_len = 16
 batch_size = 2
