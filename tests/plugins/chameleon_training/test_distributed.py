@@ -242,3 +242,20 @@ def test_fsdp_gathers_bf16_weights_over_fp32_shards_on_the_cpu():
         strategy.close()
     with pytest.raises(cs.ConfigError, match="mixed_precision"):
         cs.get_registry().build("trainer", "fsdp", {"mixed_precision": "fp16"})
+
+
+LORA = 'adapter={"name": "lora", "options": {"rank": 2, "targets": ["attention", "mlp"]}}'
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
+def test_a_lora_adapter_trains_on_two_processes_as_on_one(trainer, config, tmp_path):
+    pytest.importorskip("peft")
+    assert _train_here(config, tmp_path / "local", "local", LORA) == 0
+    _torchrun(config, tmp_path / trainer, trainer, LORA)
+    assert not (tmp_path / trainer / "pipeline").exists()
+    assert _losses(tmp_path / trainer) == pytest.approx(_losses(tmp_path / "local"), abs=1e-5, rel=0)
+    local = cs.read_safetensors(tmp_path / "local" / "adapter" / "adapter.safetensors")
+    sharded = cs.read_safetensors(tmp_path / trainer / "adapter" / "adapter.safetensors")
+    assert local.keys() == sharded.keys() and any(t.abs().sum() > 0 for k, t in local.items() if "lora_B" in k)
+    for key in local:
+        torch.testing.assert_close(sharded[key], local[key], atol=1e-5, rtol=1e-4, msg=key)
