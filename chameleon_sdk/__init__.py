@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from chameleon_sdk.lazy_exports import lazy_module_attributes
 
 if TYPE_CHECKING:
+    from chameleon_sdk.adapters import Adapter, attach_adapter, load_adapter, merge_adapter, save_adapter
     from chameleon_sdk.bounded_read import open_regular, read_bounded
     from chameleon_sdk.checkpoint import (
         MANIFEST_FILE,
@@ -142,11 +143,13 @@ if TYPE_CHECKING:
         Batch,
         BatchSource,
         Callback,
+        Conversation,
         DataConfig,
         MixtureData,
         SourceConfig,
         Trainer,
         TrainResult,
+        Turn,
         call_callbacks,
     )
     from chameleon_sdk.validation import check_int64, check_number, number_validator
@@ -160,6 +163,7 @@ __all__ = [
     "MANIFEST_FILE",
     "MODEL_PRESETS",
     "UNTIE_PARTS",
+    "Adapter",
     "AttentionBackend",
     "BackendUnavailableError",
     "Batch",
@@ -176,6 +180,7 @@ __all__ = [
     "CheckpointInfo",
     "ComponentSpec",
     "ConfigError",
+    "Conversation",
     "DataConfig",
     "Document",
     "DocumentError",
@@ -231,12 +236,14 @@ __all__ = [
     "TrainableModality",
     "Trainer",
     "TrainingError",
+    "Turn",
     "UnsupportedMaskError",
     "VQGANArchitecture",
     "VariableLengthBlock",
     "Vocabulary",
     "__version__",
     "apply_rotary",
+    "attach_adapter",
     "available_plugins",
     "call_callbacks",
     "check_int64",
@@ -252,10 +259,12 @@ __all__ = [
     "global_rng_state",
     "hookimpl",
     "lazy_module_attributes",
+    "load_adapter",
     "load_config",
     "load_image_tokenizer",
     "load_model",
     "load_weights",
+    "merge_adapter",
     "model_preset",
     "number_validator",
     "open_image",
@@ -274,6 +283,7 @@ __all__ = [
     "read_torch_weights",
     "register_plugin",
     "rotary_tables",
+    "save_adapter",
     "save_config",
     "save_image_tokenizer",
     "save_model",

@@ -205,6 +205,31 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from chameleon_sdk.adapters import merge_checkpoint
+
+    written = merge_checkpoint(args.base, args.adapter, args.destination, to=args.format)
+    print(f"wrote {written} ({args.format}, adapter merged)")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from chameleon_sdk.finetune_plan import plan_run, plan_table
+
+    plans = plan_run(
+        args.config,
+        args.set or (),
+        max_devices=args.devices,
+        rank=args.rank,
+        targets=args.targets,
+        preset=args.preset,
+        device_type=args.device_type,
+        bf16=None if args.weights is None else args.weights == "bf16",
+    )
+    print(plan_table(plans))
+    return 0
+
+
 def _cmd_lab_stability(args: argparse.Namespace) -> int:
     from chameleon_sdk.lab import StabilitySweepConfig, run_stability_sweep
 
@@ -311,6 +336,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast the weights (default: as stored)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("merge", help="fold a saved adapter (LoRA) into its base checkpoint's weights")
+    p.add_argument("base", help="the base checkpoint the adapter was trained on (any readable layout)")
+    p.add_argument("adapter", help="the adapter folder (adapter.json + adapter.safetensors)")
+    p.add_argument("destination", help="the folder to write (replaced as a whole)")
+    p.add_argument("--format", choices=["native", "hf"], default="native", help="the layout to write (default: native)")
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser(
+        "plan", help="the memory per device a run needs: full fine-tuning vs LoRA vs LoRA + checkpointing"
+    )
+    p.add_argument("config", type=Path, help="the run config (as for chameleon train)")
+    p.add_argument("--devices", type=int, default=8, help="plan for 1, 2, 4, ... up to this many devices (default 8)")
+    p.add_argument("--preset", choices=["debug", "7b", "34b"], help="the model shape, for a run on a pretrained model")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    p.add_argument("--targets", nargs="+", default=["attention", "mlp"], help="LoRA target groups: attention mlp head")
+    p.add_argument("--device-type", choices=["cuda", "cpu"], default="cuda", help="where the run trains")
+    p.add_argument("--weights", choices=["bf16", "fp32"], help="the weights' dtype (default: the trainer's precision)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("plot", help="draw loss and stability curves from metrics.jsonl files (needs the plot extra)")
     p.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl files (one line per file in each panel)")

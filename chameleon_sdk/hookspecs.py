@@ -135,3 +135,14 @@ def register_callbacks(register: Register) -> None:
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """
+
+
+@hookspec
+def register_adapters(register: Register) -> None:
+    """Register parameter-efficient fine-tuning methods such as LoRA (kind ``adapter``).
+
+    An adapter adds trainable weights to a frozen model, saves only them, and merges them into the
+    base weights. See :class:`chameleon_sdk.Adapter` for the contract.
+
+    :param register: ``register(name, factory, *, options=None, **traits)``.
+    """

@@ -16,6 +16,7 @@ from typing import Any, overload
 import attrs
 import torch
 
+from chameleon_sdk.adapters import has_adapter, save_adapter
 from chameleon_sdk.checkpoint import load_model, read_json, save_model, staging_directory, verify_manifest
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
 from chameleon_sdk.document import Document, Image, Segment, Text
@@ -219,7 +220,8 @@ class Pipeline:
 
         :param data: a :class:`DataConfig` (or its mapping), or any :class:`BatchSource`.
         :param out_dir: run folder for checkpoints, ``metrics.jsonl`` and, at the end, the trained
-            pipeline in ``out_dir/pipeline``; a run in an existing folder resumes from its last
+            pipeline in ``out_dir/pipeline`` (a model with an adapter attached: only the adapter, in
+            ``out_dir/adapter``); a run in an existing folder resumes from its last
             checkpoint unless ``resume=False``.
         :param callbacks: extra callback objects, after those the config names.
         :param base_dir: folder that relative source paths are resolved against.
@@ -245,7 +247,10 @@ class Pipeline:
         out = Path(out_dir) if out_dir is not None else None
         result = trainer.fit(self.model, data, steps=steps, out_dir=out, callbacks=[*hooks, *callbacks], resume=resume)
         if out is not None and is_main_process():  # one writer in a distributed run
-            self.save_pretrained(out / "pipeline")
+            if has_adapter(self.model):  # the base stays as it was: only the adapter is new
+                save_adapter(self.model, out / "adapter")
+            else:
+                self.save_pretrained(out / "pipeline")
         return result
 
     # -- persistence ----------------------------------------------------------------------------
@@ -267,6 +272,11 @@ class Pipeline:
         """
         if not isinstance(directory, (str, os.PathLike)):
             raise CheckpointError(f"Pipeline.save_pretrained: expected a directory path, got {directory!r}")
+        if has_adapter(self.model):
+            raise CheckpointError(
+                "Pipeline.save_pretrained: the model carries an adapter; save it alone (cs.save_adapter) or fold it "
+                "into the weights first (cs.merge_adapter)"
+            )
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         with staging_directory(directory) as tmp:

@@ -74,6 +74,7 @@ KINDS: Mapping[str, str] = {
     "checkpoint_format": "register_checkpoint_formats",
     "image_tokenizer_loss": "register_image_tokenizer_losses",
     "callback": "register_callbacks",
+    "adapter": "register_adapters",
 }
 
 

@@ -51,9 +51,11 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         sums: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         grad_hidden = torch.zeros_like(hidden)
-        grad_weight = torch.zeros_like(weight)
+        # a frozen head (LoRA, partial fine-tuning) gets no [V, D] gradient buffer
+        train_head = weight.requires_grad
+        grad_weight = torch.zeros_like(weight) if train_head else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        head = weight.detach().requires_grad_()
+        head = weight.detach().requires_grad_(train_head)
         # no counted row: one empty chunk still names every term (all 0)
         chunks = list(zip(rows.split(chunk_rows), targets.split(chunk_rows))) or [(rows, targets)]
         for index, chunk_targets in chunks:
@@ -61,9 +63,10 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             with torch.enable_grad():
                 terms = chunk_terms(chunk, head, chunk_targets)
                 loss = torch.stack([v.float() for k, v in terms.items() if k != REPORTED_ONLY]).sum() / count
-                grad_chunk, grad_head = torch.autograd.grad(loss, (chunk, head))
-            grad_hidden.index_add_(0, index, grad_chunk)
-            grad_weight += grad_head
+                grads = torch.autograd.grad(loss, (chunk, head) if train_head else (chunk,))
+            grad_hidden.index_add_(0, index, grads[0])
+            if grad_weight is not None:
+                grad_weight += grads[1]
             total += loss.detach()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
@@ -73,7 +76,8 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad, grad_weight * grad, None, None, None, None, None, None
+        grad_head = None if grad_weight is None else grad_weight * grad
+        return grad_hidden * grad, grad_head, None, None, None, None, None, None
 
 
 def chunked_head_loss(

@@ -1,5 +1,6 @@
 """Training: mixed-modal data, trainer and callback contracts."""
 
+from chameleon_sdk.training.chat import Conversation, Turn
 from chameleon_sdk.training.contracts import (
     BatchSource,
     Callback,
@@ -14,12 +15,14 @@ __all__ = [
     "Batch",
     "BatchSource",
     "Callback",
+    "Conversation",
     "DataConfig",
     "MixtureData",
     "PackedSource",
     "SourceConfig",
     "TrainResult",
     "Trainer",
+    "Turn",
     "call_callbacks",
     "is_main_process",
 ]

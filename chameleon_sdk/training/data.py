@@ -6,8 +6,9 @@
   VQ-encoded once.
 - Text-image pairs (exactly one text and one image segment) are rotated so that every other pair
   puts the image first (captioning), as in the paper.
-- SFT sources: each line holds a ``prompt`` and an ``answer`` document; the prompt's tokens and the
-  end-of-turn separator after them are masked out of the loss.
+- SFT sources: each line holds a conversation (``{"turns": [...]}``, :mod:`chameleon_sdk.training.chat`)
+  or a ``prompt`` and an ``answer`` document (a one-exchange conversation); only the assistant's
+  tokens and the token closing each of its turns count in the loss.
 - Packing: documents are laid into rows of ``seq_len + 1`` tokens without splitting a document that
   fits (the rest of the row is padding, masked); longer documents are split across rows. Each row
   carries document ids, so attention stays inside documents and positions restart per document.
@@ -36,6 +37,7 @@ import torch
 from chameleon_sdk.config import atomic_write_bytes, check_types, from_dict, typed
 from chameleon_sdk.document import Document, Text, jsonl_lines, parse_json_line
 from chameleon_sdk.errors import ChameleonError, ConfigError, DocumentError
+from chameleon_sdk.training.chat import Conversation, chat_tokens
 from chameleon_sdk.validation import check_number
 
 if TYPE_CHECKING:
@@ -60,8 +62,8 @@ class SourceConfig:
     :param path: the JSONL file (relative paths are resolved against the config file's folder).
     :param weight: mixture weight.
     :param stage2: only mixed in during stage 2 (the higher-quality data).
-    :param sft: supervised fine-tuning data: every line is ``{"prompt": DOCUMENT, "answer": DOCUMENT}``;
-        prompt tokens are masked out of the loss.
+    :param sft: supervised fine-tuning data: every line is a conversation ``{"turns": [...]}`` or
+        ``{"prompt": DOCUMENT, "answer": DOCUMENT}``; only the assistant's tokens count in the loss.
     """
 
     path: str = attrs.field(validator=typed)
@@ -121,24 +123,31 @@ class Batch:
         return int((self.targets != IGNORE).sum())
 
 
-def iter_records(
-    path: Path, *, skip_bad_records: bool, counters: dict[str, int]
-) -> Iterator[tuple[Document, Document | None]]:
-    """(document, None), or (prompt, answer) for SFT lines, per JSONL line; bad lines raise naming
-    file and line, or are counted in ``counters["skipped_records"]``."""
+def iter_records(path: Path, *, skip_bad_records: bool, counters: dict[str, int]) -> Iterator[Document | Conversation]:
+    """A document, or a conversation for SFT lines (``turns``, or ``prompt`` and ``answer``), per
+    JSONL line; bad lines raise naming file and line, or are counted in ``counters["skipped_records"]``."""
     for where, line in jsonl_lines(path, what="training data"):
         try:
-            data = parse_json_line(where, line)
-            if isinstance(data, dict) and set(data) == {"prompt", "answer"}:
-                prompt = Document.from_json(data["prompt"], base_dir=path.parent, where=f"{where} prompt")
-                answer = Document.from_json(data["answer"], base_dir=path.parent, where=f"{where} answer")
-                yield prompt, answer
-            else:
-                yield Document.from_json(data, base_dir=path.parent, where=where), None
+            record = _record(parse_json_line(where, line), path.parent, where)
         except ChameleonError:
             if not skip_bad_records:
                 raise
             counters["skipped_records"] = counters.get("skipped_records", 0) + 1
+            continue
+        yield record
+
+
+def _record(data: Any, base_dir: Path, where: str) -> Document | Conversation:
+    if isinstance(data, dict) and set(data) == {"prompt", "answer"}:
+        prompt = Document.from_json(data["prompt"], base_dir=base_dir, where=f"{where} prompt")
+        answer = Document.from_json(data["answer"], base_dir=base_dir, where=f"{where} answer")
+        try:
+            return Conversation.from_prompt_answer(prompt, answer)
+        except DocumentError as exc:
+            raise DocumentError(f"{where}: {exc}") from exc
+    if isinstance(data, dict) and "turns" in data:
+        return Conversation.from_json(data, base_dir=base_dir, where=where)
+    return Document.from_json(data, base_dir=base_dir, where=where)
 
 
 def _read_token_cache(cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
@@ -175,23 +184,21 @@ def _is_pair(doc: Document) -> bool:
 
 
 def _tokens_of(
-    pipe: DocumentTokenizer, records: Sequence[tuple[Document, Document | None]]
+    pipe: DocumentTokenizer, records: Sequence[Document | Conversation]
 ) -> list[tuple[list[int], list[int]]]:
-    """Token ids of each record (bos ... eos) and a 0/1 loss mask over them.
-
-    A record with an ``answer`` is SFT: ``[bos] prompt [eot] answer [eos]`` with only the answer
-    (and its eos) counted. Payloads are encoded in batches (:meth:`MixedModalTokenizer.tokenize_batch`).
-    """
-    eos, eot = pipe.vocabulary.specials["eos"], pipe.vocabulary.specials["eot"]
-    bodies = pipe.tokenize_batch([doc for doc, _ in records], bos=True, eos=False)
-    replies = iter(pipe.tokenize_batch([a for _, a in records if a is not None], bos=False, eos=True))
+    """Token ids of each record and a 0/1 loss mask over them: a document is ``[bos] ... [eos]``,
+    all counted; a conversation is tokenized by :func:`~chameleon_sdk.training.chat.chat_tokens`.
+    Payloads are encoded in batches (:meth:`MixedModalTokenizer.tokenize_batch`)."""
+    documents = [r for r in records if isinstance(r, Document)]
+    plain = iter(pipe.tokenize_batch(documents, bos=True, eos=True) if documents else [])
+    chats = iter(chat_tokens(pipe, [r for r in records if isinstance(r, Conversation)]))
     out = []
-    for (_, answer), body in zip(records, bodies):
-        if answer is None:
-            out.append(([*body, eos], [1] * (len(body) + 1)))
+    for record in records:
+        if isinstance(record, Document):
+            ids = next(plain)
+            out.append((ids, [1] * len(ids)))
         else:
-            reply = next(replies)
-            out.append(([*body, eot, *reply], [0] * (len(body) + 1) + [1] * len(reply)))
+            out.append(next(chats))
     return out
 
 
@@ -246,16 +253,21 @@ class PackedSource:
         records = iter_records(self.path, skip_bad_records=config.skip_bad_records, counters=self.counters)
         while chunk := list(itertools.islice(records, TOKENIZE_CHUNK)):
             checked = []
-            for doc, answer in chunk:
-                if config.rotate_pairs and answer is None and _is_pair(doc):
+            for record in chunk:
+                if self.source.sft and not isinstance(record, Conversation):
+                    raise DocumentError(
+                        f"{self.path}: every line of an SFT source needs 'turns' (a conversation) "
+                        "or 'prompt' and 'answer'"
+                    )
+                if isinstance(record, Conversation) and not self.source.sft:
+                    raise DocumentError(
+                        f"{self.path}: conversation and prompt/answer lines need a source with sft = true"
+                    )
+                if config.rotate_pairs and isinstance(record, Document) and _is_pair(record):
                     if pairs % 2 == 1:  # every other pair is flipped: image first (captioning) or text first
-                        doc = Document(doc.segments[::-1])
+                        record = Document(record.segments[::-1])
                     pairs += 1
-                if self.source.sft and answer is None:
-                    raise DocumentError(f"{self.path}: every line of an SFT source needs 'prompt' and 'answer'")
-                if answer is not None and not self.source.sft:
-                    raise DocumentError(f"{self.path}: prompt/answer lines need a source with sft = true")
-                checked.append((doc, answer))
+                checked.append(record)
             for ids, m in _tokens_of(pipe, checked):
                 flat += ids
                 mask += m

@@ -11,6 +11,10 @@ seq_len = 64
 sources = [{path = "train.jsonl"}]
 ```
 
+Optional: ``adapter = {name = "lora", options = {rank = 8}}`` trains an adapter instead of the
+weights (only ``out_dir/adapter`` is written); ``trainer = {name, options}`` replaces the pipeline's
+trainer (how a ``pretrained`` run turns on activation checkpointing or bf16).
+
 A text tokenizer without a model file is trained first on the text of every source.
 """
 
@@ -26,7 +30,7 @@ import attrs
 import torch
 
 from chameleon_sdk.config import ComponentSpec, PipelineConfig, from_dict, read_config_data, to_dict
-from chameleon_sdk.document import Text
+from chameleon_sdk.document import Document, Text
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.plugins import PluginRegistry
@@ -48,6 +52,10 @@ class RunConfig:
     pretrained: str | None = None
     resume: bool = True
     seed: int = 0
+    #: an ``adapter`` plugin (``{name = "lora", options = {...}}``) to attach and train instead of the weights
+    adapter: ComponentSpec | None = None
+    #: the trainer (``{name, options}``), replacing the pipeline's: how a pretrained run sets its options
+    trainer: ComponentSpec | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.pipeline is None) == (self.pretrained is None):
@@ -91,9 +99,9 @@ def load_run_config(path: str | os.PathLike[str], overrides: Sequence[str] = ())
 def _texts(config: DataConfig, base_dir: Path) -> Iterator[str]:
     for source in config.sources:
         path = Path(source.path) if Path(source.path).is_absolute() else base_dir / source.path
-        for doc, answer in iter_records(path, skip_bad_records=True, counters={}):
-            for part in (doc, answer):
-                for segment in part or ():
+        for record in iter_records(path, skip_bad_records=True, counters={}):
+            for part in (record,) if isinstance(record, Document) else record.documents:
+                for segment in part:
                     if isinstance(segment, Text):
                         yield segment.text
 
@@ -116,11 +124,17 @@ def run_training(config: RunConfig, *, base_dir: str | os.PathLike[str] = ".", p
         pipe.registry.get("trainer", pipe.config.trainer.name).make_options(pipe.config.trainer.options)
         if not pipe.text_tokenizer.is_trained:
             pipe.train_text_tokenizer(_texts(config.data, base))
+    if config.trainer is not None:
+        pipe.config = attrs.evolve(pipe.config, trainer=config.trainer)
     if not progress:
         pipe.config = _without_progress(pipe.config, pipe.registry)
     if pipe.model is None:
         torch.manual_seed(config.seed)
         pipe.model = pipe.build_model()
+    if config.adapter is not None:
+        from chameleon_sdk.adapters import attach_adapter
+
+        attach_adapter(pipe.model, config.adapter, registry=pipe.registry)
     return pipe.train(config.data, steps=config.steps, out_dir=config.out_dir, resume=config.resume, base_dir=base)
 
 

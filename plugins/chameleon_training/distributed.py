@@ -69,9 +69,21 @@ class FSDPOptions(DistributedOptions):
     :param reshard_after_forward: free each block's gathered weights after its forward pass (and
         gather them again for the backward pass): less memory, more communication. The root's own
         weights (embeddings, final norm, output head) always stay gathered until its backward pass.
+    :param mixed_precision: ``bf16``: FSDP2's :class:`~torch.distributed.fsdp.MixedPrecisionPolicy`
+        gathers the weights in bf16 for the forward and backward passes (half the all-gather
+        traffic and gathered-weight memory) and reduces gradients in fp32; the sharded master
+        weights and AdamW's state stay fp32. ``none``: the weights are gathered as stored.
+    :param cpu_offload: keep the sharded weights, gradients and optimizer state in CPU memory
+        (:class:`~torch.distributed.fsdp.CPUOffloadPolicy`); each block's weights are copied to the
+        device for its forward and backward passes, and the optimizer steps on the CPU. Device
+        memory then holds little more than activations and one gathered block.
     """
 
     reshard_after_forward: bool = True
+    mixed_precision: Literal["none", "bf16"] = attrs.field(
+        default="none", validator=attrs.validators.in_(("none", "bf16"))
+    )
+    cpu_offload: bool = False
 
 
 class DataParallelStrategy(Strategy):
@@ -252,20 +264,33 @@ class FSDPStrategy(DataParallelStrategy):
 
         mesh = init_device_mesh(self._device.type, (self.world_size,))
         reshard = getattr(self.options, "reshard_after_forward", True)
+        policies = self._policies()
         for block in module.layers:  # type: ignore[union-attr]
-            fully_shard(block, mesh=mesh, reshard_after_forward=reshard)
+            fully_shard(block, mesh=mesh, reshard_after_forward=reshard, **policies)
         # The root's weights (embeddings, final norm, output head) stay gathered from its forward pass
         # to its backward pass: they are needed at once, and its output (a ModelOutput) is not a
         # tensor on which every PyTorch release registers FSDP's pre-backward all-gather.
-        fully_shard(module, mesh=mesh, reshard_after_forward=False)
-        module.to_empty(device=self._device)
-        with torch.no_grad():
-            buffers = dict(self.source.named_buffers())
-            for name, buffer in module.named_buffers():
-                buffer.copy_(buffers[name])
+        fully_shard(module, mesh=mesh, reshard_after_forward=False, **policies)
+        offload = "offload_policy" in policies
+        module.to_empty(device=torch.device("cpu") if offload else self._device)
+        buffers = dict(self.source.named_buffers())
+        for prefix, owner in module.named_modules():
+            for name, _ in owner.named_buffers(recurse=False):  # not FSDP's (rotary tables): where compute runs
+                setattr(owner, name, buffers[f"{prefix}.{name}" if prefix else name].to(self._device, copy=True))
         full = self.source.state_dict() if self.is_main else {}
         set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         return module
+
+    def _policies(self) -> dict[str, Any]:
+        """``fully_shard``'s mixed-precision and offload policies, as the options select them."""
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
+
+        policies: dict[str, Any] = {}
+        if getattr(self.options, "mixed_precision", "none") == "bf16":
+            policies["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if getattr(self.options, "cpu_offload", False):
+            policies["offload_policy"] = CPUOffloadPolicy(pin_memory=self._device.type == "cuda")
+        return policies
 
     @contextlib.contextmanager
     def grad_sync(self, wrapped: torch.nn.Module, enabled: bool) -> Iterator[None]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import functools
 import math
 import time
 import warnings
@@ -87,14 +86,20 @@ def apply_partial_training(model: torch.nn.Module, options: TrainerOptions) -> N
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:
-    """Recompute each block in the backward pass (the state-dict keys do not change)."""
+    """Recompute each block's activations in the backward pass.
+
+    torch's composable ``checkpoint`` is applied to every block, as torchtitan applies activation
+    checkpointing per block: it hooks the module's forward instead of wrapping or patching it, so
+    parameter names, state-dict keys (and an adapter's keys) stay as they were, every argument of
+    the block's forward passes through, and it composes with FSDP2's ``fully_shard`` hooks.
+    Applying it twice is a no-op.
+    """
+    from torch.distributed._composable import checkpoint
+    from torch.distributed._composable.contract import _get_registry
+
     for block in getattr(model, "layers", []):
-        forward = block.forward
-
-        def checkpointed(*args: Any, _forward: Any = forward) -> Any:
-            return torch.utils.checkpoint.checkpoint(_forward, *args, use_reentrant=False)
-
-        block.forward = functools.wraps(forward)(checkpointed)
+        if "checkpoint" not in (_get_registry(block) or {}):
+            checkpoint(block)
 
 
 @attrs.frozen(kw_only=True)

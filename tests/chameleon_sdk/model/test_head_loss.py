@@ -156,3 +156,18 @@ def test_targets_and_a_cache_do_not_mix():
     model, ids = tiny(), torch.zeros(1, 2, dtype=torch.long)
     with pytest.raises(ConfigError, match="KV cache"):
         model(ids, targets=ids, cache=model.new_cache(1, 8))
+
+
+def test_a_frozen_head_gets_no_gradient_and_the_rest_the_same():
+    """LoRA and partial fine-tuning freeze the head: no [V, D] gradient is computed for it."""
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(5))
+    targets = torch.roll(ids, -1, dims=1)
+    model = tiny()
+    model.output.weight.requires_grad_(False)
+    with chunk_rows(5, 97):
+        reference, expected, out, got = both_ways(model, ids, targets)
+    assert "output.weight" not in got and model.output.weight.grad is None
+    assert got.keys() == expected.keys()
+    torch.testing.assert_close(out.loss.loss, reference.loss, atol=1e-6, rtol=1e-5)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5)

@@ -203,3 +203,59 @@ def test_each_rank_takes_its_rows_and_ranks_must_agree(monkeypatch):
     monkeypatch.setattr(strategy, "gather", lambda value: [value, "another"])
     with pytest.raises(cs.TrainingError, match="different global batches"):
         strategy.rows(batch)
+
+
+def test_fsdp_cpu_offload_matches_local(config, local_run, tmp_path):
+    """Offloading moves the shards, gradients and AdamW's state to the CPU; the arithmetic is the same."""
+    out = tmp_path / "run"
+    _torchrun(config, out, "fsdp", "pipeline.trainer.options.cpu_offload=true")
+    assert _losses(out) == pytest.approx(_losses(local_run), abs=1e-5, rel=0)
+
+
+def test_fsdp_bf16_mixed_precision_trains_close_to_fp32(config, local_run, tmp_path):
+    out = tmp_path / "run"
+    _torchrun(config, out, "fsdp", "pipeline.trainer.options.mixed_precision=bf16")
+    losses, reference = _losses(out), _losses(local_run)
+    assert losses[-1] < losses[0]
+    assert losses == pytest.approx(reference, abs=3e-2, rel=0)
+    assert max(abs(a - b) for a, b in zip(losses, reference)) > 1e-5  # computed in bf16, not in fp32
+    assert all(value.dtype == torch.float32 for value in _weights(out).values())  # fp32 master weights
+
+
+def test_fsdp_gathers_bf16_weights_over_fp32_shards_on_the_cpu():
+    from chameleon_training.distributed import FSDPOptions, FSDPStrategy
+
+    torch.manual_seed(0)
+    model = cs.ChameleonModel(cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=64, max_seq_len=16))
+    strategy = FSDPStrategy()
+    strategy.setup(FSDPOptions(mixed_precision="bf16", cpu_offload=True))
+    try:
+        module = strategy.wrap(strategy.prepare(model))
+        seen: list[torch.dtype] = []
+        module.layers[0].attention.wq.register_forward_pre_hook(lambda m, args: seen.append(m.weight.dtype))
+        ids = torch.randint(0, 64, (2, 9))
+        module(ids[:, :-1], targets=ids[:, 1:]).loss.loss.backward()
+        assert seen == [torch.bfloat16]  # gathered for compute in bf16
+        for name, param in module.named_parameters():  # the shards, their gradients: fp32 in CPU memory
+            assert (param.dtype, param.grad.dtype, param.device.type) == (torch.float32, torch.float32, "cpu"), name
+    finally:
+        strategy.close()
+    with pytest.raises(cs.ConfigError, match="mixed_precision"):
+        cs.get_registry().build("trainer", "fsdp", {"mixed_precision": "fp16"})
+
+
+LORA = 'adapter={"name": "lora", "options": {"rank": 2, "targets": ["attention", "mlp"]}}'
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
+def test_a_lora_adapter_trains_on_two_processes_as_on_one(trainer, config, tmp_path):
+    pytest.importorskip("peft")
+    assert _train_here(config, tmp_path / "local", "local", LORA) == 0
+    _torchrun(config, tmp_path / trainer, trainer, LORA)
+    assert not (tmp_path / trainer / "pipeline").exists()
+    assert _losses(tmp_path / trainer) == pytest.approx(_losses(tmp_path / "local"), abs=1e-5, rel=0)
+    local = cs.read_safetensors(tmp_path / "local" / "adapter" / "adapter.safetensors")
+    sharded = cs.read_safetensors(tmp_path / trainer / "adapter" / "adapter.safetensors")
+    assert local.keys() == sharded.keys() and any(t.abs().sum() > 0 for k, t in local.items() if "lora_B" in k)
+    for key in local:
+        torch.testing.assert_close(sharded[key], local[key], atol=1e-5, rtol=1e-4, msg=key)

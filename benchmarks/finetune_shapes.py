@@ -1,0 +1,241 @@
+"""Shapes World end to end at small scale: LoRA vs full fine-tuning of a checkpoint in the released HF layout.
+
+1. **Base.** A pipeline of released-style components (the tiny byte-level BPE tokenizer and 16 px
+   VQGAN image tokenizer of ``chameleon_sdk.tiny_release``) with a model of ``--dim`` x ``--layers``,
+   pre-trained briefly on Shapes World caption/picture pairs (a stand-in for the released model's
+   pre-training), written in the Hugging Face layout and read back from it.
+2. **Data.** Shapes World conversations in the chat format (docs/formats.md):
+   ``What is in this picture? <picture>`` -> ``A red circle.`` and ``Draw a red circle.`` -> ``<picture>``.
+3. **Fine-tuning.** Full fine-tuning and LoRA (``--rank`` on the attention and MLP projections),
+   each in a fresh child process with the ``local`` trainer: same data, steps, batches and seed.
+4. **Quality** on held-out pictures: the model ranks the 12 answers ``A {colour} {shape}.`` by their
+   likelihood after the chat prompt; colour, shape and joint accuracy by the demo's evaluator
+   (``chameleon_sdk.shapes.evaluate.accuracy``). Drawing is not judged: the HF layout's VQGAN has
+   no decoder.
+5. **Printed:** trainable parameters, accuracy, memory and time per mode, and LoRA / full ratios.
+   *Training memory* is what a GPU would hold: the weights plus what training adds on top of them
+   (peak RSS growth over the loaded model while training: gradients, AdamW's state, activations);
+   the process's peak RSS (which also counts Python, torch and peft themselves) is printed too.
+
+    python3 finetune_shapes.py                 # the comparison (over 25 minutes on 2 busy CPU cores)
+    python3 finetune_shapes.py --shape tiny    # smoke run (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+import chameleon_sdk as cs
+from chameleon_sdk.demo import caption_pairs
+from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
+from chameleon_sdk.release_writer import write_release
+from chameleon_sdk.shapes.evaluate import accuracy
+from chameleon_sdk.shapes.world import COLORS, SHAPES, Shape, sample_shapes
+from chameleon_sdk.tiny_release import TINY_RESOLUTION, tiny_release_pipeline
+from chameleon_sdk.training.chat import chat_tokens
+from chameleon_sdk.training.data import IGNORE
+
+#: shape -> model size, steps and examples
+SHAPES_OF_RUN: dict[str, dict[str, int]] = {
+    "tiny": dict(dim=32, layers=2, pretrain_steps=10, steps=6, train=48, held_out=12, batch=4),
+    "small": dict(dim=256, layers=4, pretrain_steps=300, steps=200, train=384, held_out=48, batch=4),
+}
+MODES = ("full", "lora")
+QUESTION = "What is in this picture? "
+MIB = 1024**2
+
+
+def answer(color: str, shape: str) -> str:
+    return f"A {color} {shape}."
+
+
+def conversations(samples: list[Shape]) -> list[cs.Conversation]:
+    """Every sample twice: described (picture -> caption) and drawn (caption -> picture)."""
+    out = []
+    for s in samples:
+        out.append(cs.Conversation.of(("user", [QUESTION, s.image]), ("assistant", answer(s.color, s.shape))))
+        out.append(cs.Conversation.of(("user", f"Draw {s.caption}."), ("assistant", s.image)))
+    return out
+
+
+def write_jsonl(records: list[Any], path: Path) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record.to_json()) + "\n")  # images inline (base64)
+    return path
+
+
+def mixture(pipe: cs.Pipeline, data_file: Path, *, sft: bool, steps: int, batch: int) -> cs.MixtureData:
+    config = cs.DataConfig(
+        sources=(cs.SourceConfig(path=str(data_file), sft=sft),), seq_len=64, batch_size=batch, stage2_fraction=0.0
+    )
+    return cs.MixtureData(pipe, config, total_steps=steps)
+
+
+def train(pipe: cs.Pipeline, data: cs.MixtureData, *, steps: int, lr: float) -> None:
+    options = {"lr": lr, "precision": "fp32", "progress": False, "warmup_steps": max(1, steps // 10)}
+    trainer = cs.get_registry().build("trainer", "local", options)
+    assert pipe.model is not None
+    trainer.fit(pipe.model, data, steps=steps, out_dir=None)
+
+
+def make_base(work: Path, run: dict[str, int]) -> Path:
+    """The pre-trained base, written in the released Hugging Face layout."""
+    pipe = tiny_release_pipeline(seed=0)
+    model = cs.ModelConfig(dim=run["dim"], num_layers=run["layers"], num_heads=4, num_kv_heads=2, max_seq_len=128)
+    pipe.config = attrs.evolve(pipe.config, model=model)
+    torch.manual_seed(0)
+    pipe.model = pipe.build_model()
+    pairs = caption_pairs(sample_shapes(run["train"], seed=1, size=TINY_RESOLUTION), picture_first=0.5)
+    pairs_file = write_jsonl(pairs, work / "pairs.jsonl")
+    data = mixture(pipe, pairs_file, sft=False, steps=run["pretrain_steps"], batch=run["batch"])
+    train(pipe, data, steps=run["pretrain_steps"], lr=3e-3)
+    return write_release(pipe, work / "base", "hf")
+
+
+def rank_answers(pipe: cs.Pipeline, pictures: list[Shape]) -> list[dict[str, str]]:
+    """For each picture, the (colour, shape) whose answer the model finds most likely after the question."""
+    candidates = [(c, s) for c in COLORS for s in SHAPES]
+    chats = [
+        cs.Conversation.of(("user", [QUESTION, p.image]), ("assistant", answer(c, s)))
+        for p in pictures
+        for c, s in candidates
+    ]
+    assert pipe.model is not None
+    pipe.model.eval()
+    scores = []
+    for start in range(0, len(chats), 96):
+        tokens = chat_tokens(pipe, chats[start : start + 96])
+        width = max(len(ids) for ids, _ in tokens)
+        ids = torch.zeros(len(tokens), width, dtype=torch.long)
+        targets = torch.full((len(tokens), width), IGNORE, dtype=torch.long)
+        for r, (row, mask) in enumerate(tokens):
+            ids[r, : len(row)] = torch.tensor(row)
+            counted = torch.tensor(mask[1:], dtype=torch.bool)
+            targets[r, : len(row) - 1] = torch.where(counted, torch.tensor(row[1:]), IGNORE)
+        with torch.no_grad():
+            logits = pipe.model(ids).logits.float().flatten(0, 1)
+            nll = per_token_cross_entropy(logits, targets.flatten(), IGNORE).view(len(tokens), width)
+        scores += (-nll.sum(1)).tolist()
+    best = torch.tensor(scores).view(len(pictures), len(candidates)).argmax(1).tolist()
+    return [{"color": candidates[b][0], "shape": candidates[b][1]} for b in best]
+
+
+def rss_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def run_child(mode: str, work: Path, run: dict[str, int], rank: int, lr: float) -> dict[str, Any]:
+    """In a fresh process: load the base, fine-tune it in ``mode``, and measure."""
+    torch.manual_seed(0)
+    pipe = cs.Pipeline.from_pretrained(work / "base")
+    assert pipe.model is not None
+    if mode == "lora":
+        cs.attach_adapter(pipe.model, {"name": "lora", "options": {"rank": rank, "targets": ["attention", "mlp"]}})
+    trainable = sum(p.numel() for p in pipe.model.parameters() if p.requires_grad)
+    held_out = sample_shapes(run["held_out"], seed=3, size=TINY_RESOLUTION)
+    before_quality = accuracy(
+        {"color": s.color, "shape": s.shape, "predicted": p} for s, p in zip(held_out, rank_answers(pipe, held_out))
+    )
+    data = mixture(pipe, work / "chat.jsonl", sft=True, steps=run["steps"], batch=run["batch"])  # tokenized here
+    pipe.model.train()
+    with torch.no_grad():
+        sum(float(p.sum()) for p in pipe.model.parameters())  # every weight resident
+    with contextlib.suppress(OSError):  # reset the peak-RSS mark, so it measures training, not loading
+        Path("/proc/self/clear_refs").write_text("5")
+    before = rss_bytes("VmRSS")
+    started = time.perf_counter()
+    train(pipe, data, steps=run["steps"], lr=lr)
+    seconds = time.perf_counter() - started
+    peak = rss_bytes("VmHWM")
+    predicted = rank_answers(pipe, held_out)
+    quality = accuracy({"color": s.color, "shape": s.shape, "predicted": p} for s, p in zip(held_out, predicted))
+    return {
+        "mode": mode,
+        "trainable": trainable,
+        "quality_before": before_quality["both"],
+        "quality": quality,
+        "weights": sum(p.numel() * p.element_size() for p in pipe.model.parameters()),
+        "growth": peak - before,
+        "peak": peak,
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES_OF_RUN), default="small")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    parser.add_argument("--lr-full", type=float, default=1e-3)
+    parser.add_argument("--lr-lora", type=float, default=5e-3, help="LoRA is usually trained at a higher rate")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    run = SHAPES_OF_RUN[args.shape]
+    if args.child:
+        lr = args.lr_lora if args.child == "lora" else args.lr_full
+        print(json.dumps(run_child(args.child, args.work, run, args.rank, lr)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        make_base(work, run)
+        write_jsonl(conversations(sample_shapes(run["train"], seed=2, size=TINY_RESOLUTION)), work / "chat.jsonl")
+        print(
+            f"shape {args.shape}: model {run['dim']} x {run['layers']} layers, base pre-trained "
+            f"{run['pretrain_steps']} steps and written in the hf layout ({time.perf_counter() - started:.0f} s); "
+            f"fine-tuning {run['steps']} steps x {run['batch']} rows on {2 * run['train']} conversations; "
+            f"{run['held_out']} held-out pictures",
+            flush=True,
+        )
+        results = {}
+        for mode in MODES:
+            command = [sys.executable, os.path.abspath(__file__), "--child", mode, "--work", str(work)]
+            command += ["--shape", args.shape, "--rank", str(args.rank), "--threads", str(args.threads)]
+            command += ["--lr-full", str(args.lr_full), "--lr-lora", str(args.lr_lora)]
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+            child = subprocess.run(command, capture_output=True, text=True, env=env)
+            if child.returncode != 0:
+                sys.stderr.write(child.stderr[-4000:])
+                raise SystemExit(f"the {mode} child failed (exit {child.returncode})")
+            results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
+    header = f"{'mode':<6} {'trainable':>11} {'acc before':>10} {'colour':>7} {'shape':>6} {'both':>6}"
+    print(f"{header} {'train MiB':>9} {'growth MiB':>10} {'peak RSS MiB':>12} {'s':>6}")
+    for mode, r in results.items():
+        q = r["quality"]
+        print(
+            f"{mode:<6} {r['trainable']:>11,} {r['quality_before']:>10.3f} {q['color']:>7.3f} {q['shape']:>6.3f} "
+            f"{q['both']:>6.3f} {(r['weights'] + r['growth']) / MIB:>9.1f} {r['growth'] / MIB:>10.1f} "
+            f"{r['peak'] / MIB:>12.1f} {r['seconds']:>6.1f}"
+        )
+    full, lora = results["full"], results["lora"]
+    quality = lora["quality"]["both"] / full["quality"]["both"] if full["quality"]["both"] else float("nan")
+    memory = (lora["weights"] + lora["growth"]) / (full["weights"] + full["growth"])
+    print(
+        f"lora / full: quality {quality:.3f} (target >= 0.9), training memory {memory:.3f} (target <= 0.5), "
+        f"its growth {lora['growth'] / full['growth']:.3f}, peak RSS {lora['peak'] / full['peak']:.3f}, "
+        f"trainable parameters {lora['trainable'] / full['trainable']:.4f}, "
+        f"time {lora['seconds'] / full['seconds']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
