@@ -35,10 +35,10 @@ from chameleon_checkpoint.layout import (
     INFERENCE_NEUTRAL,
     NORM_REORDER,
     QK_NORM,
-    build_model,
     collapse_rows,
     expand_rows,
     json_object,
+    load_into_new_model,
     qk_norm_spec,
     require_chameleon_model,
     shareable,
@@ -257,16 +257,15 @@ class HFFormat:
         stability = [qk_norm_spec(groups, config.num_heads)]
         if raw.get("swin_norm"):
             stability.append(ComponentSpec(name=NORM_REORDER))
-        shapes = {key: tuple(value.shape) for key, value in state.items()}
-        model = build_model(
+        model = load_into_new_model(
             config,
+            state,
             attention=self.options.attention,
             stability=stability,
             registry=registry,
-            file_shapes=shapes,
             source=source,
+            dtype=dtype,
         )
-        chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
         vocabulary_map = raw.get("vocabulary_map")
         model.vocabulary = (  # type: ignore[assignment]
             chameleon_sdk.Vocabulary.from_token_names(

@@ -67,25 +67,38 @@ def build_model(
     stability = tuple(stability)
     if file_shapes is not None:
         probe = _on_meta(config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary)
-        if probe is not None:  # else load_weights compares the shapes, after the build
-            expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-            chameleon_sdk.check_shapes(expected, file_shapes, source=source)
+        expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        chameleon_sdk.check_shapes(expected, file_shapes, source=source)
     with chameleon_sdk.parameters_on_meta():
         return chameleon_sdk.ChameleonModel(
             config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary
         )
 
 
-def _on_meta(config: ModelConfig, **parts: Any) -> nn.Module | None:
-    """The model wholly on the meta device (nothing allocated), or None when a part's constructor
-    needs real values (a MoT routing table reads its entries)."""
-    try:
-        with torch.device("meta"):
-            return chameleon_sdk.ChameleonModel(config, **parts)
-    except (RuntimeError, NotImplementedError) as exc:
-        if "meta" not in str(exc):
-            raise
-        return None
+def load_into_new_model(
+    config: ModelConfig,
+    state: Mapping[str, torch.Tensor],
+    *,
+    attention: str | ComponentSpec,
+    stability: Iterable[ComponentSpec],
+    registry: PluginRegistry,
+    source: str,
+    dtype: torch.dtype | None,
+) -> nn.Module:
+    """A model of ``config`` holding ``state``, whose shapes are checked against the config's before
+    anything is allocated (:func:`build_model`)."""
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    model = build_model(
+        config, attention=attention, stability=stability, registry=registry, file_shapes=shapes, source=source
+    )
+    chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
+    return model
+
+
+def _on_meta(config: ModelConfig, **parts: Any) -> nn.Module:
+    """The model wholly on the meta device: its state's shapes, with nothing allocated."""
+    with torch.device("meta"):
+        return chameleon_sdk.ChameleonModel(config, **parts)
 
 
 def require_chameleon_model(model: nn.Module, format_name: str) -> None:

@@ -30,7 +30,7 @@ from torch import nn
 
 import chameleon_sdk
 from chameleon_checkpoint import vqgan
-from chameleon_checkpoint.layout import NORM_REORDER, build_model, interleaved_to_half, qk_norm_spec
+from chameleon_checkpoint.layout import NORM_REORDER, interleaved_to_half, load_into_new_model, qk_norm_spec
 from chameleon_checkpoint.original_writer import write_original
 from chameleon_sdk import (
     CheckpointError,
@@ -140,16 +140,15 @@ class OriginalFormat:
             stability.append(qk_norm_spec(state["layers.0.attention.q_norm.weight"].shape[0], config.num_heads))
         if params.get("swin_norm"):
             stability.append(ComponentSpec(name=NORM_REORDER))
-        shapes = {key: tuple(value.shape) for key, value in state.items()}
-        model = build_model(
+        model = load_into_new_model(
             config,
+            state,
             attention=self.options.attention,
             stability=stability,
             registry=registry,
-            file_shapes=shapes,
             source=source,
+            dtype=dtype,
         )
-        chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
         model.vocabulary = self._vocabulary(path, config)  # type: ignore[assignment]
         model.checkpoint_info = CheckpointInfo(format=self.name, path=source, metadata={"params": params})  # type: ignore[assignment]
         return model
