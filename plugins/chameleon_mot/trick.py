@@ -71,7 +71,8 @@ class MixtureOfTransformers(StabilityTrick):
             raise ConfigError(
                 f"mot: the vocabulary has no modality {missing[0]!r} (it has {vocabulary.modalities or 'none'})"
             )
-        table = torch.zeros(size, dtype=torch.long)
+        # derived from the vocabulary, not a weight: on the CPU even while a loader builds on the meta device
+        table = torch.zeros(size, dtype=torch.long, device="cpu")
         for group, modality in enumerate(modalities, start=1):
             table[: vocabulary.size][vocabulary.code_mask(modality)] = group
         return ParameterGroups(token_group=table, count=1 + len(modalities), untie=frozenset(self.options.untie))
