@@ -12,18 +12,6 @@ import chameleon_sdk as cs
 from chameleon_sdk.training.chat import chat_tokens
 from chameleon_sdk.training.data import IGNORE, MixtureData
 
-
-@pytest.fixture
-def pipe(registry, registered_plugin, trained_sentencepiece, digits_plugin):
-    """sentencepiece text and ``digits``, a stand-in for images (a modality block of its own)."""
-    registered_plugin(digits_plugin, name="digits-plugin")
-    config = cs.PipelineConfig(
-        text_tokenizer={"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-        modalities=({"name": "digits", "options": {"block": 3}},),
-    )
-    return cs.Pipeline.from_config(config)
-
-
 segments = st.one_of(
     st.text(alphabet="abcdef xyz?.", min_size=1, max_size=20).map(cs.Text),
     st.lists(st.integers(0, 9), min_size=3, max_size=3).map(lambda d: cs.Segment("digits", d)),

@@ -14,16 +14,6 @@ import chameleon_sdk as cs
 from chameleon_sdk.training.data import IGNORE, MixtureData
 
 
-@pytest.fixture
-def pipe(registry, registered_plugin, trained_sentencepiece, digits_plugin):
-    registered_plugin(digits_plugin, name="digits-plugin")
-    config = cs.PipelineConfig(
-        text_tokenizer={"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-        modalities=({"name": "digits", "options": {"block": 3}},),
-    )
-    return cs.Pipeline.from_config(config)
-
-
 def _write(path, docs):
     path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
     return path
