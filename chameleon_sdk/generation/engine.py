@@ -453,10 +453,10 @@ class TokenDecoder:
         else:
             stop = torch.isin(tokens, self.stop_ids)
             block_done = torch.zeros_like(stop)
-        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
-        applies = (stop, block_done, self.counts >= self.max_new_tokens, torch.full_like(stop, timed_out))
         # per row, the 1-based position in PRIORITY of the first reason that applies (0: none)
-        code = torch.zeros_like(self.counts)
+        timed_out = self.deadline is not None and time.monotonic() >= self.deadline
+        code = torch.full_like(self.counts, len(self.PRIORITY) if timed_out else 0)  # MAX_TIME applies to all
+        applies = (stop, block_done, self.counts >= self.max_new_tokens)
         for number in range(len(applies), 0, -1):  # from the last, so the first that applies is kept
             code = torch.where(applies[number - 1], number, code)
         code = code * active
