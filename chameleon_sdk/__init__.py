@@ -14,33 +14,7 @@ from chameleon_sdk.lazy_exports import lazy_module_attributes
 if TYPE_CHECKING:
     from chameleon_sdk.adapters import Adapter, attach_adapter, load_adapter, merge_adapter, save_adapter
     from chameleon_sdk.bounded_read import open_regular, read_bounded
-    from chameleon_sdk.checkpoint import (
-        MANIFEST_FILE,
-        CheckpointFormat,
-        CheckpointInfo,
-        check_shapes,
-        detect_format,
-        global_rng_state,
-        load_model,
-        load_weights,
-        prune_step_directories,
-        read_json,
-        read_safetensors,
-        read_safetensors_shapes,
-        read_torch_file,
-        read_torch_weights,
-        save_model,
-        set_global_rng_state,
-        staging_directory,
-        step_directories,
-        step_directory,
-        verify_dcp_metadata,
-        verify_manifest,
-        write_json,
-        write_manifest,
-        write_safetensors,
-        write_torch_file,
-    )
+    from chameleon_sdk.checkpoint import CheckpointFormat, CheckpointInfo, detect_format, load_model, save_model
     from chameleon_sdk.config import (
         ComponentSpec,
         ModelConfig,
@@ -138,6 +112,28 @@ if TYPE_CHECKING:
     from chameleon_sdk.progress import progress_bar
     from chameleon_sdk.protocols import Modality, Quantization, Stateful, TextTokenizer, TrainableModality
     from chameleon_sdk.quantization import quantize_model
+    from chameleon_sdk.storage import (
+        MANIFEST_FILE,
+        check_shapes,
+        global_rng_state,
+        load_weights,
+        prune_step_directories,
+        read_json,
+        read_safetensors,
+        read_safetensors_shapes,
+        read_torch_file,
+        read_torch_weights,
+        set_global_rng_state,
+        staging_directory,
+        step_directories,
+        step_directory,
+        verify_dcp_metadata,
+        verify_manifest,
+        write_json,
+        write_manifest,
+        write_safetensors,
+        write_torch_file,
+    )
     from chameleon_sdk.tokenizer import MixedModalTokenizer
     from chameleon_sdk.training import (
         Batch,

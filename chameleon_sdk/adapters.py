@@ -106,7 +106,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     """
     from safetensors.torch import save_file
 
-    from chameleon_sdk.checkpoint import staging_directory, write_json
+    from chameleon_sdk.storage import staging_directory, write_json
 
     spec, method = _attached(model, "save_adapter")
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in method.state(model).items()}
@@ -120,7 +120,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
 
 def read_adapter_spec(directory: str | os.PathLike[str]) -> ComponentSpec:
     """The adapter plugin and options an adapter folder was saved with."""
-    from chameleon_sdk.checkpoint import read_json
+    from chameleon_sdk.storage import read_json
 
     path = Path(directory)
     if not (path / ADAPTER_CONFIG_FILE).is_file():
@@ -144,7 +144,7 @@ def load_adapter(
 
     :raises CheckpointError: the folder is not an adapter, or its tensors do not fit ``model``.
     """
-    from chameleon_sdk.checkpoint import read_safetensors
+    from chameleon_sdk.storage import read_safetensors
 
     path = Path(directory)
     spec = read_adapter_spec(path)

@@ -11,7 +11,6 @@ import difflib
 import functools
 import json
 import os
-import tempfile
 import tomllib
 import types
 import typing
@@ -24,6 +23,7 @@ import attrs
 from chameleon_sdk.bounded_read import MAX_CONFIG_BYTES, read_bounded
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.storage.atomic_files import atomic_write_text
 from chameleon_sdk.validation import check_number
 
 __all__ = [
@@ -374,24 +374,6 @@ def read_config_data(path: str | os.PathLike[str]) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not a number a config may hold", name, 0)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename: never half-written."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:

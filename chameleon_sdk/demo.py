@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import ComponentSpec, ModelConfig, PipelineConfig, atomic_write_bytes, atomic_write_text
+from chameleon_sdk.config import ComponentSpec, ModelConfig, PipelineConfig
 from chameleon_sdk.document import Document, Image, Text, png_bytes, write_jsonl
 from chameleon_sdk.errors import ChameleonError
 from chameleon_sdk.generation import Guidance
@@ -54,6 +54,7 @@ from chameleon_sdk.shapes import (
     sample_shapes,
     story_document,
 )
+from chameleon_sdk.storage.atomic_files import atomic_write_bytes, atomic_write_text
 from chameleon_sdk.training import DataConfig, SourceConfig
 from chameleon_sdk.training.data import IGNORE
 

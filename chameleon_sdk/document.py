@@ -19,11 +19,11 @@ import attrs
 import PIL.Image
 
 from chameleon_sdk.bounded_read import MAX_LINE_BYTES, open_regular
-from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import DocumentError, ImageDecodeError
 from chameleon_sdk.image_io import PNG_MODES, open_image, to_rgb
 from chameleon_sdk.payloads import modality_for_payload, payload_from_json, payload_to_json
+from chameleon_sdk.storage.atomic_files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["Document", "Image", "Segment", "Text", "read_jsonl", "write_jsonl"]
 

@@ -33,12 +33,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import attrs
 import torch
 
-from chameleon_sdk.checkpoint import KIND, _checked_path, _formats, claiming_format, staging_directory, verify_manifest
+from chameleon_sdk.checkpoint import KIND, claiming_format, registered_formats
 from chameleon_sdk.config import ComponentSpec, from_dict, load_config, typed
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import CheckpointError, ConfigError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.protocols import Modality, TrainableModality
+from chameleon_sdk.storage import checked_path, staging_directory, verify_manifest
 
 __all__ = [
     "ImageLossInputs",
@@ -177,7 +178,7 @@ class ImageTokenizerFormat(Protocol):
 
 
 def _image_formats(registry: PluginRegistry) -> dict[str, ImageTokenizerFormat]:
-    return {name: fmt for name, fmt in _formats(registry).items() if isinstance(fmt, ImageTokenizerFormat)}
+    return {name: fmt for name, fmt in registered_formats(registry).items() if isinstance(fmt, ImageTokenizerFormat)}
 
 
 def _image_format(registry: PluginRegistry, name: str, options: Any) -> ImageTokenizerFormat:
@@ -221,7 +222,7 @@ def read_image_tokenizer(
     :raises CheckpointError: naming the missing, corrupt or unsupported file.
     """
     registry = registry or get_registry()
-    path = _checked_path(path)
+    path = checked_path(path)
     if not path.exists():
         raise CheckpointError(f"image tokenizer checkpoint {str(path)!r} does not exist")
     if verify and path.is_dir():
@@ -263,7 +264,7 @@ def save_image_tokenizer(
             )
         checkpoint = export()
     fmt = _image_format(registry or get_registry(), format, options)
-    path = _checked_path(path)
+    path = checked_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with staging_directory(path) as tmp:
         fmt.write_image_tokenizer(checkpoint, tmp)
@@ -290,7 +291,7 @@ def load_image_tokenizer(
     :param name: the modality plugin to build.
     :raises CheckpointError: when ``path`` holds no readable checkpoint in a supported layout.
     """
-    path = _checked_path(path)
+    path = checked_path(path)
     if options is not None and not isinstance(options, Mapping):
         raise ConfigError(f"load_image_tokenizer: options must be a mapping of the modality's options, got {options!r}")
     merged = {**dict(options or {}), "pretrained": os.fspath(path)}

@@ -17,7 +17,7 @@ import attrs
 import torch
 
 from chameleon_sdk.adapters import has_adapter, save_adapter
-from chameleon_sdk.checkpoint import load_model, read_json, save_model, staging_directory, verify_manifest
+from chameleon_sdk.checkpoint import load_model, save_model
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
 from chameleon_sdk.document import Document, Image, Segment, Text
 from chameleon_sdk.errors import CheckpointError, ConfigError, PluginNotFoundError
@@ -35,6 +35,7 @@ from chameleon_sdk.protocols import Modality, TextTokenizer
 from chameleon_sdk.provenance import component_providers, with_install_hint
 from chameleon_sdk.quantization import QuantizeChoice, quantize_model
 from chameleon_sdk.released import find_release
+from chameleon_sdk.storage import read_json, staging_directory, verify_manifest
 from chameleon_sdk.tokenizer import MixedModalTokenizer
 from chameleon_sdk.training.contracts import BatchSource, TrainResult, is_main_process
 from chameleon_sdk.training.data import DataConfig, MixtureData

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from chameleon_sdk.config import atomic_write_bytes
 from chameleon_sdk.errors import ChameleonError
+from chameleon_sdk.storage.atomic_files import atomic_write_bytes
 
 __all__ = [
     "PANELS",

@@ -24,10 +24,10 @@ from typing import Any
 
 import attrs
 
-from chameleon_sdk.checkpoint import read_json
 from chameleon_sdk.config import ComponentSpec, PipelineConfig, to_dict
 from chameleon_sdk.errors import CheckpointError
 from chameleon_sdk.image_tokenizer import read_image_tokenizer
+from chameleon_sdk.storage import read_json
 
 __all__ = ["Release", "find_release"]
 

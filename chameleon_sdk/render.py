@@ -11,10 +11,10 @@ from pathlib import Path
 
 import PIL.Image
 
-from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
 from chameleon_sdk.document import Document, Image, Text, png_bytes
 from chameleon_sdk.errors import DocumentError
 from chameleon_sdk.payloads import render_html, render_text
+from chameleon_sdk.storage.atomic_files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["document_to_html", "document_to_text", "html_page", "png_data_uri", "write_document"]
 

@@ -72,10 +72,11 @@ def tiny_bpe_json(*, image_codes: int = TINY_CODES, vocab_size: int = 400, image
     return str(tokenizer.to_str())
 
 
-def tiny_release_pipeline(*, meta: bool = False, seed: int = 0) -> Pipeline:
+def tiny_release_pipeline(*, meta: bool = False, seed: int = 0, decoder: bool | None = None) -> Pipeline:
     """A pipeline of tiny released-style components with random weights: the ``bpe`` tokenizer on
-    :func:`tiny_bpe_json`, a 16 px VQGAN (4 x 4 codes from 16; with a decoder when ``meta``), and a
-    2-layer model over the tokenizer's ids."""
+    :func:`tiny_bpe_json`, a 16 px VQGAN (4 x 4 codes from 16; with a decoder when ``decoder``, by
+    default when ``meta``: one to train before writing either layout), and a 2-layer model over the
+    tokenizer's ids."""
     torch.manual_seed(seed)
     text = tiny_bpe_json(image_placeholder="<reserved08707>" if meta else "<image>")
     image_options: dict[str, Any] = {
@@ -86,7 +87,7 @@ def tiny_release_pipeline(*, meta: bool = False, seed: int = 0) -> Pipeline:
         "latent_channels": 8,
         "embed_dim": 8,
         "codebook_size": TINY_CODES,
-        "decoder": meta,
+        "decoder": meta if decoder is None else decoder,
         "preprocessing": "meta" if meta else "hf",
     }
     with tempfile.TemporaryDirectory() as tmp:

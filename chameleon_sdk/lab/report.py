@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chameleon_sdk.config import atomic_write_bytes, atomic_write_text
+from chameleon_sdk.storage.atomic_files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["figure_png", "save_report"]
 

@@ -34,9 +34,10 @@ import attrs
 import numpy as np
 import torch
 
-from chameleon_sdk.config import atomic_write_bytes, check_types, from_dict, typed
+from chameleon_sdk.config import check_types, from_dict, typed
 from chameleon_sdk.document import Document, Text, jsonl_lines, parse_json_line
 from chameleon_sdk.errors import ChameleonError, ConfigError, DocumentError
+from chameleon_sdk.storage.atomic_files import atomic_write_bytes
 from chameleon_sdk.training.chat import Conversation, chat_tokens
 from chameleon_sdk.validation import check_number
 

@@ -22,7 +22,7 @@ import torch._dynamo  # the first optimizer imports it (seconds): here once, in 
 from tqdm import tqdm
 
 import chameleon_sdk as cs
-from chameleon_sdk import checkpoint as ck
+from chameleon_sdk.storage import atomic_files, json_files, tensor_files
 from chameleon_sdk.training.data import Batch
 
 cs.available_plugins()  # load the plugin entry points once, in the fork server
@@ -77,7 +77,7 @@ def stall_the_kth_write(k: int, conn: Any) -> None:
             conn.send(f"WRITING {path}")
             time.sleep(60)
 
-    atomic_write, torch_save = ck.atomic_write_bytes, torch.save
+    atomic_write, torch_save = atomic_files.atomic_write_bytes, torch.save
 
     def atomic(path: Path, payload: bytes) -> None:
         stall(path, payload)
@@ -89,7 +89,7 @@ def stall_the_kth_write(k: int, conn: Any) -> None:
         stall(Path(f), buffer.getvalue())
         torch_save(obj, f, *args, **kwargs)
 
-    ck.atomic_write_bytes = atomic
+    json_files.atomic_write_bytes = tensor_files.atomic_write_bytes = atomic  # the checkpoint files' writers
     torch.save = save
 
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import chameleon_sdk as cs
-from chameleon_sdk import checkpoint as ck
+from chameleon_sdk.storage import atomic_files, json_files, tensor_files
 
 HERE = Path(__file__).resolve().parent
 KILLS = 10
@@ -157,7 +157,7 @@ def fail_writing(monkeypatch, victim: str, *, skip: int = 0, root: Path | None =
     taken at that moment."""
     seen: list[Path] = []
     failed: list[dict[str, bytes]] = []
-    atomic_write, torch_save = ck.atomic_write_bytes, torch.save
+    atomic_write, torch_save = atomic_files.atomic_write_bytes, torch.save
 
     def check(path: Path, payload: bytes) -> None:
         if path.name != victim or failed:
@@ -178,7 +178,8 @@ def fail_writing(monkeypatch, victim: str, *, skip: int = 0, root: Path | None =
         check(Path(f), b"x" * 64)
         torch_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(ck, "atomic_write_bytes", atomic)
+    for writer in (json_files, tensor_files):  # the modules that write checkpoint files
+        monkeypatch.setattr(writer, "atomic_write_bytes", atomic)
     monkeypatch.setattr(torch, "save", save)
     return failed
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import chameleon_sdk as cs
+import chameleon_sdk.storage.directories as staging
 from chameleon_sdk import CheckpointError
 
 
@@ -170,13 +171,13 @@ def test_bad_manifests_are_checkpoint_errors(registry, make_model, tmp_path, man
 def test_the_manifest_is_written_last_inside_the_staging_directory(registry, make_model, tmp_path, monkeypatch):
     """Nothing is visible at the target until the manifest exists; a failure leaves nothing behind."""
     seen = []
-    real = cs.checkpoint.write_manifest
+    real = staging.write_manifest
 
     def spy(directory, **kwargs):
         seen.append((Path(directory).name, (tmp_path / "ckpt").exists(), sorted(os.listdir(directory))))
         return real(directory, **kwargs)
 
-    monkeypatch.setattr(cs.checkpoint, "write_manifest", spy)
+    monkeypatch.setattr(staging, "write_manifest", spy)
     cs.save_model(make_model(), tmp_path / "ckpt")
     [(name, target_existed, files)] = seen
     assert name.startswith(".ckpt.tmp-") and not target_existed
