@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 
 #: shape -> (model config fields or a preset name, batch, seq)
 SHAPES: dict[str, dict[str, Any]] = {
@@ -73,11 +74,11 @@ class RandomTokens:
 
     def __init__(self, vocab: int, batch: int, seq: int) -> None:
         ids = torch.randint(0, vocab, (batch, seq + 1), generator=torch.Generator().manual_seed(0))
-        self.batch = cs.Batch(
+        self.batch = plugin_api.Batch(
             input_ids=ids[:, :-1], targets=ids[:, 1:], document_ids=torch.zeros(batch, seq, dtype=torch.long)
         )
 
-    def batch_at(self, step: int, micro: int = 0) -> cs.Batch:
+    def batch_at(self, step: int, micro: int = 0) -> plugin_api.Batch:
         return self.batch
 
     def stage(self, step: int) -> int:

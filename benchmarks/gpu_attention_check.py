@@ -16,7 +16,8 @@ import time
 import torch
 
 import chameleon_sdk
-from chameleon_sdk import BackendUnavailableError, ChameleonModel, MaskSpec, ModelConfig
+from chameleon_sdk import BackendUnavailableError, ChameleonModel, ModelConfig
+from chameleon_sdk.plugin_api import MaskSpec
 
 FAILURES = 0
 

@@ -7,7 +7,7 @@ format write into a fresh temporary directory, then swaps that directory into pl
 never leaves a half-written checkpoint behind.
 
 What format plugins build on (JSON, safetensors and torch files, manifests, staging directories,
-:func:`~chameleon_sdk.storage.load_weights`) lives in :mod:`chameleon_sdk.storage`.
+:func:`~chameleon_sdk.plugin_api.load_weights`) is in :mod:`chameleon_sdk.plugin_api`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 import torch
 
-from chameleon_sdk import storage
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ChameleonError, CheckpointError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -67,8 +66,8 @@ class CheckpointFormat(Protocol):
       most small metadata files) and never raises for a path of another format.
     - ``load(path, registry=..., dtype=None)``: build the model (attention and stability plugins
       come from ``registry``) and fill its weights, floating-point ones in ``dtype`` when given
-      (build it inside :func:`~chameleon_sdk.parameters_on_meta` and fill it with
-      :func:`load_weights`, so each weight is materialised once); returns the model.
+      (build it inside :func:`~chameleon_sdk.plugin_api.parameters_on_meta` and fill it with
+      :func:`~chameleon_sdk.plugin_api.load_weights`, so each weight is materialised once); returns the model.
       :func:`load_model` puts it in eval mode (and casts it when a format's ``load`` takes no ``dtype``).
     - ``save(model, path)``: write the model into the existing, empty directory ``path``.
     """
@@ -208,12 +207,14 @@ def save_model(
 
 
 def __getattr__(name: str) -> Any:
-    # the storage helpers moved to chameleon_sdk.storage; the old names keep working for one release
-    if name in storage.__all__:
+    # the helpers this module held moved to chameleon_sdk.plugin_api; the old names keep working for one release
+    from chameleon_sdk import plugin_api
+
+    if name in plugin_api.__all__:
         warnings.warn(
-            f"chameleon_sdk.checkpoint.{name} moved to chameleon_sdk.storage.{name}",
+            f"chameleon_sdk.checkpoint.{name} moved to chameleon_sdk.plugin_api.{name}",
             DeprecationWarning,
             stacklevel=2,
         )
-        return getattr(storage, name)
+        return getattr(plugin_api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

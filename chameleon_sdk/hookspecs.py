@@ -1,6 +1,6 @@
 """Hook specifications: one ``register_*`` hook per plugin kind.
 
-A plugin implements any of these with ``@chameleon_sdk.hookimpl``. Each hook receives a
+A plugin implements any of these with ``@chameleon_sdk.plugin_api.hookimpl``. Each hook receives a
 ``register`` callback (the pattern of the ``llm`` CLI) with this signature::
 
     register(name: str, factory: Callable[..., object], *, options: type | None = None, **traits)
@@ -111,8 +111,8 @@ def register_quantizations(register: Register) -> None:
 def register_checkpoint_formats(register: Register) -> None:
     """Register checkpoint readers/writers (kind ``checkpoint_format``).
 
-    A format reads and writes models (:class:`chameleon_sdk.CheckpointFormat`) and may also hold
-    image tokenizers (:class:`chameleon_sdk.ImageTokenizerFormat`).
+    A format reads and writes models (:class:`chameleon_sdk.plugin_api.CheckpointFormat`) and may also hold
+    image tokenizers (:class:`chameleon_sdk.plugin_api.ImageTokenizerFormat`).
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """
@@ -123,7 +123,7 @@ def register_image_tokenizer_losses(register: Register) -> None:
     """Register extra training losses of image tokenizers (kind ``image_tokenizer_loss``).
 
     A loss adds a term to the tokenizer's training loss and may train parameters of its own (a
-    discriminator). See :class:`chameleon_sdk.ImageTokenizerLoss` for the contract.
+    discriminator). See :class:`chameleon_sdk.plugin_api.ImageTokenizerLoss` for the contract.
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """
@@ -142,7 +142,7 @@ def register_adapters(register: Register) -> None:
     """Register parameter-efficient fine-tuning methods such as LoRA (kind ``adapter``).
 
     An adapter adds trainable weights to a frozen model, saves only them, and merges them into the
-    base weights. See :class:`chameleon_sdk.Adapter` for the contract.
+    base weights. See :class:`chameleon_sdk.plugin_api.Adapter` for the contract.
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """

@@ -6,7 +6,7 @@ Three parties meet here, and none imports another:
 - a ``modality`` plugin (the built-in ``image``) owns the network: it turns an
   :class:`ImageTokenizerCheckpoint` into a live tokenizer and back (``to_checkpoint()``);
 - a ``checkpoint_format`` plugin owns a file layout: besides the model methods of
-  :class:`~chameleon_sdk.CheckpointFormat` it may implement :class:`ImageTokenizerFormat` to read
+  :class:`~chameleon_sdk.plugin_api.CheckpointFormat` it may implement :class:`ImageTokenizerFormat` to read
   (and write) image tokenizers in that layout (built in: ``native``, ``hf``, ``original``);
 - an ``image_tokenizer_loss`` plugin adds a term to the training loss (:class:`ImageTokenizerLoss`;
   built in: ``lpips``, ``patch-gan``).

@@ -37,7 +37,7 @@ def lazy_module_attributes(module_name: str, init_file: str) -> Callable[[str], 
 
         if TYPE_CHECKING:
             from my_plugin.tricks import MyTrick
-        __getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+        __getattr__ = chameleon_sdk.plugin_api.lazy_module_attributes(__name__, __file__)
     """
     exports = exports_of(init_file)
 

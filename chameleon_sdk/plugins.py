@@ -295,7 +295,7 @@ class PluginRegistry:
                 self.pm.unregister(name=name)
                 self._providers.pop(name, None)
                 raise PluginLoadError(
-                    f"{plugin!r:.60} has no @chameleon_sdk.hookimpl functions, so it registers nothing; "
+                    f"{plugin!r:.60} has no @chameleon_sdk.plugin_api.hookimpl functions, so it registers nothing; "
                     f"hooks: {sorted(KINDS.values())}"
                 )
             return name

@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 torch.set_num_threads(int(os.environ.get("CHAMELEON_TEST_THREADS", "2")))
 
@@ -70,7 +71,7 @@ class DigitsModality:
 
 
 class DigitsPlugin:
-    @chameleon_sdk.hookimpl
+    @plugin_api.hookimpl
     def register_modalities(self, register):
         register("digits", DigitsModality, options=DigitsOptions)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chameleon_sdk import KINDS, hookspecs
+from chameleon_sdk import hookspecs
+from chameleon_sdk.plugin_api import KINDS
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "plugins" / "hooks.md").read_text(encoding="utf-8")
 HEADINGS = dict(re.findall(r"^### (\w+)(\(.*\))$", DOC, flags=re.M))

@@ -1,4 +1,5 @@
-"""The dependency points one way: plugins -> public API of chameleon_sdk; never the reverse or sideways."""
+"""The dependency points one way: plugins -> chameleon_sdk (the user API) and chameleon_sdk.plugin_api; never the
+reverse or sideways."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DISTS = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
@@ -55,36 +57,92 @@ def test_core_never_imports_a_plugin():
     assert not offenders, offenders
 
 
+#: what a plugin may import from the SDK: module -> the names it exports
+PUBLIC = {"chameleon_sdk": {*chameleon_sdk.__all__, "plugin_api"}, "chameleon_sdk.plugin_api": set(plugin_api.__all__)}
+
+
 @pytest.mark.parametrize("package", PLUGIN_PACKAGES)
 def test_plugins_import_only_the_public_api_and_not_each_other(package):
-    public = set(chameleon_sdk.__all__)
     offenders = []
     for path in _files(PLUGIN_DIRS[package]):
         for module, names, line in _imports(path):
             top = module.split(".")[0]
             where = f"{path.relative_to(ROOT)}:{line}"
             if top == "chameleon_sdk":
-                if module != "chameleon_sdk":
-                    offenders.append(f"{where} imports {module} (only `chameleon_sdk` itself is public)")
-                offenders += [f"{where} imports non-public chameleon_sdk.{n}" for n in names if n not in public]
+                if module not in PUBLIC:
+                    offenders.append(f"{where} imports {module} (only chameleon_sdk and chameleon_sdk.plugin_api)")
+                    continue
+                offenders += [f"{where} imports non-public {module}.{n}" for n in names if n not in PUBLIC[module]]
             elif top in PLUGIN_PACKAGES and top != package:
                 offenders.append(f"{where} imports another plugin, {module}")
     assert not offenders, offenders
 
 
-def test_plugins_use_only_public_attributes_of_the_package():
-    """``chameleon_sdk.X`` attribute access inside plugins must also be public."""
-    public = set(chameleon_sdk.__all__)
+def test_plugins_use_only_public_attributes_of_the_sdk():
+    """``chameleon_sdk.X`` and ``plugin_api.X`` inside plugins must be exported names, and none deprecated."""
     offenders = []
     for package in PLUGIN_PACKAGES:
         for path in _files(PLUGIN_DIRS[package]):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
-                if (
-                    isinstance(node, ast.Attribute)
-                    and isinstance(node.value, ast.Name)
-                    and node.value.id == "chameleon_sdk"
-                    and node.attr not in public
-                ):
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} uses chameleon_sdk.{node.attr}")
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                    module = {"chameleon_sdk": "chameleon_sdk", "plugin_api": "chameleon_sdk.plugin_api"}.get(
+                        node.value.id
+                    )
+                    if module is not None and node.attr not in PUBLIC[module]:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} uses {module}.{node.attr}")
+    assert not offenders, offenders
+
+
+def test_the_user_api_and_the_plugin_api_do_not_overlap():
+    """Each name has one home; a plugin author's name reached through ``chameleon_sdk`` warns (for one release)."""
+    assert not set(chameleon_sdk.__all__) & set(plugin_api.__all__)
+    with pytest.warns(DeprecationWarning, match="chameleon_sdk.staging_directory moved to chameleon_sdk.plugin_api"):
+        assert chameleon_sdk.staging_directory is plugin_api.staging_directory
+
+
+def _core_imports() -> list[tuple[str, str, int]]:
+    """(importing module, imported chameleon_sdk module, line) for every absolute import in the core."""
+    found = []
+    for path in _files(ROOT / "chameleon_sdk"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        importer = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for module, names, line in _imports(path):
+            if module == "chameleon_sdk":  # `from chameleon_sdk import storage`: the submodules named
+                found += [(importer, f"chameleon_sdk.{n}", line) for n in names]
+            elif module.startswith("chameleon_sdk."):
+                found.append((importer, module, line))
+    return found
+
+
+def _in(module: str, group: set[str]) -> bool:
+    return any(module == g or module.startswith(f"{g}.") for g in group)
+
+
+#: the bottom layer: errors, checks at the boundary and file storage; it imports nothing above it
+FOUNDATION = {
+    f"chameleon_sdk.{m}" for m in ("errors", "validation", "bounded_read", "error_mapping", "lazy_exports", "storage")
+}
+#: applications built on the library; the library never imports them
+APPLICATIONS = {
+    f"chameleon_sdk.{m}"
+    for m in ("cli", "__main__", "demo", "lab", "shapes", "render", "plotting", "serve", "finetune_plan")
+}
+
+
+def test_the_foundation_imports_only_the_foundation():
+    offenders = [
+        f"{importer}:{line} imports {module}"
+        for importer, module, line in _core_imports()
+        if _in(importer, FOUNDATION) and not _in(module, FOUNDATION)
+    ]
+    assert not offenders, offenders
+
+
+def test_the_library_never_imports_an_application():
+    offenders = [
+        f"{importer}:{line} imports {module}"
+        for importer, module, line in _core_imports()
+        if not _in(importer, APPLICATIONS) and _in(module, APPLICATIONS)
+    ]
     assert not offenders, offenders

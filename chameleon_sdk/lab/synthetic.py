@@ -90,7 +90,8 @@ def _zipf(n: int, exponent: float) -> torch.Tensor:
 
 
 class SyntheticMix:
-    """A :class:`chameleon_sdk.BatchSource` of packed synthetic rows; ``batch_at`` is pure in (step, micro)."""
+    """A :class:`chameleon_sdk.plugin_api.BatchSource` of packed synthetic rows; ``batch_at`` is pure in
+    (step, micro)."""
 
     def __init__(self, config: SyntheticMixConfig, *, batch_size: int, seq_len: int, seed: int = 0) -> None:
         if batch_size < 1 or seq_len < 2:

@@ -1,7 +1,7 @@
 """Building a model whose parameters are placeholders on the meta device (no memory, no init).
 
 Checkpoint loaders build the model inside :func:`parameters_on_meta` and then hand it the stored
-tensors with :func:`chameleon_sdk.load_weights`, which assigns them instead of copying: each weight
+tensors with :func:`chameleon_sdk.plugin_api.load_weights`, which assigns them instead of copying: each weight
 is materialised once, from the checkpoint, in the requested dtype.
 """
 

@@ -3,7 +3,7 @@
 One job per module: :mod:`.paths` (the path check), :mod:`.directories` (directories swapped into
 place whole), :mod:`.manifest` (SHA-256 manifests), :mod:`.json_files`, :mod:`.tensor_files`
 (safetensors and ``torch.save`` files), :mod:`.dcp_metadata` (distributed-checkpoint metadata read
-safely), :mod:`.weights` (filling a model from a state dict), :mod:`.steps` (trainer step folders
+safely), :mod:`.steps` (trainer step folders
 and RNG state), :mod:`.sync` (flushing to disk) and :mod:`.atomic_files` (single files written
 whole). Every error is a :class:`~chameleon_sdk.errors.CheckpointError` naming the file. Names
 import on first use, so a light module (config) can take one without loading torch.
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
         write_safetensors,
         write_torch_file,
     )
-    from chameleon_sdk.storage.weights import check_shapes, load_weights
 
 __all__ = [
     "MANIFEST_FILE",
@@ -45,10 +44,8 @@ __all__ = [
     "SAFETENSORS_INDEX_FILE",
     "atomic_write_bytes",
     "atomic_write_text",
-    "check_shapes",
     "checked_path",
     "global_rng_state",
-    "load_weights",
     "prune_step_directories",
     "read_json",
     "read_manifest",

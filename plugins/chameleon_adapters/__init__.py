@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_adapters.lora import LoRA, LoRAOptions
 
 __all__ = ["LoRA", "LoRAOptions"]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_adapters(register):
     register("lora", "chameleon_adapters.lora:LoRA", options="chameleon_adapters.lora:LoRAOptions")

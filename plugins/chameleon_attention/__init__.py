@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_attention.backends import EagerAttention, FlashAttention, FlexAttention, SdpaAttention
 
 __all__ = ["EagerAttention", "FlashAttention", "FlexAttention", "SdpaAttention"]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
-# mask kinds as plain strings (chameleon_sdk.MaskKind is a StrEnum of them), so registering imports no torch
+# mask kinds as plain strings (plugin_api.MaskKind is a StrEnum of them), so registering imports no torch
 ALL_KINDS = frozenset({"causal", "document", "bidirectional", "offset"})
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_attention_backends(register):
     register("eager", "chameleon_attention.backends:EagerAttention", mask_kinds=ALL_KINDS)
     register("sdpa", "chameleon_attention.backends:SdpaAttention", mask_kinds=ALL_KINDS)

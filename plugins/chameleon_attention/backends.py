@@ -1,7 +1,7 @@
 """Attention backends honouring the contract ``backend(q, k, v, mask, scale) -> out``.
 
 Shapes: ``q`` ``[B, H, Tq, Dh]``, ``k``/``v`` ``[B, KV, Tk, Dh]`` (``H % KV == 0``), ``out`` like ``q``.
-The mask semantics are those of :meth:`chameleon_sdk.MaskSpec.allowed`.
+The mask semantics are those of :meth:`chameleon_sdk.plugin_api.MaskSpec.allowed`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from chameleon_sdk import BackendUnavailableError, MaskSpec
+from chameleon_sdk import BackendUnavailableError
+from chameleon_sdk.plugin_api import MaskSpec
 
 __all__ = ["EagerAttention", "FlashAttention", "FlexAttention", "FlexOptions", "SdpaAttention"]
 

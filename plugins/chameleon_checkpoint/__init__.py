@@ -1,6 +1,6 @@
 """Built-in checkpoint formats: ``native``, ``hf`` (transformers' layout) and ``original`` (Meta's release).
 
-Each reads models and, through the methods of ``chameleon_sdk.ImageTokenizerFormat``, image
+Each reads models and, through the methods of ``plugin_api.ImageTokenizerFormat``, image
 tokenizers (the layouts are in ``vqgan.py``); ``original`` writes models but not image tokenizers.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_checkpoint.hf import HFFormat, HFOptions
@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from chameleon_checkpoint.original import OriginalFormat, OriginalOptions
 
 __all__ = ["HFFormat", "HFOptions", "NativeFormat", "NativeOptions", "OriginalFormat", "OriginalOptions"]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_checkpoint_formats(register):
     register(
         "native",

@@ -45,14 +45,8 @@ from chameleon_checkpoint.layout import (
     stability_names,
     table_rows,
 )
-from chameleon_sdk import (
-    CheckpointError,
-    CheckpointInfo,
-    ComponentSpec,
-    ImageTokenizerCheckpoint,
-    ModelConfig,
-    PluginRegistry,
-)
+from chameleon_sdk import CheckpointError, CheckpointInfo, ComponentSpec, ModelConfig, PluginRegistry, plugin_api
+from chameleon_sdk.plugin_api import ImageTokenizerCheckpoint
 
 CONFIG_FILE = "config.json"
 VQ_PREFIX = "model.vqmodel."
@@ -122,7 +116,7 @@ class HFOptions:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    config = chameleon_sdk.read_json(path / CONFIG_FILE)
+    config = plugin_api.read_json(path / CONFIG_FILE)
     if not isinstance(config, dict):
         raise CheckpointError(f"{str(path / CONFIG_FILE)!r}: expected a JSON object")
     return config
@@ -147,7 +141,7 @@ def model_config_from_hf(config: dict[str, Any], source: str) -> ModelConfig:
     if not isinstance(rope, dict):
         raise CheckpointError(f"{source!r}: rope_parameters must be an object, got {rope!r:.60}")
     for name in ("num_attention_heads", "hidden_size"):
-        chameleon_sdk.check_number(
+        plugin_api.check_number(
             field(name), f"{source!r}: config.json {name}", integer=True, low=1, error=CheckpointError
         )
     if rope.get("rope_type", rope.get("type", "default")) != "default":
@@ -245,7 +239,7 @@ class HFFormat:
         raw = _read_config(path)
         config = model_config_from_hf(raw, source)
         tensors = {
-            key: value for key, value in chameleon_sdk.read_safetensors(path).items() if not key.startswith(VQ_PREFIX)
+            key: value for key, value in plugin_api.read_safetensors(path).items() if not key.startswith(VQ_PREFIX)
         }
         embeddings = tensors.get("model.embed_tokens.weight")
         if "lm_head.weight" not in tensors and raw.get("tie_word_embeddings") and embeddings is not None:
@@ -312,11 +306,11 @@ class HFFormat:
         info = getattr(model, "checkpoint_info", None)
         base = dict(info.metadata.get("config", {})) if info is not None and info.format == self.name else None
         if base is not None and Path(info.path).exists():
-            tensors.update(chameleon_sdk.read_safetensors(info.path, prefix=VQ_PREFIX))
-        chameleon_sdk.write_json(path / CONFIG_FILE, hf_config_from_model(model, base, groups))
-        chameleon_sdk.write_safetensors(tensors, path, max_shard_bytes=self.options.max_shard_bytes)
+            tensors.update(plugin_api.read_safetensors(info.path, prefix=VQ_PREFIX))
+        plugin_api.write_json(path / CONFIG_FILE, hf_config_from_model(model, base, groups))
+        plugin_api.write_safetensors(tensors, path, max_shard_bytes=self.options.max_shard_bytes)
 
-    # -- image tokenizers (chameleon_sdk.ImageTokenizerFormat; the layout is in vqgan.py) ------------
+    # -- image tokenizers (plugin_api.ImageTokenizerFormat; the layout is in vqgan.py) ------------
 
     def detect_image_tokenizer(self, path: Path) -> bool:
         return vqgan.detect_hf(path)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, ComponentSpec, ModelConfig, PluginRegistry
+from chameleon_sdk import CheckpointError, ComponentSpec, ModelConfig, PluginRegistry, plugin_api
 
 QK_NORM = "qk-norm"
 NORM_REORDER = "norm-reorder"
@@ -32,7 +32,7 @@ def json_object(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = chameleon_sdk.read_json(path)
+        data = plugin_api.read_json(path)
     except CheckpointError:
         return None
     return data if isinstance(data, dict) else None
@@ -57,7 +57,7 @@ def build_model(
     file_shapes: Mapping[str, tuple[int, ...]] | None = None,
     source: str = "checkpoint",
 ) -> nn.Module:
-    """A model of this shape whose parameters are meta placeholders, for ``chameleon_sdk.load_weights``
+    """A model of this shape whose parameters are meta placeholders, for ``plugin_api.load_weights``
     to fill (nothing is allocated or initialised twice).
 
     :param file_shapes: the checkpoint's tensor shapes: compared with the config's first, on a model
@@ -68,8 +68,8 @@ def build_model(
     if file_shapes is not None:
         probe = _on_meta(config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary)
         expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-        chameleon_sdk.check_shapes(expected, file_shapes, source=source)
-    with chameleon_sdk.parameters_on_meta():
+        plugin_api.check_shapes(expected, file_shapes, source=source)
+    with plugin_api.parameters_on_meta():
         return chameleon_sdk.ChameleonModel(
             config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary
         )
@@ -91,7 +91,7 @@ def load_into_new_model(
     model = build_model(
         config, attention=attention, stability=stability, registry=registry, file_shapes=shapes, source=source
     )
-    chameleon_sdk.load_weights(model, state, source=source, dtype=dtype)
+    plugin_api.load_weights(model, state, source=source, dtype=dtype)
     return model
 
 

@@ -25,11 +25,12 @@ from chameleon_sdk import (
     CheckpointError,
     CheckpointInfo,
     ComponentSpec,
-    ImageTokenizerCheckpoint,
     ModelConfig,
     PluginRegistry,
     Vocabulary,
+    plugin_api,
 )
+from chameleon_sdk.plugin_api import ImageTokenizerCheckpoint
 
 CONFIG_FILE = "config.json"
 FORMAT_TAG = "chameleon-sdk/native"
@@ -61,7 +62,7 @@ class NativeFormat:
 
     def load(self, path: Path, *, registry: PluginRegistry, dtype: torch.dtype | None = None) -> nn.Module:
         config_file = path / CONFIG_FILE
-        meta = chameleon_sdk.read_json(config_file)
+        meta = plugin_api.read_json(config_file)
         where = str(config_file)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_TAG:
             raise CheckpointError(f"{where!r} is not a native chameleon-sdk checkpoint config")
@@ -78,7 +79,7 @@ class NativeFormat:
             raise CheckpointError(f"{where!r}: {exc}") from exc
         if self.options.attention is not None:
             attention = ComponentSpec(name=self.options.attention)
-        shapes = chameleon_sdk.read_safetensors_shapes(path)
+        shapes = plugin_api.read_safetensors_shapes(path)
         model = build_model(
             config,
             attention=attention,
@@ -88,7 +89,7 @@ class NativeFormat:
             file_shapes=shapes,
             source=str(path),
         )
-        chameleon_sdk.load_weights(model, chameleon_sdk.read_safetensors(path), source=str(path), dtype=dtype)
+        plugin_api.load_weights(model, plugin_api.read_safetensors(path), source=str(path), dtype=dtype)
         model.checkpoint_info = CheckpointInfo(format=self.name, path=str(path))  # type: ignore[assignment]
         return model
 
@@ -103,10 +104,10 @@ class NativeFormat:
             "stability": chameleon_sdk.to_dict(list(model.stability_specs)),
             "vocabulary": vocabulary.to_json() if vocabulary is not None else None,
         }
-        chameleon_sdk.write_json(path / CONFIG_FILE, meta)
-        chameleon_sdk.write_safetensors(model.state_dict(), path)
+        plugin_api.write_json(path / CONFIG_FILE, meta)
+        plugin_api.write_safetensors(model.state_dict(), path)
 
-    # -- image tokenizers (chameleon_sdk.ImageTokenizerFormat; the layout is in vqgan.py) ------------
+    # -- image tokenizers (plugin_api.ImageTokenizerFormat; the layout is in vqgan.py) ------------
 
     def detect_image_tokenizer(self, path: Path) -> bool:
         return vqgan.detect_native(path)

@@ -32,14 +32,8 @@ import chameleon_sdk
 from chameleon_checkpoint import vqgan
 from chameleon_checkpoint.layout import NORM_REORDER, interleaved_to_half, load_into_new_model, qk_norm_spec
 from chameleon_checkpoint.original_writer import write_original
-from chameleon_sdk import (
-    CheckpointError,
-    CheckpointInfo,
-    ComponentSpec,
-    ImageTokenizerCheckpoint,
-    ModelConfig,
-    PluginRegistry,
-)
+from chameleon_sdk import CheckpointError, CheckpointInfo, ComponentSpec, ModelConfig, PluginRegistry, plugin_api
+from chameleon_sdk.plugin_api import ImageTokenizerCheckpoint
 
 PARAMS_FILE = "params.json"
 CONSOLIDATE_FILE = "consolidate_params.json"
@@ -104,7 +98,7 @@ def _params(path: Path) -> tuple[dict[str, Any], int | None]:
 
 
 def _json_object(path: Path) -> dict[str, Any]:
-    data = chameleon_sdk.read_json(path)
+    data = plugin_api.read_json(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{str(path)!r}: expected a JSON object")
     return data
@@ -131,7 +125,7 @@ class OriginalFormat:
             raise CheckpointError(
                 f"{source!r}: params.json says model_parallel_size {parallel} but there are {len(files)} shard files"
             )
-        shards = [chameleon_sdk.read_torch_weights(f) for f in files]
+        shards = [plugin_api.read_torch_weights(f) for f in files]
         merged = merge_shards(shards, source)
         config = self._config(params, merged, source)
         state = to_rotate_half(merged, config, len(shards))
@@ -182,7 +176,7 @@ class OriginalFormat:
             candidates = [path / TOKENIZER_FILE, path.parent.parent / TOKENIZER_FILE]
         for candidate in candidates:
             if candidate.is_file():
-                tokenizer = chameleon_sdk.read_json(candidate)
+                tokenizer = plugin_api.read_json(candidate)
                 vocab = tokenizer.get("model", {}).get("vocab") if isinstance(tokenizer, dict) else None
                 if not isinstance(vocab, dict):
                     raise CheckpointError(f"{str(candidate)!r} has no 'model.vocab' mapping of token names to ids")
@@ -197,7 +191,7 @@ class OriginalFormat:
     def save(self, model: nn.Module, path: Path) -> None:
         write_original(model, path)
 
-    # -- image tokenizers (chameleon_sdk.ImageTokenizerFormat; the layout is in vqgan.py) ------------
+    # -- image tokenizers (plugin_api.ImageTokenizerFormat; the layout is in vqgan.py) ------------
 
     def detect_image_tokenizer(self, path: Path) -> bool:
         return vqgan.detect_original(path)

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import chameleon_sdk
 from chameleon_checkpoint.layout import (
     INFERENCE_NEUTRAL,
     NORM_REORDER,
@@ -35,7 +34,7 @@ from chameleon_checkpoint.layout import (
     require_chameleon_model,
     stability_names,
 )
-from chameleon_sdk import CheckpointError, ModelConfig
+from chameleon_sdk import CheckpointError, ModelConfig, plugin_api
 
 PARAMS_FILE = "params.json"
 CONSOLIDATE_PARAMS_FILE = "consolidate_params.json"
@@ -94,9 +93,9 @@ def write_original(model: nn.Module, path: Path) -> None:
         "swin_norm": getattr(model, "layout", "pre_norm") == "reordered",
         "max_seq_len": config.max_seq_len,
     }
-    chameleon_sdk.write_json(path / PARAMS_FILE, {"model_parallel_size": 1, "model": params})
-    chameleon_sdk.write_json(path / CONSOLIDATE_PARAMS_FILE, {"model_parallel_size": 1})
-    chameleon_sdk.write_torch_file(state, path / WEIGHTS_FILE)
+    plugin_api.write_json(path / PARAMS_FILE, {"model_parallel_size": 1, "model": params})
+    plugin_api.write_json(path / CONSOLIDATE_PARAMS_FILE, {"model_parallel_size": 1})
+    plugin_api.write_torch_file(state, path / WEIGHTS_FILE)
 
 
 def meta_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """Image tokenizer (VQGAN) checkpoints in the three built-in layouts.
 
-Each format class delegates its :class:`chameleon_sdk.ImageTokenizerFormat` methods here. What they
-read and write is an :class:`chameleon_sdk.ImageTokenizerCheckpoint`: a
-:class:`chameleon_sdk.VQGANArchitecture` and a state dict under taming's key names.
+Each format class delegates its :class:`plugin_api.ImageTokenizerFormat` methods here. What they
+read and write is an :class:`plugin_api.ImageTokenizerCheckpoint`: a
+:class:`plugin_api.VQGANArchitecture` and a state dict under taming's key names.
 
 ``native`` (read and write): ``image_tokenizer.json``::
 
@@ -38,7 +38,8 @@ import torch
 
 import chameleon_sdk
 from chameleon_checkpoint.layout import json_object
-from chameleon_sdk import CheckpointError, ConfigError, ImageTokenizerCheckpoint, VQGANArchitecture
+from chameleon_sdk import CheckpointError, ConfigError, plugin_api
+from chameleon_sdk.plugin_api import ImageTokenizerCheckpoint, VQGANArchitecture
 
 NATIVE_CONFIG = "image_tokenizer.json"
 NATIVE_WEIGHTS = "image_tokenizer.safetensors"
@@ -79,7 +80,7 @@ def detect_native(path: Path) -> bool:
 def read_native(path: Path) -> ImageTokenizerCheckpoint:
     config_file = path / NATIVE_CONFIG
     where = str(config_file)
-    meta = chameleon_sdk.read_json(config_file)
+    meta = plugin_api.read_json(config_file)
     if not isinstance(meta, dict) or meta.get("format") != NATIVE_TAG:
         raise CheckpointError(f"{where!r} is not a {NATIVE_TAG} file")
     version = meta.get("format_version")
@@ -93,17 +94,17 @@ def read_native(path: Path) -> ImageTokenizerCheckpoint:
             f"{where!r}: format_version {version!r} is not supported (expected 1 or {NATIVE_VERSION})"
         )
     architecture = _architecture(fields, where)
-    state = chameleon_sdk.read_safetensors(path / NATIVE_WEIGHTS)
+    state = plugin_api.read_safetensors(path / NATIVE_WEIGHTS)
     return ImageTokenizerCheckpoint(architecture=architecture, state_dict=state, source=str(path), format="native")
 
 
 def write_native(checkpoint: ImageTokenizerCheckpoint, path: Path) -> None:
     """Weights first, then the JSON (its presence marks a complete directory)."""
     state = dict(checkpoint.state_dict)
-    (written,) = chameleon_sdk.write_safetensors(state, path, metadata={"format": NATIVE_TAG})
+    (written,) = plugin_api.write_safetensors(state, path, metadata={"format": NATIVE_TAG})
     (path / written).replace(path / NATIVE_WEIGHTS)
     meta = {"format": NATIVE_TAG, "format_version": NATIVE_VERSION, "architecture": _fields(checkpoint.architecture)}
-    chameleon_sdk.write_json(path / NATIVE_CONFIG, meta)
+    plugin_api.write_json(path / NATIVE_CONFIG, meta)
 
 
 # -- Hugging Face -------------------------------------------------------------------------------------
@@ -190,9 +191,9 @@ def read_hf(path: Path) -> ImageTokenizerCheckpoint:
     vq, full = found
     architecture = architecture_from_hf(vq, config_file)
     if full:  # only the image tokenizer's tensors are materialised, never the language model's
-        raw = chameleon_sdk.read_safetensors(path, prefix=HF_FULL_PREFIX, strip_prefix=True)
+        raw = plugin_api.read_safetensors(path, prefix=HF_FULL_PREFIX, strip_prefix=True)
     else:
-        raw = chameleon_sdk.read_safetensors(path)
+        raw = plugin_api.read_safetensors(path)
         if any(k.startswith(HF_STANDALONE_PREFIX) for k in raw):  # saved from a wrapper that named it
             raw = {k.removeprefix(HF_STANDALONE_PREFIX): v for k, v in raw.items()}
     state = {k: v for k, v in raw.items() if k.startswith(HF_MODULES)}
@@ -205,8 +206,8 @@ def write_hf(checkpoint: ImageTokenizerCheckpoint, path: Path, *, max_shard_byte
     """A standalone ``ChameleonVQVAE`` directory: the encoder side only (the layout has no decoder)."""
     config = hf_vq_config(checkpoint.architecture, str(path))
     state = {k: v for k, v in checkpoint.state_dict.items() if k.startswith(HF_MODULES)}
-    chameleon_sdk.write_safetensors(state, path, max_shard_bytes=max_shard_bytes)
-    chameleon_sdk.write_json(path / HF_CONFIG, config)
+    plugin_api.write_safetensors(state, path, max_shard_bytes=max_shard_bytes)
+    plugin_api.write_json(path / HF_CONFIG, config)
 
 
 # -- the original release -----------------------------------------------------------------------------

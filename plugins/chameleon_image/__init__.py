@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_image.losses import LPIPSLoss, LPIPSOptions, PatchGANLoss, PatchGANOptions
@@ -39,17 +39,17 @@ __all__ = [
     "PatchGANLoss",
     "PatchGANOptions",
 ]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_modalities(register):
     register(
         "image", "chameleon_image.tokenizer:ImageTokenizer", options="chameleon_image.options:ImageTokenizerOptions"
     )
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_image_tokenizer_losses(register):
     register("lpips", "chameleon_image.losses:LPIPSLoss", options="chameleon_image.losses:LPIPSOptions")
     register("patch-gan", "chameleon_image.losses:PatchGANLoss", options="chameleon_image.losses:PatchGANOptions")

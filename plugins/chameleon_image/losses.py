@@ -1,6 +1,6 @@
 """Extra training losses of the image tokenizer (kind ``image_tokenizer_loss``): ``lpips`` and ``patch-gan``.
 
-Both follow :class:`chameleon_sdk.ImageTokenizerLoss` and are named in the training options'
+Both follow :class:`plugin_api.ImageTokenizerLoss` and are named in the training options'
 ``losses``; the trainer finds them through the registry.
 
 ``lpips``: the perceptual distance of Zhang et al. (2018) on VGG16 features, as taming's VQGAN uses
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import chameleon_sdk
-from chameleon_sdk import ConfigError, ImageLossInputs
+from chameleon_sdk import ConfigError, plugin_api
+from chameleon_sdk.plugin_api import ImageLossInputs
 
 # -- LPIPS --------------------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ def load_lpips_weights(network: LPIPSNetwork, path: str) -> None:
     :raises CheckpointError: naming the file, or the missing, unexpected or mis-shaped tensor.
     """
     state = {}
-    for key, value in chameleon_sdk.read_safetensors(path).items():
+    for key, value in plugin_api.read_safetensors(path).items():
         if key.startswith(("scaling_layer.", "lins.", "classifier.")):
             continue
         match = _FEATURES_KEY.fullmatch(key)
@@ -133,7 +133,7 @@ def load_lpips_weights(network: LPIPSNetwork, path: str) -> None:
                 continue  # beyond relu5_3: not part of LPIPS
             key = f"net.slice{slot}.{index}.{match.group(2)}"
         state[key] = value
-    chameleon_sdk.load_weights(network, state, source=path)
+    plugin_api.load_weights(network, state, source=path)
 
 
 @attrs.frozen(kw_only=True)

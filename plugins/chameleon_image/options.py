@@ -6,7 +6,8 @@ from typing import Literal
 
 import attrs
 
-from chameleon_sdk import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, VQGANArchitecture, number_validator
+from chameleon_sdk import ConfigError
+from chameleon_sdk.plugin_api import DEFAULT_MAX_IMAGE_PIXELS, VQGANArchitecture, number_validator
 
 #: the option names that define the network (and so must match a checkpoint being loaded)
 ARCHITECTURE_FIELDS = tuple(f.name for f in attrs.fields(VQGANArchitecture))
@@ -19,7 +20,7 @@ _positive = number_validator(low=0, low_open=True, label="image tokenizer option
 class ImageTokenizerOptions(VQGANArchitecture):
     """Options of the ``image`` modality (a VQGAN image tokenizer).
 
-    The network's shape is :class:`chameleon_sdk.VQGANArchitecture` (``resolution``,
+    The network's shape is :class:`chameleon_sdk.plugin_api.VQGANArchitecture` (``resolution``,
     ``base_channels``, ``channel_multipliers``, ``num_res_blocks``, ``attn_resolutions``,
     ``mid_attention``, ``latent_channels``, ``embed_dim``, ``codebook_size``, ``codebook_metric``,
     ``in_channels``, ``decoder``), whose defaults are Chameleon's released tokenizer: 512 px,

@@ -1,6 +1,6 @@
 """Images <-> pixel tensors, as each release prepares them.
 
-In, Meta's rule (``preprocessing="meta"``): any input -> RGB (:func:`chameleon_sdk.to_rgb`: alpha
+In, Meta's rule (``preprocessing="meta"``): any input -> RGB (:func:`chameleon_sdk.plugin_api.to_rgb`: alpha
 over white, first frame, ...), shortest side resized to the resolution with LANCZOS, centre crop,
 ``x / 255 * 2 - 1`` -> ``[3, R, R]`` float32 in ``[-1, 1]``.
 
@@ -22,7 +22,8 @@ import PIL.Image
 import torch
 
 from chameleon_image.options import ImageTokenizerOptions
-from chameleon_sdk import TokenizationError, open_image, to_rgb
+from chameleon_sdk import TokenizationError, open_image
+from chameleon_sdk.plugin_api import to_rgb
 
 _FILTERS = {
     "lanczos": PIL.Image.LANCZOS,

@@ -14,7 +14,8 @@ import chameleon_sdk
 from chameleon_image.options import ARCHITECTURE_FIELDS, ImageTokenizerOptions
 from chameleon_image.pixels import as_pixels, checked_pixels, image_from_pixels
 from chameleon_image.vqgan import VQGAN
-from chameleon_sdk import CheckpointError, ConfigError, ImageTokenizerCheckpoint, TokenizationError, from_dict
+from chameleon_sdk import CheckpointError, ConfigError, TokenizationError, from_dict
+from chameleon_sdk.plugin_api import ImageTokenizerCheckpoint
 
 
 class ImageTokenizer:
@@ -24,7 +25,7 @@ class ImageTokenizer:
     encode/decode, progressive previews (:meth:`decode_partial`) and training (:meth:`fit`).
     Codes are in row-major order of the latent grid (``grid_size x grid_size``). Weights are read
     and written by the ``checkpoint_format`` plugins, as an
-    :class:`~chameleon_sdk.ImageTokenizerCheckpoint` (:meth:`to_checkpoint`).
+    :class:`~plugin_api.ImageTokenizerCheckpoint` (:meth:`to_checkpoint`).
     """
 
     payload_types: tuple[type, ...] = (PIL.Image.Image,)

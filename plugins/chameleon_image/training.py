@@ -52,15 +52,12 @@ from chameleon_sdk import (
     ComponentSpec,
     ConfigError,
     Image,
-    ImageLossInputs,
-    ImageTokenizerLoss,
     TrainingError,
-    number_validator,
     open_image,
+    plugin_api,
     read_jsonl,
-    to_rgb,
-    write_torch_file,
 )
+from chameleon_sdk.plugin_api import ImageLossInputs, ImageTokenizerLoss, number_validator, to_rgb, write_torch_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 STATE_FILE = "trainer_state.pt"
@@ -249,7 +246,7 @@ class ImageTokenizerTrainer:
         loss = chameleon_sdk.get_registry().build(LOSS_KIND, spec.name, spec.options)
         if not isinstance(loss, ImageTokenizerLoss):
             raise ConfigError(
-                f"{LOSS_KIND} plugin {spec.name!r} does not follow chameleon_sdk.ImageTokenizerLoss "
+                f"{LOSS_KIND} plugin {spec.name!r} does not follow plugin_api.ImageTokenizerLoss "
                 "(loss, update, state_dict, load_state_dict, to)"
             )
         loss.to(self.tokenizer.device)
@@ -390,7 +387,7 @@ class ImageTokenizerTrainer:
             state = self._restore(latest, optimizer, generator, train.shape[0])
         start = time.perf_counter() - state.elapsed
         self.model.train()
-        bar = chameleon_sdk.progress_bar(
+        bar = plugin_api.progress_bar(
             total=o.steps, initial=min(state.step, o.steps), unit="step", desc="image tokenizer", enabled=progress
         )
         try:
@@ -442,7 +439,7 @@ class ImageTokenizerTrainer:
     def _save(self, root: Path, state: _Progress, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> Path:
         """Write ``root/step-NNNNNNNN`` atomically, then delete all but the newest ``keep_last``."""
         root.mkdir(parents=True, exist_ok=True)
-        target = chameleon_sdk.step_directory(root, state.step)
+        target = plugin_api.step_directory(root, state.step)
         trainer_state = {
             "options": chameleon_sdk.to_dict(self.options),
             "train_images": int(state.perm.numel()),
@@ -457,18 +454,18 @@ class ImageTokenizerTrainer:
             "ema_count": self.ema_count,
             "ema_sum": self.ema_sum,
             "losses": [loss.state_dict() for loss in self.losses],
-            "rng": {"data": generator.get_state(), **chameleon_sdk.global_rng_state()},
+            "rng": {"data": generator.get_state(), **plugin_api.global_rng_state()},
         }
-        with chameleon_sdk.staging_directory(target) as tmp:
+        with plugin_api.staging_directory(target) as tmp:
             chameleon_sdk.save_image_tokenizer(self.tokenizer, tmp / "tokenizer", format="native")
             write_torch_file(trainer_state, tmp / STATE_FILE)
-        chameleon_sdk.prune_step_directories(root, self.options.keep_last)
+        plugin_api.prune_step_directories(root, self.options.keep_last)
         return target
 
     def _restore(
         self, path: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator, train_images: int
     ) -> _Progress:
-        chameleon_sdk.verify_manifest(path)
+        plugin_api.verify_manifest(path)
         try:
             saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a corrupt or unsafe file
@@ -492,7 +489,7 @@ class ImageTokenizerTrainer:
         for loss, loss_state in zip(self.losses, saved["losses"], strict=True):
             loss.load_state_dict(loss_state)
         generator.set_state(saved["rng"]["data"])
-        chameleon_sdk.set_global_rng_state(saved["rng"])
+        plugin_api.set_global_rng_state(saved["rng"])
         return _Progress(
             step=int(saved["step"]),
             cursor=int(saved["cursor"]),
@@ -527,5 +524,5 @@ class ImageTokenizerTrainer:
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest ``step-NNNNNNNN`` directory under ``root`` (each is written atomically), or None."""
-    found = chameleon_sdk.step_directories(root)
+    found = plugin_api.step_directories(root)
     return found[-1][1] if found else None

@@ -31,7 +31,8 @@ from typing import Any
 import attrs
 from torch import nn
 
-from chameleon_sdk import Callback, ConfigError, LossOutput, ModelOutput
+from chameleon_sdk import Callback, ConfigError, ModelOutput
+from chameleon_sdk.plugin_api import LossOutput
 
 __all__ = ["MonitorOptions", "StabilityMonitor", "StabilityWarning"]
 

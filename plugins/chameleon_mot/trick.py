@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import attrs
 import torch
 
-from chameleon_sdk import UNTIE_PARTS, ConfigError, ModelConfig, ParameterGroups, StabilityTrick, Vocabulary
+from chameleon_sdk import ConfigError, ModelConfig, Vocabulary
+from chameleon_sdk.plugin_api import UNTIE_PARTS, ParameterGroups, StabilityTrick
 
 __all__ = ["MixtureOfTransformers", "MoTOptions"]
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_quantization.torchao_int8 import Int8WeightOnly, Int8WeightOnlyOptions
 
 __all__ = ["Int8WeightOnly", "Int8WeightOnlyOptions"]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_quantizations(register):
     register(
         "int8-weight-only",

@@ -15,7 +15,8 @@ from __future__ import annotations
 import attrs
 import torch
 
-from chameleon_sdk import ConfigError, number_validator
+from chameleon_sdk import ConfigError
+from chameleon_sdk.plugin_api import number_validator
 
 #: below this a temperature divides logits into infinities; 0 (greedy) is the limit case
 MIN_TEMPERATURE = 1e-3

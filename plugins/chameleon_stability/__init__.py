@@ -1,13 +1,13 @@
 """Built-in stability tricks from the Chameleon paper: ``qk-norm``, ``norm-reorder``, ``dropout``, ``z-loss``.
 
-They act only through the extension points of :class:`chameleon_sdk.StabilityTrick`.
+They act only through the extension points of :class:`plugin_api.StabilityTrick`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_stability.tricks import (
@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["Dropout", "DropoutOptions", "NormReorder", "QKNorm", "QKNormOptions", "ZLoss", "ZLossOptions"]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_stability_tricks(register):
     register("qk-norm", "chameleon_stability.tricks:QKNorm", options="chameleon_stability.tricks:QKNormOptions")
     register("norm-reorder", "chameleon_stability.tricks:NormReorder")

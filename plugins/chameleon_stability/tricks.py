@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chameleon_sdk import ConfigError, ModelConfig, StabilityTrick
+from chameleon_sdk import ConfigError, ModelConfig
+from chameleon_sdk.plugin_api import StabilityTrick
 
 __all__ = [
     "Dropout",

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_text.bpe_tokenizer import BPEOptions, BPETokenizer
     from chameleon_text.sentencepiece_tokenizer import SentencePieceOptions, SentencePieceTokenizer
 
 __all__ = ["BPEOptions", "BPETokenizer", "SentencePieceOptions", "SentencePieceTokenizer"]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_text_tokenizers(register):
     register(
         "sentencepiece",

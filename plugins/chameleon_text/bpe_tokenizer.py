@@ -16,7 +16,8 @@ from pathlib import Path
 
 import attrs
 
-from chameleon_sdk import TokenizationError, read_bounded
+from chameleon_sdk import TokenizationError
+from chameleon_sdk.plugin_api import read_bounded
 
 FILE_NAME = "tokenizer.json"
 #: larger than any released tokenizer file (the Chameleon one is about 2 MB), small enough to refuse junk

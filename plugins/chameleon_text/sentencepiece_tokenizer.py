@@ -24,7 +24,8 @@ from pathlib import Path
 import attrs
 import sentencepiece as spm
 
-from chameleon_sdk import ConfigError, TokenizationError, foreign_errors
+from chameleon_sdk import ConfigError, TokenizationError
+from chameleon_sdk.plugin_api import foreign_errors
 
 MODEL_FILE = "sentencepiece.model"
 

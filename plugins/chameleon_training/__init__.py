@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_training.distributed import DDPTrainer, DistributedOptions, FSDPOptions, FSDPTrainer
@@ -22,10 +22,10 @@ __all__ = [
     "MetricsWriter",
     "TrainerOptions",
 ]
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_trainers(register):
     register("local", "chameleon_training.local:LocalTrainer", options="chameleon_training.options:TrainerOptions")
     register(
@@ -34,7 +34,7 @@ def register_trainers(register):
     register("fsdp", "chameleon_training.distributed:FSDPTrainer", options="chameleon_training.distributed:FSDPOptions")
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_callbacks(register):
     register(
         "metrics-jsonl", "chameleon_training.metrics:MetricsWriter", options="chameleon_training.metrics:MetricsOptions"

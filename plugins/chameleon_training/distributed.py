@@ -33,8 +33,8 @@ import attrs
 import torch
 import torch.distributed as dist
 
-import chameleon_sdk
-from chameleon_sdk import Batch, CheckpointError, ConfigError, TrainingError
+from chameleon_sdk import CheckpointError, ConfigError, TrainingError, plugin_api
+from chameleon_sdk.plugin_api import Batch
 from chameleon_training.loop import CheckpointRequest, LoopTrainer, Strategy
 from chameleon_training.options import TrainerOptions
 from chameleon_training.sharded import load_sharded, save_sharded
@@ -185,11 +185,11 @@ class DataParallelStrategy(Strategy):
         return values
 
     def rank_rngs(self) -> list[dict[str, Any]]:
-        return self.gather(chameleon_sdk.global_rng_state())
+        return self.gather(plugin_api.global_rng_state())
 
     def restore_rng(self, state: dict[str, Any]) -> None:
         ranks = state.get("rng_ranks") or []
-        chameleon_sdk.set_global_rng_state(ranks[self.rank] if self.rank < len(ranks) else state["rng"])
+        plugin_api.set_global_rng_state(ranks[self.rank] if self.rank < len(ranks) else state["rng"])
 
 
 class DDPStrategy(DataParallelStrategy):
@@ -212,7 +212,7 @@ class DDPStrategy(DataParallelStrategy):
     def save(self, request: CheckpointRequest, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
         rngs = self.rank_rngs()
         r = request
-        path = chameleon_sdk.step_directory(checkpoint_root(Path(r.out_dir)), r.step)
+        path = plugin_api.step_directory(checkpoint_root(Path(r.out_dir)), r.step)
         if self.is_main:  # every rank holds the same weights and optimizer state
             extra = {**r.extra, "rng_ranks": rngs}
             path = save_checkpoint(r.out_dir, r.step, module, optimizer, extra, r.meta, keep_last=r.keep_last)

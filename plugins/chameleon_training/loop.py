@@ -28,7 +28,8 @@ import torch
 import torch.utils.checkpoint
 
 import chameleon_sdk
-from chameleon_sdk import Batch, BatchSource, ConfigError, TrainingError, TrainResult, call_callbacks
+from chameleon_sdk import ConfigError, TrainingError, TrainResult, plugin_api
+from chameleon_sdk.plugin_api import Batch, BatchSource, call_callbacks
 from chameleon_training.options import TrainerOptions
 from chameleon_training.schedule import learning_rate
 from chameleon_training.state import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -286,7 +287,7 @@ def _run(
     loss_value = math.nan
     checkpoint: Path | None = None
     started = time.perf_counter()
-    bar = chameleon_sdk.progress_bar(
+    bar = plugin_api.progress_bar(
         total=steps, initial=start_step, unit="step", desc="train", enabled=o.progress and strategy.is_main
     )
     for step in range(start_step, steps):

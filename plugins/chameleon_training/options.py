@@ -6,7 +6,8 @@ from typing import Literal
 
 import attrs
 
-from chameleon_sdk import ConfigError, check_number, number_validator
+from chameleon_sdk import ConfigError
+from chameleon_sdk.plugin_api import check_number, number_validator
 
 _non_negative = number_validator(low=0, label="trainer option")
 _positive = number_validator(low=0, low_open=True, label="trainer option")

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-import chameleon_sdk
-from chameleon_sdk import CheckpointError
+from chameleon_sdk import CheckpointError, plugin_api
 from chameleon_training.state import META_FILE, STATE_FILE, checkpoint_root
 
 if TYPE_CHECKING:
@@ -46,23 +45,23 @@ def save_sharded(
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = checkpoint_root(request.out_dir)
-    target = chameleon_sdk.step_directory(root, request.step)
+    target = plugin_api.step_directory(root, request.step)
     model_state, optimizer_state = get_state_dict(module, optimizer)
     rngs = strategy.rank_rngs()
     with contextlib.ExitStack() as stack:
         tmp = None
         if strategy.is_main:
             root.mkdir(parents=True, exist_ok=True)
-            tmp = stack.enter_context(chameleon_sdk.staging_directory(target))  # renamed into place on exit
+            tmp = stack.enter_context(plugin_api.staging_directory(target))  # renamed into place on exit
         tmp = Path(strategy.broadcast(None if tmp is None else str(tmp)))
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / DCP_DIR)
         strategy.barrier()  # every rank's shards are on disk
         if strategy.is_main:
             state = {"step": request.step, "rng": rngs[0], "rng_ranks": rngs, **request.extra}
-            chameleon_sdk.write_torch_file(state, tmp / STATE_FILE)
+            plugin_api.write_torch_file(state, tmp / STATE_FILE)
             (tmp / META_FILE).write_text(json.dumps(request.meta, indent=2, default=str) + "\n", encoding="utf-8")
     if strategy.is_main:
-        chameleon_sdk.prune_step_directories(root, request.keep_last)
+        plugin_api.prune_step_directories(root, request.keep_last)
     strategy.barrier()  # nobody goes on (or reads the folder) before it is complete
     return target
 
@@ -82,8 +81,8 @@ def load_sharded(
                     f"checkpoint {str(path)!r} has no sharded state ({DCP_DIR}/): it was written by the "
                     "local or ddp trainer; resume it with that trainer, or train into a new out_dir"
                 )
-            chameleon_sdk.verify_manifest(path)
-            chameleon_sdk.verify_dcp_metadata(path / DCP_DIR)  # dcp.load unpickles it with plain pickle
+            plugin_api.verify_manifest(path)
+            plugin_api.verify_dcp_metadata(path / DCP_DIR)  # dcp.load unpickles it with plain pickle
         except CheckpointError as exc:
             problem = str(exc)
     problem = strategy.broadcast(problem)
@@ -92,10 +91,10 @@ def load_sharded(
     model_state, optimizer_state = get_state_dict(module, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
     # DCP raises a CheckpointException (a BaseException) wrapping every rank's failure
-    with chameleon_sdk.foreign_errors(f"sharded checkpoint {str(path)!r}", CheckpointError, interpreting=True):
+    with plugin_api.foreign_errors(f"sharded checkpoint {str(path)!r}", CheckpointError, interpreting=True):
         dcp.load(state, checkpoint_id=path / DCP_DIR)
     set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    state = chameleon_sdk.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
+    state = plugin_api.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
     if not isinstance(state, dict):
         raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state")
     return state

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError
+from chameleon_sdk import CheckpointError, plugin_api
 
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
@@ -22,7 +22,7 @@ def checkpoint_root(out_dir: Path) -> Path:
 def latest_checkpoint(out_dir: Path) -> tuple[int, Path] | None:
     """The newest complete checkpoint (a folder that has its meta file), or None."""
     found = [
-        (step, p) for step, p in chameleon_sdk.step_directories(checkpoint_root(out_dir)) if (p / META_FILE).is_file()
+        (step, p) for step, p in plugin_api.step_directories(checkpoint_root(out_dir)) if (p / META_FILE).is_file()
     ]
     return found[-1] if found else None
 
@@ -40,13 +40,13 @@ def save_checkpoint(
     """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder, a manifest and a rename; prune old ones."""
     root = checkpoint_root(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    target = chameleon_sdk.step_directory(root, step)
-    with chameleon_sdk.staging_directory(target) as tmp:  # temporary ".step-NNNNNNNN.tmp-*" until complete
+    target = plugin_api.step_directory(root, step)
+    with plugin_api.staging_directory(target) as tmp:  # temporary ".step-NNNNNNNN.tmp-*" until complete
         chameleon_sdk.save_model(model, tmp / "model", format="native")
-        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": chameleon_sdk.global_rng_state()}
-        chameleon_sdk.write_torch_file({**state, **extra}, tmp / STATE_FILE)
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": plugin_api.global_rng_state()}
+        plugin_api.write_torch_file({**state, **extra}, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-    chameleon_sdk.prune_step_directories(root, keep_last)
+    plugin_api.prune_step_directories(root, keep_last)
     return target
 
 
@@ -56,16 +56,16 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     The files are checked against the checkpoint's manifest first: a damaged checkpoint is a
     :class:`CheckpointError` naming the file, never a silently different run.
     """
-    chameleon_sdk.verify_manifest(path, recursive=False)  # model/ is verified by load_model
+    plugin_api.verify_manifest(path, recursive=False)  # model/ is verified by load_model
     saved = chameleon_sdk.load_model(path / "model", format="native")
     # names a missing or unexpected key, or a key with both shapes
-    chameleon_sdk.load_weights(model, saved.state_dict(), source=str(path / "model"))
-    state = chameleon_sdk.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
+    plugin_api.load_weights(model, saved.state_dict(), source=str(path / "model"))
+    state = plugin_api.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
     if not isinstance(state, dict) or isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int):
         raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state (no integer 'step')")
     try:
         optimizer.load_state_dict(state["optimizer"])
-        chameleon_sdk.set_global_rng_state(state["rng"])
+        plugin_api.set_global_rng_state(state["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{str(path / STATE_FILE)!r} does not fit this run's optimizer: {exc!r}") from exc
     return state

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, CheckpointFormat, hookimpl
+from chameleon_sdk import CheckpointError, plugin_api
+from chameleon_sdk.plugin_api import CheckpointFormat, hookimpl
 
 
 class MarkerFormat:
@@ -28,15 +29,15 @@ class MarkerFormat:
 
     def load(self, path: Path, *, registry) -> nn.Module:
         model = nn.Linear(3, 2)
-        state = chameleon_sdk.read_safetensors(path / "weights.safetensors")
-        chameleon_sdk.load_weights(model, state, source=str(path))
+        state = plugin_api.read_safetensors(path / "weights.safetensors")
+        plugin_api.load_weights(model, state, source=str(path))
         return model
 
     def save(self, model: nn.Module, path: Path) -> None:
         (path / f"marker.{self.name}").write_text("")
         if self.fail_after_first_file:
             raise RuntimeError("disk full")
-        chameleon_sdk.write_safetensors(model.state_dict(), path)
+        plugin_api.write_safetensors(model.state_dict(), path)
         (path / "model.safetensors").rename(path / "weights.safetensors")
 
 
@@ -117,12 +118,12 @@ def test_unknown_format_name_is_a_plugin_error(formats, tmp_path):
 
 def test_read_json_names_missing_and_corrupt_files(tmp_path):
     with pytest.raises(CheckpointError, match=r"config\.json' is missing"):
-        chameleon_sdk.read_json(tmp_path / "config.json")
+        plugin_api.read_json(tmp_path / "config.json")
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"config\.json' is not valid JSON"):
-        chameleon_sdk.read_json(tmp_path / "config.json")
-    chameleon_sdk.write_json(tmp_path / "config.json", {"a": [1, 2]})
-    assert chameleon_sdk.read_json(tmp_path / "config.json") == {"a": [1, 2]}
+        plugin_api.read_json(tmp_path / "config.json")
+    plugin_api.write_json(tmp_path / "config.json", {"a": [1, 2]})
+    assert plugin_api.read_json(tmp_path / "config.json") == {"a": [1, 2]}
 
 
 _shapes = st.lists(st.integers(1, 5), min_size=0, max_size=3)
@@ -139,9 +140,9 @@ def test_safetensors_write_read_round_trip_single_and_sharded(tmp_path_factory, 
     generator = torch.Generator().manual_seed(seed)
     tensors = {key: (torch.randn(shape, generator=generator) * 100).to(dtype) for key, (shape, dtype) in specs.items()}
     directory = tmp_path_factory.mktemp("st")
-    written = chameleon_sdk.write_safetensors(tensors, directory, max_shard_bytes=shard)
+    written = plugin_api.write_safetensors(tensors, directory, max_shard_bytes=shard)
     assert sorted(written) == sorted(p.name for p in directory.iterdir())
-    back = chameleon_sdk.read_safetensors(directory)
+    back = plugin_api.read_safetensors(directory)
     assert back.keys() == tensors.keys()
     for key, value in tensors.items():
         assert back[key].dtype == value.dtype
@@ -153,34 +154,34 @@ def test_safetensors_write_read_round_trip_single_and_sharded(tmp_path_factory, 
 
 def test_read_safetensors_by_prefix(tmp_path):
     tensors = {"model.vqmodel.a": torch.ones(2), "model.vqmodel.b.c": torch.zeros(3), "lm_head.weight": torch.ones(1)}
-    chameleon_sdk.write_safetensors(tensors, tmp_path, max_shard_bytes=8)
-    vq = chameleon_sdk.read_safetensors(tmp_path, prefix="model.vqmodel.", strip_prefix=True)
+    plugin_api.write_safetensors(tensors, tmp_path, max_shard_bytes=8)
+    vq = plugin_api.read_safetensors(tmp_path, prefix="model.vqmodel.", strip_prefix=True)
     assert sorted(vq) == ["a", "b.c"]
 
 
 def test_read_safetensors_names_corrupt_and_missing_files(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match=r"model\.safetensors' is not a readable safetensors file"):
-        chameleon_sdk.read_safetensors(tmp_path)
+        plugin_api.read_safetensors(tmp_path)
     sharded = tmp_path / "sharded"
     sharded.mkdir()
-    chameleon_sdk.write_safetensors({"a": torch.ones(4), "b": torch.ones(4)}, sharded, max_shard_bytes=16)
+    plugin_api.write_safetensors({"a": torch.ones(4), "b": torch.ones(4)}, sharded, max_shard_bytes=16)
     (sharded / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model-00002-of-00002\.safetensors' is missing"):
-        chameleon_sdk.read_safetensors(sharded)
+        plugin_api.read_safetensors(sharded)
     (tmp_path / "none").mkdir()
     with pytest.raises(CheckpointError, match="has neither"):
-        chameleon_sdk.read_safetensors(tmp_path / "none")
+        plugin_api.read_safetensors(tmp_path / "none")
 
 
 def test_load_weights_names_the_key_and_both_shapes():
     model = nn.Linear(3, 2)
     with pytest.raises(CheckpointError, match=r"'weight' has shape \[2, 4\], the model expects \[2, 3\]"):
-        chameleon_sdk.load_weights(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, source="ckpt")
+        plugin_api.load_weights(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, source="ckpt")
     with pytest.raises(CheckpointError, match=r"lacks 1 tensor.*\['bias'\]"):
-        chameleon_sdk.load_weights(model, {"weight": torch.zeros(2, 3)}, source="ckpt")
+        plugin_api.load_weights(model, {"weight": torch.zeros(2, 3)}, source="ckpt")
     with pytest.raises(CheckpointError, match=r"does not know: \['extra'\]"):
-        chameleon_sdk.load_weights(
+        plugin_api.load_weights(
             model, {"weight": torch.zeros(2, 3), "bias": torch.zeros(2), "extra": torch.zeros(1)}, source="ckpt"
         )
 
@@ -191,18 +192,18 @@ class NotATensor:
 
 def test_read_torch_weights_refuses_pickled_objects_and_garbage(tmp_path):
     torch.save({"w": torch.ones(2)}, tmp_path / "ok.pth")
-    torch.testing.assert_close(chameleon_sdk.read_torch_weights(tmp_path / "ok.pth")["w"], torch.ones(2))
+    torch.testing.assert_close(plugin_api.read_torch_weights(tmp_path / "ok.pth")["w"], torch.ones(2))
     torch.save({"w": NotATensor()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match=r"refusing to load '.*evil\.pth': it needs pickled code"):
-        chameleon_sdk.read_torch_weights(tmp_path / "evil.pth")
+        plugin_api.read_torch_weights(tmp_path / "evil.pth")
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"garbage\.pth'"):
-        chameleon_sdk.read_torch_weights(tmp_path / "garbage.pth")
+        plugin_api.read_torch_weights(tmp_path / "garbage.pth")
     torch.save([torch.ones(1)], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="mapping of names to tensors"):
-        chameleon_sdk.read_torch_weights(tmp_path / "list.pth")
+        plugin_api.read_torch_weights(tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match=r"missing\.pth' is missing"):
-        chameleon_sdk.read_torch_weights(tmp_path / "missing.pth")
+        plugin_api.read_torch_weights(tmp_path / "missing.pth")
 
 
 @attrs.frozen(kw_only=True)
@@ -230,7 +231,7 @@ def test_prune_step_directories_keeps_the_newest_and_clears_crash_leftovers(tmp_
         (tmp_path / f"step-{step:08d}" / "weights").write_text("x")
     (tmp_path / ".step-00000040.tmp-123").mkdir()  # a write killed half-way
     (tmp_path / "notes").mkdir()  # not a checkpoint: left alone
-    chameleon_sdk.prune_step_directories(tmp_path, keep_last=2)
+    plugin_api.prune_step_directories(tmp_path, keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "step-00000020", "step-00000030"]
 
 
@@ -238,45 +239,45 @@ def test_prune_step_directories_keeps_the_newest_and_clears_crash_leftovers(tmp_
 def test_step_directories_lists_step_folders_oldest_first(tmp_path_factory, steps):
     root = tmp_path_factory.mktemp("steps")
     for step in steps:
-        chameleon_sdk.step_directory(root, step).mkdir()
+        plugin_api.step_directory(root, step).mkdir()
     (root / "step-12").mkdir()  # not eight digits
     (root / "step-00000099x").mkdir()
     (root / ".step-00000001.tmp-abc").mkdir()  # a staging folder
     (root / "step-00000007.json").write_text("{}")  # a file, not a folder
-    found = chameleon_sdk.step_directories(root)
+    found = plugin_api.step_directories(root)
     assert [step for step, _ in found] == sorted(steps)
     assert all(path == root / f"step-{step:08d}" for step, path in found)
-    assert chameleon_sdk.step_directories(root / "absent") == []
+    assert plugin_api.step_directories(root / "absent") == []
 
 
 def test_global_rng_state_round_trips():
-    state = chameleon_sdk.global_rng_state()
+    state = plugin_api.global_rng_state()
     first = torch.rand(4)
     torch.rand(7)  # move on
-    chameleon_sdk.set_global_rng_state(state)
+    plugin_api.set_global_rng_state(state)
     assert torch.equal(torch.rand(4), first)
 
 
 def test_load_weights_on_a_meta_model_converts_once_and_checks_shapes_first():
-    with chameleon_sdk.parameters_on_meta():
+    with plugin_api.parameters_on_meta():
         model = nn.Linear(3, 2)
     with pytest.raises(CheckpointError, match=r"'weight' has shape \[2, 4\], the model expects \[2, 3\]"):
-        chameleon_sdk.load_weights(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, source="ckpt")
+        plugin_api.load_weights(model, {"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, source="ckpt")
     assert model.weight.is_meta  # nothing was assigned
     weight, bias = torch.randn(2, 3, dtype=torch.bfloat16), torch.randn(2, dtype=torch.bfloat16)
-    chameleon_sdk.load_weights(model, {"weight": weight, "bias": bias}, source="ckpt")
+    plugin_api.load_weights(model, {"weight": weight, "bias": bias}, source="ckpt")
     assert model.weight.dtype == torch.float32  # the placeholder's dtype by default
     assert torch.equal(model.weight, weight.float())
-    with chameleon_sdk.parameters_on_meta():
+    with plugin_api.parameters_on_meta():
         model = nn.Linear(3, 2)
-    chameleon_sdk.load_weights(model, {"weight": weight, "bias": bias}, source="ckpt", dtype=torch.bfloat16)
+    plugin_api.load_weights(model, {"weight": weight, "bias": bias}, source="ckpt", dtype=torch.bfloat16)
     assert model.weight.data_ptr() == weight.data_ptr()  # already bfloat16: taken as it is
 
 
 def test_load_weights_keeps_tied_tensors_apart():
-    with chameleon_sdk.parameters_on_meta():
+    with plugin_api.parameters_on_meta():
         model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
     shared = torch.randn(2, 2)
-    chameleon_sdk.load_weights(model, {"0.weight": shared, "1.weight": shared}, source="ckpt")
+    plugin_api.load_weights(model, {"0.weight": shared, "1.weight": shared}, source="ckpt")
     assert model[0].weight.data_ptr() != model[1].weight.data_ptr()
     assert torch.equal(model[0].weight, model[1].weight)

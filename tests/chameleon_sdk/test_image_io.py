@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from chameleon_sdk import ImageDecodeError, open_image, to_rgb
+from chameleon_sdk import ImageDecodeError, open_image
+from chameleon_sdk.plugin_api import to_rgb
 
 
 def _encoded(image: PIL.Image.Image, fmt: str, **kwargs) -> bytes:

@@ -6,8 +6,9 @@ import attrs
 import pytest
 import torch
 
-from chameleon_sdk import ConfigError, ImageTokenizerTrainingConfig, from_dict, hookimpl, load_image_tokenizer
+from chameleon_sdk import ConfigError, ImageTokenizerTrainingConfig, from_dict, load_image_tokenizer
 from chameleon_sdk import train_image_tokenizer as train
+from chameleon_sdk.plugin_api import hookimpl
 
 
 @attrs.frozen(kw_only=True)

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 from chameleon_sdk.render import document_to_text, write_document
 
 points = st.tuples(st.integers(0, 15), st.integers(0, 15))
@@ -27,7 +28,7 @@ def test_of_routes_a_registered_payload_type_to_its_modality(sketch_plugin):
 
 def test_a_payload_type_claimed_twice_must_be_named(sketch_plugin, sketch_module, registered_plugin):
     class Twin:
-        @cs.hookimpl
+        @plugin_api.hookimpl
         def register_modalities(self, register):
             register("twin", sketch_module.SketchModality, options=sketch_module.SketchOptions)
 

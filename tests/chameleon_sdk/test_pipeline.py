@@ -19,9 +19,9 @@ from chameleon_sdk import (
     Segment,
     Text,
     TokenizationError,
-    hookimpl,
 )
 from chameleon_sdk.demo import bundled_corpus
+from chameleon_sdk.plugin_api import hookimpl
 
 
 @attrs.frozen(kw_only=True)

@@ -11,16 +11,10 @@ import attrs
 import pytest
 
 import chameleon_sdk
-from chameleon_sdk import (
-    ConfigError,
-    DuplicatePluginError,
-    PluginLoadError,
-    PluginNotFoundError,
-    PluginRegistry,
-    hookimpl,
-)
+from chameleon_sdk import ConfigError, DuplicatePluginError, PluginLoadError, PluginNotFoundError, PluginRegistry
 from chameleon_sdk import plugins as plugins_module
 from chameleon_sdk.cli import main
+from chameleon_sdk.plugin_api import hookimpl
 
 
 def _plugin(name: str, kind_hook: str = "register_samplers", **register_kwargs):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 
 
 class HalveHead:
@@ -23,7 +24,7 @@ class ReturnsNothing:
 
 
 class Plugin:
-    @cs.hookimpl
+    @plugin_api.hookimpl
     def register_quantizations(self, register):
         register("round-head", HalveHead)
         register("returns-nothing", ReturnsNothing)
@@ -70,4 +71,4 @@ def test_bad_choices_are_typed_errors(registered_plugin, model, choice, error, m
 
 
 def test_the_contract_is_a_runtime_checkable_protocol():
-    assert isinstance(HalveHead(), cs.Quantization) and not isinstance(object(), cs.Quantization)
+    assert isinstance(HalveHead(), plugin_api.Quantization) and not isinstance(object(), plugin_api.Quantization)

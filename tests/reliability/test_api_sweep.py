@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 from chameleon_sdk.cli import main
 from chameleon_sdk.training.data import Batch
 
@@ -361,40 +362,42 @@ CASES: dict[str, Callable[[Any], Any]] = {
     "detect_format(missing)": lambda c: cs.detect_format(c.f.missing),
     "detect_format(empty dir)": lambda c: cs.detect_format(c.f.empty_dir),
     "detect_format(None)": lambda c: cs.detect_format(None),
-    "read_json(missing)": lambda c: cs.read_json(c.f.missing),
-    "read_json(garbage)": lambda c: cs.read_json(c.f.garbage),
-    "read_json(empty)": lambda c: cs.read_json(c.f.empty),
-    "read_json(binary)": lambda c: cs.read_json(c.f.binary),
-    "read_json(directory)": lambda c: cs.read_json(c.f.dir),
-    "read_json(None)": lambda c: cs.read_json(None),
-    "write_json(object())": lambda c: cs.write_json(c.tmp / "x.json", object()),
-    "write_json(path=5)": lambda c: cs.write_json(5, {}),
-    "read_safetensors(missing)": lambda c: cs.read_safetensors(c.f.missing),
-    "read_safetensors(garbage)": lambda c: cs.read_safetensors(c.f.garbage),
-    "read_safetensors(empty)": lambda c: cs.read_safetensors(c.f.empty),
-    "read_safetensors(empty dir)": lambda c: cs.read_safetensors(c.f.empty_dir),
-    "read_safetensors(None)": lambda c: cs.read_safetensors(None),
-    "read_safetensors(bad index)": lambda c: cs.read_safetensors(c.f.garbage.with_name("x.index.json")),
-    "write_safetensors(str values)": lambda c: cs.write_safetensors({"a": "x"}, c.tmp),
-    "write_safetensors(None)": lambda c: cs.write_safetensors(None, c.tmp),
-    "write_safetensors(int keys)": lambda c: cs.write_safetensors({1: torch.ones(1)}, c.tmp),
-    "write_safetensors(bad metadata)": lambda c: cs.write_safetensors({"a": torch.ones(1)}, c.tmp, metadata={"a": 1}),
-    "read_torch_weights(missing)": lambda c: cs.read_torch_weights(c.f.missing),
-    "read_torch_weights(garbage)": lambda c: cs.read_torch_weights(c.f.garbage),
-    "read_torch_weights(empty)": lambda c: cs.read_torch_weights(c.f.empty),
+    "read_json(missing)": lambda c: plugin_api.read_json(c.f.missing),
+    "read_json(garbage)": lambda c: plugin_api.read_json(c.f.garbage),
+    "read_json(empty)": lambda c: plugin_api.read_json(c.f.empty),
+    "read_json(binary)": lambda c: plugin_api.read_json(c.f.binary),
+    "read_json(directory)": lambda c: plugin_api.read_json(c.f.dir),
+    "read_json(None)": lambda c: plugin_api.read_json(None),
+    "write_json(object())": lambda c: plugin_api.write_json(c.tmp / "x.json", object()),
+    "write_json(path=5)": lambda c: plugin_api.write_json(5, {}),
+    "read_safetensors(missing)": lambda c: plugin_api.read_safetensors(c.f.missing),
+    "read_safetensors(garbage)": lambda c: plugin_api.read_safetensors(c.f.garbage),
+    "read_safetensors(empty)": lambda c: plugin_api.read_safetensors(c.f.empty),
+    "read_safetensors(empty dir)": lambda c: plugin_api.read_safetensors(c.f.empty_dir),
+    "read_safetensors(None)": lambda c: plugin_api.read_safetensors(None),
+    "read_safetensors(bad index)": lambda c: plugin_api.read_safetensors(c.f.garbage.with_name("x.index.json")),
+    "write_safetensors(str values)": lambda c: plugin_api.write_safetensors({"a": "x"}, c.tmp),
+    "write_safetensors(None)": lambda c: plugin_api.write_safetensors(None, c.tmp),
+    "write_safetensors(int keys)": lambda c: plugin_api.write_safetensors({1: torch.ones(1)}, c.tmp),
+    "write_safetensors(bad metadata)": lambda c: plugin_api.write_safetensors(
+        {"a": torch.ones(1)}, c.tmp, metadata={"a": 1}
+    ),
+    "read_torch_weights(missing)": lambda c: plugin_api.read_torch_weights(c.f.missing),
+    "read_torch_weights(garbage)": lambda c: plugin_api.read_torch_weights(c.f.garbage),
+    "read_torch_weights(empty)": lambda c: plugin_api.read_torch_weights(c.f.empty),
     "read_torch_weights(list)": lambda c: (
         torch.save([1, 2], c.tmp / "list.pt"),
-        cs.read_torch_weights(c.tmp / "list.pt"),
+        plugin_api.read_torch_weights(c.tmp / "list.pt"),
     ),
-    "read_torch_file(directory)": lambda c: cs.read_torch_file(c.f.dir),
-    "load_weights(None)": lambda c: cs.load_weights(c.model, None, source="x"),
-    "load_weights({})": lambda c: cs.load_weights(c.model, {}, source="x"),
-    "load_weights(wrong shape)": lambda c: cs.load_weights(
+    "read_torch_file(directory)": lambda c: plugin_api.read_torch_file(c.f.dir),
+    "load_weights(None)": lambda c: plugin_api.load_weights(c.model, None, source="x"),
+    "load_weights({})": lambda c: plugin_api.load_weights(c.model, {}, source="x"),
+    "load_weights(wrong shape)": lambda c: plugin_api.load_weights(
         c.model, {k: v[..., :1] if v.dim() else v for k, v in c.model.state_dict().items()}, source="x"
     ),
-    "load_weights(str values)": lambda c: cs.load_weights(c.model, {"a": "x"}, source="x"),
-    "verify_manifest(None)": lambda c: cs.verify_manifest(None),
-    "write_manifest(files=[missing])": lambda c: cs.write_manifest(c.f.empty_dir, files=["nope"]),
+    "load_weights(str values)": lambda c: plugin_api.load_weights(c.model, {"a": "x"}, source="x"),
+    "verify_manifest(None)": lambda c: plugin_api.verify_manifest(None),
+    "write_manifest(files=[missing])": lambda c: plugin_api.write_manifest(c.f.empty_dir, files=["nope"]),
     "Pipeline.from_pretrained(missing)": lambda c: cs.Pipeline.from_pretrained(c.f.missing),
     "Pipeline.from_pretrained(empty dir)": lambda c: cs.Pipeline.from_pretrained(c.f.empty_dir),
     "Pipeline.from_pretrained(None)": lambda c: cs.Pipeline.from_pretrained(None),
@@ -457,8 +460,8 @@ CASES: dict[str, Callable[[Any], Any]] = {
     "open_image(5)": lambda c: cs.open_image(5),
     "open_image(over pixel limit)": lambda c: cs.open_image(c.f.png, max_pixels=10),
     "open_image(max_pixels='x')": lambda c: cs.open_image(c.f.png, max_pixels="x"),
-    "to_rgb('x')": lambda c: cs.to_rgb("x"),
-    "to_rgb(None)": lambda c: cs.to_rgb(None),
+    "to_rgb('x')": lambda c: plugin_api.to_rgb("x"),
+    "to_rgb(None)": lambda c: plugin_api.to_rgb(None),
     # -- generation ---------------------------------------------------------------------------
     "generate(no model)": lambda c: cs.Pipeline(
         c.pipe.config, text_tokenizer=c.pipe.text_tokenizer, modalities={}
@@ -541,8 +544,8 @@ CASES: dict[str, Callable[[Any], Any]] = {
         c.model, [1], max_new_tokens=2, vocabulary=cs.Vocabulary.chameleon()
     ),
     "generate_tokens(past max_seq_len)": lambda c: cs.generate_tokens(c.model, [1] * 100, max_new_tokens=100),
-    "FixedLengthBlock(variable block)": lambda c: cs.FixedLengthBlock(
-        c.vocab, cs.ModalityBlock(modality="image", begin_id=1, end_id=2, code_ids=torch.arange(3))
+    "FixedLengthBlock(variable block)": lambda c: plugin_api.FixedLengthBlock(
+        c.vocab, plugin_api.ModalityBlock(modality="image", begin_id=1, end_id=2, code_ids=torch.arange(3))
     ),
     # -- the model ----------------------------------------------------------------------------
     "ChameleonModel(config=5)": lambda c: cs.ChameleonModel(5),

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 
 SOME = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 FEW = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
@@ -47,7 +48,7 @@ def test_a_full_disk_during_torch_save_is_an_oserror(size):
     """torch.save reports ENOSPC as RuntimeError; the SDK's write raises the OSError writes promise."""
     outcomes.expect_error(
         "1 foreign exceptions",
-        lambda: cs.write_torch_file({"w": torch.zeros(size)}, "/dev/full"),
+        lambda: plugin_api.write_torch_file({"w": torch.zeros(size)}, "/dev/full"),
         error=OSError,
         names="/dev/full",
     )
@@ -58,7 +59,7 @@ def test_dcp_checkpoint_exception_becomes_checkpoint_error():
     from torch.distributed.checkpoint.api import CheckpointException
 
     def load():
-        with cs.foreign_errors("sharded checkpoint 'ckpt'", cs.CheckpointError, interpreting=True):
+        with plugin_api.foreign_errors("sharded checkpoint 'ckpt'", cs.CheckpointError, interpreting=True):
             raise CheckpointException("load", {0: (ValueError("size mismatch"), None)})
 
     assert not issubclass(CheckpointException, Exception)
@@ -114,7 +115,7 @@ def test_endless_and_special_files_are_refused(tmp_path, kind):
         "open_image": lambda: cs.open_image(path),
         "read_jsonl": lambda: list(cs.read_jsonl(path)),
         "load_config": lambda: cs.load_config(path.with_suffix(".json") if kind != "folder" else path),
-        "read_json": lambda: cs.read_json(path),
+        "read_json": lambda: plugin_api.read_json(path),
     }
     if kind != "folder":  # load_config needs the suffix: a link named .json to the special file
         link = tmp_path / f"{kind}.json"
@@ -248,7 +249,7 @@ def test_any_mode_goes_into_a_document_file(mode, size, seed):
 def test_images_without_pixels(size, mode):
     image = PIL.Image.new(mode, size)
     outcomes.expect_error("5 images", lambda: cs.Image(image), names="no pixels")
-    outcomes.expect_error("5 images", lambda: cs.to_rgb(image), names="no pixels")
+    outcomes.expect_error("5 images", lambda: plugin_api.to_rgb(image), names="no pixels")
 
 
 @SOME
@@ -345,7 +346,7 @@ def test_text_and_junk_named_as_torch_files(content):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vqgan.ckpt"
         path.write_bytes(content)
-        outcomes.expect_error("6 checkpoint configs", lambda: cs.read_torch_weights(path), names="vqgan.ckpt")
+        outcomes.expect_error("6 checkpoint configs", lambda: plugin_api.read_torch_weights(path), names="vqgan.ckpt")
 
 
 # -- 7. the token cache -------------------------------------------------------------------------
@@ -398,7 +399,7 @@ def test_one_flipped_bit_in_the_manifest_is_corruption(saved_checkpoints, positi
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "native"
         shutil.copytree(saved_checkpoints["native"], target)
-        manifest = target / cs.MANIFEST_FILE
+        manifest = target / plugin_api.MANIFEST_FILE
         data = bytearray(manifest.read_bytes())
         i = int(position * len(data))
         data[i] ^= 1 << bit

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 from chameleon_sdk.storage import atomic_files, json_files, tensor_files
 
 HERE = Path(__file__).resolve().parent
@@ -93,7 +94,7 @@ def complete_checkpoints(out: Path) -> list[int]:
     root = out / "checkpoints"
     steps = []
     for path in sorted(root.glob("step-*")) if root.is_dir() else []:
-        assert cs.verify_manifest(path) is True, path
+        assert plugin_api.verify_manifest(path) is True, path
         steps.append(int(path.name.removeprefix("step-")))
     return steps
 
@@ -101,7 +102,7 @@ def complete_checkpoints(out: Path) -> list[int]:
 def final_state(out: Path, steps: int) -> dict[str, torch.Tensor]:
     path = out / "checkpoints" / f"step-{steps:08d}"
     state = {f"model.{k}": v for k, v in cs.load_model(path / "model").state_dict().items()}
-    trainer = cs.read_torch_file(path / "trainer_state.pt")
+    trainer = plugin_api.read_torch_file(path / "trainer_state.pt")
     for index, slots in trainer["optimizer"]["state"].items():
         state |= {f"adam.{index}.{name}": value for name, value in slots.items()}
     state["rng"] = trainer["rng"]["torch"]

@@ -12,11 +12,11 @@ import torch
 
 import chameleon_sdk as cs
 import chameleon_sdk.storage.directories as staging
-from chameleon_sdk import CheckpointError
+from chameleon_sdk import CheckpointError, plugin_api
 
 
 def _listed(directory: Path) -> set[Path]:
-    data = json.loads((directory / cs.MANIFEST_FILE).read_text())
+    data = json.loads((directory / plugin_api.MANIFEST_FILE).read_text())
     assert data["format"] == "chameleon-sdk/manifest"
     return {directory / name for name in data["files"]}
 
@@ -26,10 +26,10 @@ def covered_files(directory: Path) -> set[Path]:
     listed = _listed(directory)
     covered = set(listed)
     for path in listed:
-        if path.name == cs.MANIFEST_FILE:
+        if path.name == plugin_api.MANIFEST_FILE:
             covered |= covered_files(path.parent)
-    every = {p for p in directory.rglob("*") if p.is_file()} - {directory / cs.MANIFEST_FILE}
-    nested = {p.parent for p in listed if p.name == cs.MANIFEST_FILE}
+    every = {p for p in directory.rglob("*") if p.is_file()} - {directory / plugin_api.MANIFEST_FILE}
+    nested = {p.parent for p in listed if p.name == plugin_api.MANIFEST_FILE}
     uncovered = {p for p in every - covered if not any(d in p.parents for d in nested)}
     assert not uncovered, f"files no manifest lists: {sorted(map(str, uncovered))}"
     return covered
@@ -99,7 +99,7 @@ def saved(request, tmp_path, make_model, make_pipe, jsonl_data, tiny_image_optio
 def test_every_checkpoint_lists_every_file_and_loads(saved):
     directory, load = saved
     assert len(covered_files(directory)) >= 2
-    assert cs.verify_manifest(directory) is True
+    assert plugin_api.verify_manifest(directory) is True
     load()
 
 
@@ -109,7 +109,7 @@ def test_a_flipped_byte_or_a_truncated_file_is_named(saved):
     no longer matches)."""
     directory, load = saved
     damaged = 0
-    for path in sorted(covered_files(directory) | {directory / cs.MANIFEST_FILE}):
+    for path in sorted(covered_files(directory) | {directory / plugin_api.MANIFEST_FILE}):
         original = path.read_bytes()
         flipped = bytearray(original)
         flipped[len(flipped) // 2] ^= 0x01
@@ -117,7 +117,7 @@ def test_a_flipped_byte_or_a_truncated_file_is_named(saved):
             path.write_bytes(broken)
             with pytest.raises(CheckpointError) as info:
                 load()
-            if path != directory / cs.MANIFEST_FILE:
+            if path != directory / plugin_api.MANIFEST_FILE:
                 assert str(path) in str(info.value), (path, str(info.value))
             damaged += 1
         path.write_bytes(original)
@@ -128,7 +128,9 @@ def test_a_flipped_byte_or_a_truncated_file_is_named(saved):
 
 def test_a_missing_file_is_named(saved):
     directory, load = saved
-    victim = max((p for p in covered_files(directory) if p.name != cs.MANIFEST_FILE), key=lambda p: p.stat().st_size)
+    victim = max(
+        (p for p in covered_files(directory) if p.name != plugin_api.MANIFEST_FILE), key=lambda p: p.stat().st_size
+    )
     victim.unlink()
     with pytest.raises(CheckpointError, match="is missing"):
         load()
@@ -137,11 +139,11 @@ def test_a_missing_file_is_named(saved):
 def test_directories_without_a_manifest_still_load(registry, make_model, tmp_path):
     """Hugging Face downloads and releases carry no manifest: they load as they are."""
     target = cs.save_model(make_model(), tmp_path / "hf", format="hf")
-    (target / cs.MANIFEST_FILE).unlink()
-    assert cs.verify_manifest(target) is False
+    (target / plugin_api.MANIFEST_FILE).unlink()
+    assert plugin_api.verify_manifest(target) is False
     cs.load_model(target)
-    (target / cs.MANIFEST_FILE).write_text(json.dumps({"name": "someone else's manifest"}))
-    assert cs.verify_manifest(target) is False
+    (target / plugin_api.MANIFEST_FILE).write_text(json.dumps({"name": "someone else's manifest"}))
+    assert plugin_api.verify_manifest(target) is False
     cs.load_model(target)
 
 
@@ -163,7 +165,7 @@ OURS = {"format": "chameleon-sdk/manifest", "format_version": 1}
 def test_bad_manifests_are_checkpoint_errors(registry, make_model, tmp_path, manifest, message):
     target = cs.save_model(make_model(), tmp_path / "ckpt")
     text = manifest if isinstance(manifest, str) else json.dumps(manifest)
-    (target / cs.MANIFEST_FILE).write_text(text)
+    (target / plugin_api.MANIFEST_FILE).write_text(text)
     with pytest.raises(CheckpointError, match=message):
         cs.load_model(target)
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 import chameleon_sdk as cs
-from chameleon_sdk import CheckpointError
+from chameleon_sdk import CheckpointError, plugin_api
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,7 @@ def _vqgan_dir(tmp_path, marker, variant):
 
 
 LOADERS = {
-    "read_torch_weights": lambda tmp, m, v: cs.read_torch_weights(write_exploit(tmp / "w.pt", m, v)),
+    "read_torch_weights": lambda tmp, m, v: plugin_api.read_torch_weights(write_exploit(tmp / "w.pt", m, v)),
     "load_model original": lambda tmp, m, v: cs.load_model(_original_dir(tmp, m, v)),
     "load_model original shard": lambda tmp, m, v: cs.load_model(
         _original_dir(tmp, m, v, name="consolidated.00.pth"), format="original"
@@ -108,7 +108,7 @@ def test_a_poisoned_trainer_state_is_refused_on_resume(make_pipe, jsonl_data, tm
     marker = tmp_path / "pwned"
     write_exploit(step / "trainer_state.pt", marker, variant, wrap=lambda x: {"step": 1, "optimizer": x})
     if relist:
-        cs.write_manifest(step)
+        plugin_api.write_manifest(step)
     match = r"trainer_state\.pt' is (truncated|corrupt)" if not relist else r"refusing to load .*trainer_state\.pt"
     with pytest.raises(CheckpointError, match=match):
         make_pipe(checkpoint_every=1).train(jsonl_data, steps=2, out_dir=tmp_path / "run")
@@ -139,15 +139,15 @@ def test_sharded_checkpoint_metadata_is_checked_before_dcp_unpickles_it(tmp_path
 
     directory = tmp_path / "dcp"
     state = _dcp_checkpoint(directory)
-    cs.verify_dcp_metadata(directory)  # a real one passes
+    plugin_api.verify_dcp_metadata(directory)  # a real one passes
     marker = tmp_path / "pwned"
     write_exploit(directory / ".metadata", marker, "raw-pickle")
     with pytest.raises(CheckpointError, match=r"refusing to load .*\.metadata': it needs (__builtin__|builtins)\.exec"):
-        cs.verify_dcp_metadata(directory)
+        plugin_api.verify_dcp_metadata(directory)
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="corrupt"):
         (directory / ".metadata").write_bytes(b"\x80\x04 not a pickle")
-        cs.verify_dcp_metadata(directory)
+        plugin_api.verify_dcp_metadata(directory)
     write_exploit(directory / ".metadata", marker, "raw-pickle")
     from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import torch
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 GRID = 16
 PEN_UP = GRID * GRID  # the code that ends a stroke
@@ -81,6 +81,6 @@ class SketchModality:
         return f'<svg class="sketch" viewBox="0 0 {GRID} {GRID}" width="128" height="128">{lines}</svg>'
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_modalities(register):
     register("sketch", SketchModality, options=SketchOptions)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 if TYPE_CHECKING:
     from chameleon_audio.modality import AudioBlock, AudioModality, AudioOptions
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["SAMPLE_RATE", "AudioBlock", "AudioError", "AudioModality", "AudioOptions", "Waveform"]
 __version__ = "0.1.0"
 # the classes import torch; registering by reference keeps `chameleon plugins` from importing it
-__getattr__ = chameleon_sdk.lazy_module_attributes(__name__, __file__)
+__getattr__ = plugin_api.lazy_module_attributes(__name__, __file__)
 
 
-@chameleon_sdk.hookimpl
+@plugin_api.hookimpl
 def register_modalities(register):
     register("audio", "chameleon_audio.modality:AudioModality", options="chameleon_audio.modality:AudioOptions")

@@ -23,7 +23,8 @@ import torch
 
 from chameleon_audio.codec import downsample, mulaw_decode, mulaw_encode, upsample
 from chameleon_audio.waveform import SAMPLE_RATE, Waveform
-from chameleon_sdk import ConfigError, ModalityBlock, TokenizationError, Vocabulary
+from chameleon_sdk import ConfigError, TokenizationError, Vocabulary
+from chameleon_sdk.plugin_api import ModalityBlock
 
 __all__ = ["AudioBlock", "AudioModality", "AudioOptions"]
 

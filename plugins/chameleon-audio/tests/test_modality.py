@@ -10,8 +10,8 @@ from chameleon_audio import AudioBlock, AudioModality, AudioOptions, Waveform
 from chameleon_audio.tones import snr_db
 from hypothesis import given
 
-import chameleon_sdk
-from chameleon_sdk import ConfigError, Modality, TokenizationError, Vocabulary
+from chameleon_sdk import ConfigError, TokenizationError, Vocabulary, plugin_api
+from chameleon_sdk.plugin_api import Modality
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_block_constraint_bounds_the_clip_length(registry):
     assert audio.name == "audio"  # the registry told it its name
     vocab = Vocabulary.appended(text_size=10, bos_id=0, eos_id=1, pad_id=2, modalities={"audio": 256})
     constraint = audio.block_constraint(vocab)
-    assert isinstance(constraint, AudioBlock) and isinstance(constraint, chameleon_sdk.BlockConstraint)
+    assert isinstance(constraint, AudioBlock) and isinstance(constraint, plugin_api.BlockConstraint)
     assert (constraint.min_codes, constraint.max_codes, constraint.tokens_needed) == (2, 4, 4)
     allowed = constraint.allowed(torch.tensor([0, 2, 4]))
     block = vocab.block("audio")

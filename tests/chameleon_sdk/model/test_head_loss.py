@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import chameleon_sdk as cs
 import chameleon_sdk.model.head_loss as head_loss
-from chameleon_sdk import ChameleonModel, ConfigError, ModelConfig, StabilityTrick
+from chameleon_sdk import ChameleonModel, ConfigError, ModelConfig, plugin_api
+from chameleon_sdk.plugin_api import StabilityTrick
 
 
 @contextlib.contextmanager
@@ -109,7 +109,7 @@ class _SoftCapPlugin:
     def __init__(self, trick: type[StabilityTrick]) -> None:
         self.trick = trick
 
-    @cs.hookimpl
+    @plugin_api.hookimpl
     def register_stability_tricks(self, register):
         register("soft-cap-test", self.trick)
 

@@ -7,8 +7,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chameleon_sdk import ConfigError, MaskKind, MaskSpec, UnsupportedMaskError
+from chameleon_sdk import ConfigError, UnsupportedMaskError
 from chameleon_sdk.model.masking import check_mask_support
+from chameleon_sdk.plugin_api import MaskKind, MaskSpec
 
 
 @st.composite

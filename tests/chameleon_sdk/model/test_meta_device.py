@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import chameleon_sdk
+from chameleon_sdk import plugin_api
 
 
 class WithBuffers(nn.Module):
@@ -20,7 +21,7 @@ class WithBuffers(nn.Module):
 
 
 def test_parameters_are_meta_and_buffers_keep_their_values():
-    with chameleon_sdk.parameters_on_meta():
+    with plugin_api.parameters_on_meta():
         module = WithBuffers()
     assert all(p.is_meta for p in module.parameters())
     assert module.linear.weight.shape == (3, 4) and module.linear.weight.dtype == torch.float32
@@ -31,7 +32,7 @@ def test_parameters_are_meta_and_buffers_keep_their_values():
 
 def test_other_threads_build_real_modules_meanwhile():
     built: list[nn.Module] = []
-    with chameleon_sdk.parameters_on_meta():
+    with plugin_api.parameters_on_meta():
         worker = threading.Thread(target=lambda: built.append(nn.Linear(2, 2)))
         worker.start()
         worker.join()
@@ -43,10 +44,10 @@ def test_other_threads_build_real_modules_meanwhile():
 def test_a_meta_built_chameleon_model_takes_weights_without_copying():
     config = chameleon_sdk.ModelConfig(dim=16, num_layers=1, num_heads=2, vocab_size=20, ffn_dim=24)
     known = chameleon_sdk.ChameleonModel(config, stability=["qk-norm"]).eval()
-    with chameleon_sdk.parameters_on_meta():
+    with plugin_api.parameters_on_meta():
         empty = chameleon_sdk.ChameleonModel(config, stability=["qk-norm"])
     state = {key: value.clone() for key, value in known.state_dict().items()}
-    chameleon_sdk.load_weights(empty, state, source="memory")
+    plugin_api.load_weights(empty, state, source="memory")
     assert all(param.data_ptr() == state[name].data_ptr() for name, param in empty.named_parameters())
     assert all(param.requires_grad for param in empty.parameters())
     ids = torch.randint(0, 20, (2, 5))
@@ -56,7 +57,7 @@ def test_a_meta_built_chameleon_model_takes_weights_without_copying():
 
 def test_initialisers_on_meta_placeholders_return_at_once_and_real_tensors_are_still_filled():
     real = torch.zeros(3)
-    with chameleon_sdk.parameters_on_meta():
+    with plugin_api.parameters_on_meta():
         placeholder = torch.empty(4, 4, device="meta")
         assert nn.init.normal_(placeholder, std=0.1) is placeholder
         assert nn.init.trunc_normal_(tensor=placeholder) is placeholder

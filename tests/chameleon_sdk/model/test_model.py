@@ -17,16 +17,14 @@ from chameleon_sdk import (
     ChameleonModel,
     ComponentSpec,
     ConfigError,
-    KVCache,
-    MaskKind,
     ModelConfig,
     Pipeline,
     PipelineConfig,
-    StabilityTrick,
     UnsupportedMaskError,
-    document_positions,
     model_preset,
+    plugin_api,
 )
+from chameleon_sdk.plugin_api import KVCache, MaskKind, StabilityTrick, document_positions
 
 TINY = ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=64, ffn_dim=48, max_seq_len=64)
 
@@ -281,7 +279,7 @@ class _CausalOnly:
 
 
 class _CausalOnlyPlugin:
-    @chameleon_sdk.hookimpl
+    @plugin_api.hookimpl
     def register_attention_backends(self, register):
         register("causal-only", _CausalOnly, mask_kinds=frozenset({MaskKind.CAUSAL}))
 
@@ -317,7 +315,7 @@ class _PreNormAsker(StabilityTrick):
 
 
 class _PreNormPlugin:
-    @chameleon_sdk.hookimpl
+    @plugin_api.hookimpl
     def register_stability_tricks(self, register):
         register("pre-norm-asker", _PreNormAsker)
 

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chameleon_sdk import ConfigError, ParameterGroups
+from chameleon_sdk import ConfigError
 from chameleon_sdk.model.routing import GroupedLinear, GroupedRMSNorm, TokenRoute, routed
+from chameleon_sdk.plugin_api import ParameterGroups
 
 
 def per_token_linear(layer: GroupedLinear, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 from chameleon_sdk.cli import main
 from chameleon_sdk.tiny_release import write_tiny_release
 
@@ -102,7 +103,7 @@ def test_saved_adapter_loads_onto_a_fresh_base(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["adapter.json", "adapter.safetensors", "manifest.json"]
     config = json.loads((path / "adapter.json").read_text())
     assert config["name"] == "lora" and config["options"]["rank"] == 4
-    stored = cs.read_safetensors(path / "adapter.safetensors")
+    stored = plugin_api.read_safetensors(path / "adapter.safetensors")
     per_layer = (4 * 32 + 32 * 4) * 2 + (4 * 32 + 16 * 4) * 2  # wq, wo: 32 -> 32; wk, wv: 32 -> 16 (2 kv heads)
     assert sum(t.numel() for t in stored.values()) == 2 * per_layer
     loaded = cs.load_adapter(_model(), path)
@@ -125,9 +126,9 @@ class _Repeat:
     def __init__(self) -> None:
         ids = torch.randint(0, 96, (4, 17), generator=torch.Generator().manual_seed(2))
         documents = torch.zeros(4, 16, dtype=torch.long)
-        self.batch = cs.Batch(input_ids=ids[:, :-1], targets=ids[:, 1:], document_ids=documents)
+        self.batch = plugin_api.Batch(input_ids=ids[:, :-1], targets=ids[:, 1:], document_ids=documents)
 
-    def batch_at(self, step: int, micro: int = 0) -> cs.Batch:
+    def batch_at(self, step: int, micro: int = 0) -> plugin_api.Batch:
         return self.batch
 
     def stage(self, step: int) -> int:

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
-from chameleon_sdk import BackendUnavailableError, ChameleonModel, MaskKind, MaskSpec, ModelConfig
+from chameleon_sdk import BackendUnavailableError, ChameleonModel, ModelConfig
+from chameleon_sdk.plugin_api import MaskKind, MaskSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 

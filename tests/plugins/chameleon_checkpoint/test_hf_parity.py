@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError
+from chameleon_sdk import CheckpointError, plugin_api
 from chameleon_sdk.token_names import image_name
 
 transformers = pytest.importorskip("transformers")
@@ -228,5 +228,5 @@ def test_sharded_transformers_checkpoints_load(registry, tmp_path):
     ours = chameleon_sdk.load_model(tmp_path)
     ids = torch.randint(0, VOCAB, (2, 8))
     assert_parity(hf_logits(theirs, ids), our_logits(ours, ids))
-    vq = chameleon_sdk.read_safetensors(tmp_path, prefix="model.vqmodel.", strip_prefix=True)
+    vq = plugin_api.read_safetensors(tmp_path, prefix="model.vqmodel.", strip_prefix=True)
     torch.testing.assert_close(vq["quantize.embedding.weight"], theirs.model.vqmodel.quantize.embedding.weight.detach())

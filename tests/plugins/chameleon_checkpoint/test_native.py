@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, Vocabulary
+from chameleon_sdk import CheckpointError, Vocabulary, plugin_api
 
 
 def _logits(model, ids):
@@ -99,7 +99,7 @@ def test_shape_mismatch_names_the_key_and_both_shapes(registry, make_model, tmp_
     config_file.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"config\.json' is (truncated or altered|corrupt)"):
         chameleon_sdk.load_model(tmp_path / "ckpt")
-    chameleon_sdk.write_manifest(tmp_path / "ckpt")  # a consistent checkpoint of another shape
+    plugin_api.write_manifest(tmp_path / "ckpt")  # a consistent checkpoint of another shape
     with pytest.raises(
         CheckpointError, match=r"'layers\.0\.feed_forward\.w1\.weight' has shape \[40, 32\], .*\[24, 32\]"
     ):
@@ -112,13 +112,13 @@ def test_bad_config_is_named(registry, make_model, tmp_path):
     meta = json.loads(config_file.read_text())
     meta["model"]["dimm"] = 3
     config_file.write_text(json.dumps(meta))
-    chameleon_sdk.write_manifest(tmp_path / "ckpt")  # hand-edited, then re-listed: the format's own checks
+    plugin_api.write_manifest(tmp_path / "ckpt")  # hand-edited, then re-listed: the format's own checks
     with pytest.raises(CheckpointError, match=r"config\.json.*unknown key 'dimm'"):
         chameleon_sdk.load_model(tmp_path / "ckpt")
     meta["model"].pop("dimm")
     meta["format_version"] = 99
     config_file.write_text(json.dumps(meta))
-    chameleon_sdk.write_manifest(tmp_path / "ckpt")
+    plugin_api.write_manifest(tmp_path / "ckpt")
     with pytest.raises(CheckpointError, match="format_version 99"):
         chameleon_sdk.load_model(tmp_path / "ckpt")
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, ModelConfig
+from chameleon_sdk import CheckpointError, ModelConfig, plugin_api
 
 from .conftest import logits
 
@@ -92,7 +92,7 @@ def test_ffn_params_reproduce_every_width(dim, width, multiple_of):
     assert meta_ffn_dim(dim, *ffn_params(config)) == width
 
 
-class _Scaled(chameleon_sdk.StabilityTrick):
+class _Scaled(plugin_api.StabilityTrick):
     """A trick with no place in Meta's layout."""
 
     def transform_logits(self, logits):
@@ -100,7 +100,7 @@ class _Scaled(chameleon_sdk.StabilityTrick):
 
 
 class _ScaledPlugin:
-    @chameleon_sdk.hookimpl
+    @plugin_api.hookimpl
     def register_stability_tricks(self, register):
         register("logit-scale", _Scaled)
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, ImageTokenizerCheckpoint, ImageTokenizerFormat
+from chameleon_sdk import CheckpointError, plugin_api
+from chameleon_sdk.plugin_api import ImageTokenizerCheckpoint, ImageTokenizerFormat
 
 TINY = {
     "resolution": 32,
@@ -92,7 +93,7 @@ def test_hf_layout_is_what_transformers_reads_with_identical_codes(tmp_path):
     chameleon_sdk.save_image_tokenizer(tokenizer, tmp_path / "hf", format="hf")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["model_type"] == "chameleon_vqgan"
-    keys = chameleon_sdk.read_safetensors(tmp_path / "hf").keys()
+    keys = plugin_api.read_safetensors(tmp_path / "hf").keys()
     assert keys and not any(k.startswith("decoder.") for k in keys)  # the layout has no decoder
 
     theirs = transformers.ChameleonVQVAE.from_pretrained(tmp_path / "hf").eval()
@@ -137,7 +138,7 @@ class ModelOnlyFormat:
 
 
 class ModelOnlyPlugin:
-    @chameleon_sdk.hookimpl
+    @plugin_api.hookimpl
     def register_checkpoint_formats(self, register):
         register("model-only", ModelOnlyFormat)
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, ConfigError, ImageLossInputs, ImageTokenizerLoss
+from chameleon_sdk import CheckpointError, ConfigError, plugin_api
+from chameleon_sdk.plugin_api import ImageLossInputs, ImageTokenizerLoss
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_lpips_weight_files_are_checked(lpips_weights, tmp_path):
         chameleon_sdk.get_registry().build(
             "image_tokenizer_loss", "lpips", {"weights": str(tmp_path / "nowhere.safetensors")}
         )
-    state = chameleon_sdk.read_safetensors(lpips_weights)
+    state = plugin_api.read_safetensors(lpips_weights)
     del state["lin3.model.1.weight"]
     save_file(state, str(tmp_path / "partial.safetensors"))
     with pytest.raises(CheckpointError, match=r"lacks 1 tensor\(s\).*lin3\.model\.1\.weight"):
@@ -60,7 +61,7 @@ def test_lpips_weight_files_are_checked(lpips_weights, tmp_path):
 
 
 def test_torchvision_trunk_keys_give_the_same_network(lpips, lpips_weights, tmp_path, shapes):
-    state = chameleon_sdk.read_safetensors(lpips_weights)
+    state = plugin_api.read_safetensors(lpips_weights)
     renamed = {}
     for key, value in state.items():
         if key.startswith("net.slice"):
@@ -206,7 +207,7 @@ class CountingLoss:
 
 
 class CountingPlugin:
-    @chameleon_sdk.hookimpl
+    @plugin_api.hookimpl
     def register_image_tokenizer_losses(self, register):
         register("counting", CountingLoss)
         register("not-a-loss", object)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, ConfigError, TrainingError
+from chameleon_sdk import CheckpointError, ConfigError, TrainingError, plugin_api
 
 #: EMA codebook, dead-code restarts, dropout (global RNG) and a discriminator: every kind of state
 TRAINING = {
@@ -78,7 +78,7 @@ def test_keeps_the_last_k_checkpoints_and_each_loads(tiny_options, shapes, tmp_p
     tokenizer.fit(shapes[:8], {**options, "checkpoint_dir": str(tmp_path)}, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["step-00000004", "step-00000005"]  # every 2 steps, and after the last one
-    assert chameleon_sdk.verify_manifest(tmp_path / "step-00000005")
+    assert plugin_api.verify_manifest(tmp_path / "step-00000005")
     final = chameleon_sdk.load_image_tokenizer(tmp_path / "step-00000005" / "tokenizer")
     assert torch.equal(final.encode_batch(shapes[:4]), tokenizer.encode_batch(shapes[:4]))
     # a finished run resumes to no further steps

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis.extra.numpy import arrays
 
 import chameleon_sdk
-from chameleon_sdk import CheckpointError, ConfigError, ImageDecodeError, Modality, Stateful, TokenizationError
+from chameleon_sdk import CheckpointError, ConfigError, ImageDecodeError, TokenizationError, plugin_api
+from chameleon_sdk.plugin_api import Modality, Stateful
 
 
 def test_defaults_are_chameleons_tokenizer():
@@ -33,7 +34,7 @@ def test_registered_as_the_image_modality(tiny_tokenizer):
     record = chameleon_sdk.get_registry().get("modality", "image")
     assert record.options is ImageTokenizerOptions and record.factory is ImageTokenizer
     assert isinstance(tiny_tokenizer, Modality) and isinstance(tiny_tokenizer, Stateful)
-    assert isinstance(tiny_tokenizer, chameleon_sdk.TrainableModality)
+    assert isinstance(tiny_tokenizer, plugin_api.TrainableModality)
     assert tiny_tokenizer.payload_types == (PIL.Image.Image,)
     assert (tiny_tokenizer.codebook_size, tiny_tokenizer.block_length, tiny_tokenizer.grid_size) == (64, 64, 8)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk as cs
-from chameleon_sdk import CheckpointError, ConfigError
+from chameleon_sdk import CheckpointError, ConfigError, plugin_api
 from chameleon_sdk.model.routing import GroupedLinear, GroupedRMSNorm, TokenRoute
 
 MOT = {"name": "mot", "options": {}}
@@ -81,7 +81,7 @@ def per_token_forward(self, x, route):
 
 
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2**16), split=st.integers(1, 15), untie=st.sets(st.sampled_from(cs.UNTIE_PARTS)))
+@given(seed=st.integers(0, 2**16), split=st.integers(1, 15), untie=st.sets(st.sampled_from(plugin_api.UNTIE_PARTS)))
 def test_grouped_routing_equals_a_per_token_reference_with_packing_and_cached_decode(
     tiny_image_pipe, monkeypatch, seed, split, untie
 ):

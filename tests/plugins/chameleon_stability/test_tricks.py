@@ -11,15 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
-from chameleon_sdk import (
-    ChameleonModel,
-    ComponentSpec,
-    ConfigError,
-    MaskSpec,
-    ModelConfig,
-    StabilityTrick,
-    rotary_tables,
-)
+from chameleon_sdk import ChameleonModel, ComponentSpec, ConfigError, ModelConfig, plugin_api
+from chameleon_sdk.plugin_api import MaskSpec, StabilityTrick, rotary_tables
 
 TINY = ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=64, ffn_dim=48, max_seq_len=32)
 IDS = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))
@@ -106,7 +99,7 @@ def test_qk_norm_sees_queries_before_rotary_and_changes_the_output():
             return q, k
 
     class SpyPlugin:
-        @chameleon_sdk.hookimpl
+        @plugin_api.hookimpl
         def register_stability_tricks(self, register):
             register("spy", Spy)
 
@@ -225,7 +218,7 @@ class LogitSoftCap(StabilityTrick):
 
 
 class SoftCapPlugin:
-    @chameleon_sdk.hookimpl
+    @plugin_api.hookimpl
     def register_stability_tricks(self, register):
         register("soft-cap", LogitSoftCap, options=SoftCapOptions)
 

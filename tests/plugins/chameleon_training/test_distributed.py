@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 from chameleon_sdk.cli import main
 from chameleon_sdk.training import Batch
 from chameleon_sdk.training.data import IGNORE
@@ -254,8 +255,8 @@ def test_a_lora_adapter_trains_on_two_processes_as_on_one(trainer, config, tmp_p
     _torchrun(config, tmp_path / trainer, trainer, LORA)
     assert not (tmp_path / trainer / "pipeline").exists()
     assert _losses(tmp_path / trainer) == pytest.approx(_losses(tmp_path / "local"), abs=1e-5, rel=0)
-    local = cs.read_safetensors(tmp_path / "local" / "adapter" / "adapter.safetensors")
-    sharded = cs.read_safetensors(tmp_path / trainer / "adapter" / "adapter.safetensors")
+    local = plugin_api.read_safetensors(tmp_path / "local" / "adapter" / "adapter.safetensors")
+    sharded = plugin_api.read_safetensors(tmp_path / trainer / "adapter" / "adapter.safetensors")
     assert local.keys() == sharded.keys() and any(t.abs().sum() > 0 for k, t in local.items() if "lora_B" in k)
     for key in local:
         torch.testing.assert_close(sharded[key], local[key], atol=1e-5, rtol=1e-4, msg=key)

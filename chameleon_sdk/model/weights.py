@@ -1,4 +1,7 @@
-"""Filling a model from a state dict: names and shapes compared first, each tensor materialised once."""
+"""Filling a model from a state dict: names and shapes compared first, each tensor materialised once.
+
+What checkpoint formats load with; it lives beside :mod:`.meta_device`, whose placeholders it fills.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def load_weights(
     """Fill ``model`` from ``state_dict``: every key must exist on both sides with the same shape.
 
     Keys and shapes are compared first, before any tensor is read or allocated. A model built inside
-    :func:`~chameleon_sdk.parameters_on_meta` then takes each tensor as its parameter (converted once
+    :func:`~chameleon_sdk.plugin_api.parameters_on_meta` then takes each tensor as its parameter (converted once
     to ``dtype``, or to the placeholder's dtype; no copy when it already has it), so a memory-mapped
     checkpoint is materialised once; any other model gets the values copied into its parameters.
 

@@ -1,0 +1,147 @@
+"""What plugin authors build on: the contracts, hook marker, model parts and storage helpers.
+
+A plugin imports from :mod:`chameleon_sdk` (the user API: pipelines, documents, configs, errors)
+and from here, and from nothing else in the SDK; ``tests/test_import_direction.py`` enforces it.
+Names import on first use, as in the package itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chameleon_sdk.lazy_exports import lazy_module_attributes
+
+if TYPE_CHECKING:
+    from chameleon_sdk.adapters import Adapter
+    from chameleon_sdk.bounded_read import open_regular, read_bounded
+    from chameleon_sdk.checkpoint import CheckpointFormat
+    from chameleon_sdk.error_mapping import foreign_errors
+    from chameleon_sdk.generation import BlockConstraint, FixedLengthBlock, VariableLengthBlock
+    from chameleon_sdk.hookspecs import hookimpl
+    from chameleon_sdk.image_io import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
+    from chameleon_sdk.image_tokenizer import (
+        ImageLossInputs,
+        ImageTokenizerCheckpoint,
+        ImageTokenizerFormat,
+        ImageTokenizerLoss,
+        VQGANArchitecture,
+    )
+    from chameleon_sdk.model import (
+        UNTIE_PARTS,
+        AttentionBackend,
+        KVCache,
+        LossOutput,
+        MaskKind,
+        MaskSpec,
+        ParameterGroups,
+        ResidualLayout,
+        RMSNorm,
+        StabilityTrick,
+        apply_rotary,
+        document_positions,
+        parameters_on_meta,
+        rotary_tables,
+    )
+    from chameleon_sdk.model.weights import check_shapes, load_weights
+    from chameleon_sdk.plugins import KINDS, PluginRecord
+    from chameleon_sdk.progress import progress_bar
+    from chameleon_sdk.protocols import Modality, Quantization, Stateful, TextTokenizer, TrainableModality
+    from chameleon_sdk.storage import (
+        MANIFEST_FILE,
+        global_rng_state,
+        prune_step_directories,
+        read_json,
+        read_safetensors,
+        read_safetensors_shapes,
+        read_torch_file,
+        read_torch_weights,
+        set_global_rng_state,
+        staging_directory,
+        step_directories,
+        step_directory,
+        verify_dcp_metadata,
+        verify_manifest,
+        write_json,
+        write_manifest,
+        write_safetensors,
+        write_torch_file,
+    )
+    from chameleon_sdk.training import Batch, BatchSource, Trainer, call_callbacks
+    from chameleon_sdk.validation import check_int64, check_number, number_validator
+    from chameleon_sdk.vocabulary import ModalityBlock
+
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "KINDS",
+    "MANIFEST_FILE",
+    "UNTIE_PARTS",
+    "Adapter",
+    "AttentionBackend",
+    "Batch",
+    "BatchSource",
+    "BlockConstraint",
+    "CheckpointFormat",
+    "FixedLengthBlock",
+    "ImageLossInputs",
+    "ImageTokenizerCheckpoint",
+    "ImageTokenizerFormat",
+    "ImageTokenizerLoss",
+    "KVCache",
+    "LossOutput",
+    "MaskKind",
+    "MaskSpec",
+    "Modality",
+    "ModalityBlock",
+    "ParameterGroups",
+    "PluginRecord",
+    "Quantization",
+    "RMSNorm",
+    "ResidualLayout",
+    "StabilityTrick",
+    "Stateful",
+    "TextTokenizer",
+    "TrainableModality",
+    "Trainer",
+    "VQGANArchitecture",
+    "VariableLengthBlock",
+    "apply_rotary",
+    "call_callbacks",
+    "check_int64",
+    "check_number",
+    "check_shapes",
+    "document_positions",
+    "foreign_errors",
+    "global_rng_state",
+    "hookimpl",
+    "lazy_module_attributes",
+    "load_weights",
+    "number_validator",
+    "open_regular",
+    "parameters_on_meta",
+    "progress_bar",
+    "prune_step_directories",
+    "read_bounded",
+    "read_json",
+    "read_safetensors",
+    "read_safetensors_shapes",
+    "read_torch_file",
+    "read_torch_weights",
+    "rotary_tables",
+    "set_global_rng_state",
+    "staging_directory",
+    "step_directories",
+    "step_directory",
+    "to_rgb",
+    "verify_dcp_metadata",
+    "verify_manifest",
+    "write_json",
+    "write_manifest",
+    "write_safetensors",
+    "write_torch_file",
+]
+
+__getattr__ = lazy_module_attributes(__name__, __file__)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
