@@ -1,9 +1,10 @@
 """Shapes World end to end at small scale: LoRA vs full fine-tuning of a checkpoint in the released HF layout.
 
 1. **Base.** A pipeline of released-style components (the tiny byte-level BPE tokenizer and 16 px
-   VQGAN image tokenizer of ``chameleon_sdk.tiny_release``) with a model of ``--dim`` x ``--layers``,
-   pre-trained briefly on Shapes World caption/picture pairs (a stand-in for the released model's
-   pre-training), written in the Hugging Face layout and read back from it.
+   VQGAN image tokenizer of ``chameleon_sdk.tiny_release``; the VQGAN trained on Shapes World
+   pictures first, since a random one maps most pictures to the same few codes) with a model of
+   ``--dim`` x ``--layers``, pre-trained briefly on Shapes World caption/picture pairs (a stand-in
+   for the released model's pre-training), written in the Hugging Face layout and read back from it.
 2. **Data.** Shapes World conversations in the chat format (docs/formats.md):
    ``What is in this picture? <picture>`` -> ``A red circle.`` and ``Draw a red circle.`` -> ``<picture>``.
 3. **Fine-tuning.** Full fine-tuning and LoRA (``--rank`` on the attention and MLP projections),
@@ -17,7 +18,7 @@
    (peak RSS growth over the loaded model while training: gradients, AdamW's state, activations);
    the process's peak RSS (which also counts Python, torch and peft themselves) is printed too.
 
-    python3 finetune_shapes.py                 # the comparison (over 25 minutes on 2 busy CPU cores)
+    python3 finetune_shapes.py                 # the comparison (minutes on 2 CPU cores)
     python3 finetune_shapes.py --shape tiny    # smoke run (seconds)
 """
 
@@ -49,8 +50,8 @@ from chameleon_sdk.training.data import IGNORE
 
 #: shape -> model size, steps and examples
 SHAPES_OF_RUN: dict[str, dict[str, int]] = {
-    "tiny": dict(dim=32, layers=2, pretrain_steps=10, steps=6, train=48, held_out=12, batch=4),
-    "small": dict(dim=256, layers=4, pretrain_steps=300, steps=200, train=384, held_out=48, batch=4),
+    "tiny": dict(dim=32, layers=2, vq_steps=4, pretrain_steps=10, steps=6, train=48, held_out=12, batch=4),
+    "small": dict(dim=256, layers=4, vq_steps=300, pretrain_steps=600, steps=300, train=384, held_out=48, batch=4),
 }
 MODES = ("full", "lora")
 QUESTION = "What is in this picture? "
@@ -93,7 +94,11 @@ def train(pipe: cs.Pipeline, data: cs.MixtureData, *, steps: int, lr: float) -> 
 
 def make_base(work: Path, run: dict[str, int]) -> Path:
     """The pre-trained base, written in the released Hugging Face layout."""
-    pipe = tiny_release_pipeline(seed=0)
+    pipe = tiny_release_pipeline(seed=0, decoder=True)  # the decoder trains the VQGAN; the hf layout drops it
+    pictures = sample_shapes(2000, seed=5, size=TINY_RESOLUTION)
+    pipe.modalities["image"].fit(  # type: ignore[attr-defined]
+        [s.image for s in pictures], {"steps": run["vq_steps"], "batch_size": 32, "learning_rate": 2e-3}, progress=False
+    )
     model = cs.ModelConfig(dim=run["dim"], num_layers=run["layers"], num_heads=4, num_kv_heads=2, max_seq_len=128)
     pipe.config = attrs.evolve(pipe.config, model=model)
     torch.manual_seed(0)
