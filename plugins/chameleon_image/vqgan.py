@@ -113,27 +113,27 @@ class _Middle(nn.Module):
 class Encoder(nn.Module):
     """Pixels ``[B, 3, R, R]`` -> latents ``[B, latent_channels, r, r]``."""
 
-    def __init__(self, o: ImageTokenizerOptions) -> None:
+    def __init__(self, arch: ImageTokenizerOptions) -> None:
         super().__init__()
-        mults = o.channel_multipliers
-        self.conv_in = nn.Conv2d(o.in_channels, o.base_channels, kernel_size=3, padding=1)
+        mults = arch.channel_multipliers
+        self.conv_in = nn.Conv2d(arch.in_channels, arch.base_channels, kernel_size=3, padding=1)
         self.down = nn.ModuleList()
-        block_in, res = o.base_channels, o.resolution
+        block_in, res = arch.base_channels, arch.resolution
         for level, mult in enumerate(mults):
             stage = _Level()
-            block_out = o.base_channels * mult
-            for _ in range(o.num_res_blocks):
-                stage.block.append(ResnetBlock(block_in, block_out, o.dropout))
+            block_out = arch.base_channels * mult
+            for _ in range(arch.num_res_blocks):
+                stage.block.append(ResnetBlock(block_in, block_out, arch.dropout))
                 block_in = block_out
-                if res in o.attn_resolutions:
+                if res in arch.attn_resolutions:
                     stage.attn.append(AttnBlock(block_in))
             if level != len(mults) - 1:
                 stage.downsample = Downsample(block_in)
                 res //= 2
             self.down.append(stage)
-        self.mid = _Middle(block_in, o.dropout, o.mid_attention)
+        self.mid = _Middle(block_in, arch.dropout, arch.mid_attention)
         self.norm_out = _norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, o.latent_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(block_in, arch.latent_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -153,21 +153,21 @@ class Decoder(nn.Module):
     from the coarsest level to the finest.
     """
 
-    def __init__(self, o: ImageTokenizerOptions) -> None:
+    def __init__(self, arch: ImageTokenizerOptions) -> None:
         super().__init__()
-        mults = o.channel_multipliers
-        block_in = o.base_channels * mults[-1]
-        res = o.latent_size
-        self.conv_in = nn.Conv2d(o.latent_channels, block_in, kernel_size=3, padding=1)
-        self.mid = _Middle(block_in, o.dropout, o.mid_attention)
+        mults = arch.channel_multipliers
+        block_in = arch.base_channels * mults[-1]
+        res = arch.latent_size
+        self.conv_in = nn.Conv2d(arch.latent_channels, block_in, kernel_size=3, padding=1)
+        self.mid = _Middle(block_in, arch.dropout, arch.mid_attention)
         levels: list[_Level] = []
         for level in reversed(range(len(mults))):
             stage = _Level()
-            block_out = o.base_channels * mults[level]
-            for _ in range(o.num_res_blocks + 1):
-                stage.block.append(ResnetBlock(block_in, block_out, o.dropout))
+            block_out = arch.base_channels * mults[level]
+            for _ in range(arch.num_res_blocks + 1):
+                stage.block.append(ResnetBlock(block_in, block_out, arch.dropout))
                 block_in = block_out
-                if res in o.attn_resolutions:
+                if res in arch.attn_resolutions:
                     stage.attn.append(AttnBlock(block_in))
             if level != 0:
                 stage.upsample = Upsample(block_in)
@@ -175,7 +175,7 @@ class Decoder(nn.Module):
             levels.insert(0, stage)
         self.up = nn.ModuleList(levels)
         self.norm_out = _norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, o.in_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(block_in, arch.in_channels, kernel_size=3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))

@@ -71,15 +71,15 @@ class SentencePieceOptions:
 _REQUIRED_CHARS = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
 
-def _training_error(message: str, o: SentencePieceOptions) -> str:
+def _training_error(message: str, options: SentencePieceOptions) -> str:
     """sentencepiece's message, restated in this plugin's option names where it names its own flags."""
     found = _REQUIRED_CHARS.search(message)
     if found is None:
         return f"sentencepiece training failed: {message}"
     needed = int(found[2])
     return (
-        f"sentencepiece option vocab_size={o.vocab_size} is too small for this corpus: it needs {needed} pieces "
-        f"(each character that character_coverage={o.character_coverage} keeps, 256 byte pieces and the special "
+        f"sentencepiece option vocab_size={options.vocab_size} is too small for this corpus: it needs {needed} pieces "
+        f"(each character that character_coverage={options.character_coverage} keeps, 256 byte pieces and the special "
         f"symbols). Set vocab_size to at least {needed + 1}, or lower character_coverage (down to 0.98; rarer "
         f"characters then fall back to UTF-8 bytes)"
     )
@@ -99,7 +99,7 @@ class SentencePieceTokenizer:
 
     def train(self, texts: Iterable[str]) -> None:
         """Train a BPE model on ``texts`` (an iterator of strings; each is one training sentence)."""
-        o = self.options
+        options = self.options
 
         def sentences() -> Iterable[str]:
             for i, text in enumerate(texts):
@@ -114,10 +114,10 @@ class SentencePieceTokenizer:
                 sentence_iterator=iter(sentences()),
                 model_writer=buffer,
                 model_type="bpe",
-                vocab_size=o.vocab_size,
+                vocab_size=options.vocab_size,
                 hard_vocab_limit=False,
                 byte_fallback=True,
-                character_coverage=o.character_coverage,
+                character_coverage=options.character_coverage,
                 normalization_rule_name="identity",
                 add_dummy_prefix=False,
                 remove_extra_whitespaces=False,
@@ -127,16 +127,16 @@ class SentencePieceTokenizer:
                 pad_id=1,
                 eos_id=2,
                 unk_id=3,
-                control_symbols=list(o.control_symbols),
-                user_defined_symbols=list(o.user_defined_symbols),
-                max_sentence_length=o.max_sentence_length,
-                input_sentence_size=o.input_sentence_size,
+                control_symbols=list(options.control_symbols),
+                user_defined_symbols=list(options.user_defined_symbols),
+                max_sentence_length=options.max_sentence_length,
+                input_sentence_size=options.input_sentence_size,
                 shuffle_input_sentence=True,
-                num_threads=o.num_threads,
+                num_threads=options.num_threads,
                 minloglevel=2,
             )
         except RuntimeError as exc:
-            raise TokenizationError(_training_error(str(exc), o)) from exc
+            raise TokenizationError(_training_error(str(exc), options)) from exc
         self._set_proto(buffer.getvalue())
 
     def _set_proto(self, proto: bytes) -> None:

@@ -229,7 +229,7 @@ def check_resumable(out_dir: Path, step: int, steps: int) -> None:
 
 def _run(
     strategy: Strategy,
-    o: TrainerOptions,
+    options: TrainerOptions,
     model: torch.nn.Module,
     data: BatchSource,
     steps: int,
@@ -239,18 +239,20 @@ def _run(
 ) -> TrainResult:
     out_dir = Path(out_dir) if out_dir is not None else None
     callbacks = callbacks if strategy.is_main else ()
-    apply_partial_training(model, o)
+    apply_partial_training(model, options)
     module = strategy.prepare(model)
     device = strategy.device(module)
-    autocast_dtype = resolve_precision(o, device)
-    if o.activation_checkpointing:
+    autocast_dtype = resolve_precision(options, device)
+    if options.activation_checkpointing:
         enable_activation_checkpointing(module)
     wrapped = strategy.wrap(module)
-    decay = 0.0 if o.anole else o.weight_decay  # decoupled decay would move the frozen head rows
+    decay = 0.0 if options.anole else options.weight_decay  # decoupled decay would move the frozen head rows
     # fused: one kernel per step instead of a loop over tensors (a 42M-parameter step: 16 ms vs 110 ms on CPU)
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(parameter_groups(module, decay), lr=o.lr, betas=o.betas, eps=o.eps, fused=fused)
-    forward = torch.compile(wrapped) if o.compile else wrapped
+    optimizer = torch.optim.AdamW(
+        parameter_groups(module, decay), lr=options.lr, betas=options.betas, eps=options.eps, fused=fused
+    )
+    forward = torch.compile(wrapped) if options.compile else wrapped
 
     start_step, resumed_from, skipped = 0, None, 0
     schedule_steps = steps  # the total the learning-rate schedule was planned for
@@ -288,21 +290,21 @@ def _run(
     checkpoint: Path | None = None
     started = time.perf_counter()
     bar = plugin_api.progress_bar(
-        total=steps, initial=start_step, unit="step", desc="train", enabled=o.progress and strategy.is_main
+        total=steps, initial=start_step, unit="step", desc="train", enabled=options.progress and strategy.is_main
     )
     for step in range(start_step, steps):
         step_start = time.perf_counter()
-        lr = learning_rate(o, step, schedule_steps)
+        lr = learning_rate(options, step, schedule_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         module.train()
-        batches = [data.batch_at(step, micro) for micro in range(o.grad_accum)]
+        batches = [data.batch_at(step, micro) for micro in range(options.grad_accum)]
         total_tokens = sum(b.num_tokens for b in batches)
         sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), dtype=torch.float32, device=device)}
         stats: dict[str, Any] = {}
         for micro, batch in enumerate(strategy.rows(b) for b in batches):
             autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-            with strategy.grad_sync(wrapped, micro == o.grad_accum - 1):
+            with strategy.grad_sync(wrapped, micro == options.grad_accum - 1):
                 with autocast:  # the loss inside forward: in chunks, without [B, T, V] logits (model.chunked_loss)
                     out = forward(
                         batch.input_ids.to(device),
@@ -316,7 +318,7 @@ def _run(
             for name, value in result.terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float() * share
             stats = {k: v.tolist() for k, v in out.stats.items()}
-        grad_norm = strategy.clip_grad_norm(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+        grad_norm = strategy.clip_grad_norm(params, options.grad_clip if options.grad_clip > 0 else float("inf"))
         totals = dict(zip(sums, strategy.reduce_sum(torch.stack(list(sums.values()))).tolist()))
         loss_value = totals.pop("loss")
         if math.isfinite(loss_value) and bool(torch.isfinite(grad_norm)):
@@ -343,18 +345,20 @@ def _run(
         call_callbacks(callbacks, "on_step_end", metrics)
         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
         bar.update(1)
-        if nonfinite_in_row >= o.max_nonfinite:
+        if nonfinite_in_row >= options.max_nonfinite:
             raise TrainingError(
                 f"{nonfinite_in_row} non-finite steps in a row (loss {loss_value}, grad norm {float(grad_norm)}) "
                 f"at step {step}: lower the learning rate or enable qk-norm / z-loss"
             )
         done = step + 1
-        if out_dir is not None and (done == steps or (o.checkpoint_every and done % o.checkpoint_every == 0)):
+        if out_dir is not None and (
+            done == steps or (options.checkpoint_every and done % options.checkpoint_every == 0)
+        ):
             meta = {
                 "step": done,
                 "trainer": strategy.name,
                 "world_size": strategy.world_size,
-                "options": chameleon_sdk.to_dict(o),
+                "options": chameleon_sdk.to_dict(options),
                 "sdk_version": chameleon_sdk.__version__,
                 "plugins": [r.to_json() for r in chameleon_sdk.available_plugins()],
             }
@@ -363,7 +367,7 @@ def _run(
                 step=done,
                 extra={"skipped": skipped, "schedule_steps": schedule_steps},
                 meta=meta,
-                keep_last=o.keep_last,
+                keep_last=options.keep_last,
             )
             checkpoint = strategy.save(request, module, optimizer)
             call_callbacks(callbacks, "on_checkpoint", done, checkpoint)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -28,14 +28,26 @@ from chameleon_sdk import CheckpointError, plugin_api
 from chameleon_training.state import META_FILE, STATE_FILE, checkpoint_root
 
 if TYPE_CHECKING:
-    from chameleon_training.distributed import DataParallelStrategy
     from chameleon_training.loop import CheckpointRequest
 
 DCP_DIR = "dcp"
 
 
+class ProcessGroup(Protocol):
+    """What saving and loading need of the running processes (``ddp``/``fsdp``'s strategy has it)."""
+
+    @property
+    def is_main(self) -> bool: ...
+
+    def barrier(self) -> None: ...
+
+    def broadcast(self, value: Any) -> Any: ...
+
+    def rank_rngs(self) -> list[dict[str, Any]]: ...
+
+
 def save_sharded(
-    strategy: DataParallelStrategy,
+    strategy: ProcessGroup,
     request: CheckpointRequest,
     module: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -67,7 +79,7 @@ def save_sharded(
 
 
 def load_sharded(
-    strategy: DataParallelStrategy, path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer
+    strategy: ProcessGroup, path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Restore model and optimizer shards from ``path`` (call on every rank); returns the trainer state."""
     import torch.distributed.checkpoint as dcp
