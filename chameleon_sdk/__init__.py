@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         save_config,
         to_dict,
     )
+    from chameleon_sdk.contracts import Callback, TrainResult
     from chameleon_sdk.document import Document, Image, Segment, Text, read_jsonl, write_jsonl
     from chameleon_sdk.errors import (
         ChameleonError,
@@ -83,7 +84,7 @@ if TYPE_CHECKING:
     )
     from chameleon_sdk.quantization import quantize_model
     from chameleon_sdk.tokenizer import MixedModalTokenizer
-    from chameleon_sdk.training import Callback, Conversation, DataConfig, MixtureData, SourceConfig, TrainResult, Turn
+    from chameleon_sdk.training import Conversation, DataConfig, MixtureData, SourceConfig, Turn
     from chameleon_sdk.vocabulary import Vocabulary
 
 __version__ = "0.1.0"

@@ -12,20 +12,20 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
 from chameleon_sdk.config import ComponentSpec, to_dict
+from chameleon_sdk.contracts.adapter import Adapter
 from chameleon_sdk.errors import CheckpointError, ConfigError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 
 __all__ = [
     "ADAPTER_CONFIG_FILE",
     "ADAPTER_WEIGHTS_FILE",
-    "Adapter",
     "AdapterChoice",
     "attach_adapter",
     "has_adapter",
@@ -43,23 +43,6 @@ _ATTACHED = "_chameleon_adapter"  # the model attribute holding (spec, adapter) 
 
 #: an adapter plugin's name, ``{"name", "options"}``, or a spec
 AdapterChoice = str | ComponentSpec | Mapping[str, Any]
-
-
-@runtime_checkable
-class Adapter(Protocol):
-    """A parameter-efficient fine-tuning method (kind ``adapter``), built from its options."""
-
-    def attach(self, model: nn.Module) -> None:
-        """Add the adapter's weights to ``model`` in place; afterwards only they require gradients."""
-
-    def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The adapter's tensors in ``model`` (nothing of the base model)."""
-
-    def load_state(self, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Set the adapter's tensors in an attached ``model``; unknown or missing keys are an error."""
-
-    def merge(self, model: nn.Module) -> None:
-        """Fold the adapter into the base weights in place and remove its modules."""
 
 
 def attach_adapter(model: nn.Module, adapter: AdapterChoice, *, registry: PluginRegistry | None = None) -> nn.Module:

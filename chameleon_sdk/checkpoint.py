@@ -17,11 +17,12 @@ import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
 
+from chameleon_sdk.contracts.checkpoint_format import CheckpointFormat
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ChameleonError, CheckpointError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KIND",
-    "CheckpointFormat",
     "CheckpointInfo",
     "claiming_format",
     "detect_format",
@@ -56,27 +56,6 @@ class CheckpointInfo:
     format: str
     path: str
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
-
-
-@runtime_checkable
-class CheckpointFormat(Protocol):
-    """What a ``checkpoint_format`` plugin's factory returns.
-
-    - ``detect(path)``: True when ``path`` looks like a checkpoint of this format. Cheap (reads at
-      most small metadata files) and never raises for a path of another format.
-    - ``load(path, registry=..., dtype=None)``: build the model (attention and stability plugins
-      come from ``registry``) and fill its weights, floating-point ones in ``dtype`` when given
-      (build it inside :func:`~chameleon_sdk.plugin_api.parameters_on_meta` and fill it with
-      :func:`~chameleon_sdk.plugin_api.load_weights`, so each weight is materialised once); returns the model.
-      :func:`load_model` puts it in eval mode (and casts it when a format's ``load`` takes no ``dtype``).
-    - ``save(model, path)``: write the model into the existing, empty directory ``path``.
-    """
-
-    def detect(self, path: Path) -> bool: ...
-
-    def load(self, path: Path, *, registry: PluginRegistry, dtype: torch.dtype | None = None) -> nn.Module: ...
-
-    def save(self, model: nn.Module, path: Path) -> None: ...
 
 
 # -- detection, load, save ---------------------------------------------------------------------

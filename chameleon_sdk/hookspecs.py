@@ -21,35 +21,63 @@ subset of a hook's arguments, so old plugins keep working.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
+import attrs
 import pluggy
 
 hookspec = pluggy.HookspecMarker("chameleon_sdk")
 hookimpl = pluggy.HookimplMarker("chameleon_sdk")
 
 Register = Callable[..., None]
+Spec = TypeVar("Spec", bound=Callable[..., None])
+
+
+@attrs.frozen
+class Kind:
+    """One plugin kind: its name in configs and the registry, the hook that registers it, and the
+    name of its contract in :mod:`chameleon_sdk.contracts`."""
+
+    name: str
+    hook: str
+    contract: str
+
+
+#: every kind, in the order of the hook specifications below (each declared once, on its hook)
+KIND_LIST: list[Kind] = []
+
+
+def registers(kind: str, *, contract: str) -> Callable[[Spec], Spec]:
+    """Declare a hook specification as the one that registers plugins of ``kind`` following ``contract``."""
+
+    def declare(spec: Spec) -> Spec:
+        KIND_LIST.append(Kind(kind, spec.__name__, contract))
+        return hookspec(spec)
+
+    return declare
+
 
 # --- Data: how documents become tokens -------------------------------------------------------
 
 
-@hookspec
+@registers("text_tokenizer", contract="TextTokenizer")
 def register_text_tokenizers(register: Register) -> None:
     """Register text tokenizers (kind ``text_tokenizer``).
 
     A text tokenizer turns strings into text ids and back, and can be trained from an iterator of
-    strings. See :class:`chameleon_sdk.protocols.TextTokenizer` for the contract.
+    strings. See :class:`chameleon_sdk.plugin_api.TextTokenizer` for the contract.
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """
 
 
-@hookspec
+@registers("modality", contract="Modality")
 def register_modalities(register: Register) -> None:
     """Register non-text modalities such as images (kind ``modality``).
 
     A modality turns one payload (an image, an audio clip) into a block of discrete codes and back.
     The core wraps each block in the modality's begin/end tokens. See
-    :class:`chameleon_sdk.protocols.Modality` for the contract.
+    :class:`chameleon_sdk.plugin_api.Modality` for the contract.
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """
@@ -58,7 +86,7 @@ def register_modalities(register: Register) -> None:
 # --- Model: how the transformer computes -----------------------------------------------------
 
 
-@hookspec
+@registers("attention", contract="AttentionBackend")
 def register_attention_backends(register: Register) -> None:
     """Register attention implementations (kind ``attention``).
 
@@ -69,7 +97,7 @@ def register_attention_backends(register: Register) -> None:
     """
 
 
-@hookspec
+@registers("stability", contract="StabilityTrick")
 def register_stability_tricks(register: Register) -> None:
     """Register training-stability tricks such as QK-norm or z-loss (kind ``stability``).
 
@@ -80,7 +108,7 @@ def register_stability_tricks(register: Register) -> None:
 # --- Training and inference: how the system runs ---------------------------------------------
 
 
-@hookspec
+@registers("trainer", contract="Trainer")
 def register_trainers(register: Register) -> None:
     """Register training loops (kind ``trainer``), for example single-process or FSDP.
 
@@ -88,7 +116,7 @@ def register_trainers(register: Register) -> None:
     """
 
 
-@hookspec
+@registers("sampler", contract="Sampler")
 def register_samplers(register: Register) -> None:
     """Register token samplers (kind ``sampler``), for example greedy or top-p.
 
@@ -96,18 +124,18 @@ def register_samplers(register: Register) -> None:
     """
 
 
-@hookspec
+@registers("quantization", contract="Quantization")
 def register_quantizations(register: Register) -> None:
     """Register inference weight formats such as weight-only int8 (kind ``quantization``).
 
     A quantization rewrites a loaded model's weights in place for faster or smaller inference. See
-    :class:`chameleon_sdk.protocols.Quantization` for the contract.
+    :class:`chameleon_sdk.plugin_api.Quantization` for the contract.
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
     """
 
 
-@hookspec
+@registers("checkpoint_format", contract="CheckpointFormat")
 def register_checkpoint_formats(register: Register) -> None:
     """Register checkpoint readers/writers (kind ``checkpoint_format``).
 
@@ -118,7 +146,7 @@ def register_checkpoint_formats(register: Register) -> None:
     """
 
 
-@hookspec
+@registers("image_tokenizer_loss", contract="ImageTokenizerLoss")
 def register_image_tokenizer_losses(register: Register) -> None:
     """Register extra training losses of image tokenizers (kind ``image_tokenizer_loss``).
 
@@ -129,7 +157,7 @@ def register_image_tokenizer_losses(register: Register) -> None:
     """
 
 
-@hookspec
+@registers("callback", contract="Callback")
 def register_callbacks(register: Register) -> None:
     """Register training/inference callbacks (kind ``callback``), such as loggers.
 
@@ -137,7 +165,7 @@ def register_callbacks(register: Register) -> None:
     """
 
 
-@hookspec
+@registers("adapter", contract="Adapter")
 def register_adapters(register: Register) -> None:
     """Register parameter-efficient fine-tuning methods such as LoRA (kind ``adapter``).
 

@@ -28,24 +28,22 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import attrs
 import torch
 
 from chameleon_sdk.checkpoint import KIND, claiming_format, registered_formats
 from chameleon_sdk.config import ComponentSpec, from_dict, load_config, typed
+from chameleon_sdk.contracts.checkpoint_format import ImageTokenizerFormat
+from chameleon_sdk.contracts.modality import Modality, TrainableModality
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import CheckpointError, ConfigError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.protocols import Modality, TrainableModality
 from chameleon_sdk.storage import checked_path, staging_directory, verify_manifest
 
 __all__ = [
-    "ImageLossInputs",
     "ImageTokenizerCheckpoint",
-    "ImageTokenizerFormat",
-    "ImageTokenizerLoss",
     "ImageTokenizerTrainingConfig",
     "VQGANArchitecture",
     "detect_image_tokenizer_format",
@@ -156,25 +154,6 @@ class ImageTokenizerCheckpoint:
     state_dict: Mapping[str, torch.Tensor] = attrs.field(repr=False)
     source: str = ""
     format: str = ""
-
-
-@runtime_checkable
-class ImageTokenizerFormat(Protocol):
-    """What a ``checkpoint_format`` plugin implements, besides the model methods, to hold image tokenizers.
-
-    - ``detect_image_tokenizer(path)``: True when ``path`` (a directory, or a file for layouts that
-      use one) holds an image tokenizer in this layout. Cheap, and never raises for other layouts.
-    - ``read_image_tokenizer(path)``: the architecture and weights; :class:`CheckpointError` naming
-      the file for anything unreadable or unsupported.
-    - ``write_image_tokenizer(checkpoint, path)``: write into the existing, empty directory
-      ``path``; a read-only layout raises :class:`CheckpointError`.
-    """
-
-    def detect_image_tokenizer(self, path: Path) -> bool: ...
-
-    def read_image_tokenizer(self, path: Path) -> ImageTokenizerCheckpoint: ...
-
-    def write_image_tokenizer(self, checkpoint: ImageTokenizerCheckpoint, path: Path) -> None: ...
 
 
 def _image_formats(registry: PluginRegistry) -> dict[str, ImageTokenizerFormat]:
@@ -301,50 +280,6 @@ def load_image_tokenizer(
 
 
 # -- extra training losses --------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class ImageLossInputs:
-    """What an :class:`ImageTokenizerLoss` sees at one training step.
-
-    :param pixels: the batch, ``[B, 3, R, R]`` in ``[-1, 1]``.
-    :param reconstruction: the decoder's output for it (attached to the graph in ``loss``, detached
-        in ``update``).
-    :param step: the optimiser step being taken (0-based).
-    :param reconstruction_loss: the pixel loss plus the terms of the losses listed before this one
-        (what an adaptive weight balances against; attached to the graph in ``loss``).
-    :param last_layer: the decoder's last weight, for gradient-norm based adaptive weights.
-    """
-
-    pixels: torch.Tensor
-    reconstruction: torch.Tensor
-    step: int
-    reconstruction_loss: torch.Tensor
-    last_layer: torch.Tensor
-
-
-@runtime_checkable
-class ImageTokenizerLoss(Protocol):
-    """An extra term of the image tokenizer's training loss (kind ``image_tokenizer_loss``).
-
-    - ``loss(inputs) -> (term, stats)``: the weighted scalar term the tokenizer's optimiser minimises
-      this step (``0`` when inactive, e.g. before an adversarial start step), and floats to report.
-    - ``update(inputs) -> stats``: called after the tokenizer's step, to train the loss's own
-      parameters (a discriminator); return ``{}`` when there is nothing to train.
-    - ``state_dict()`` / ``load_state_dict(state)``: everything needed to resume training exactly
-      (weights and the loss's own optimiser); tensors, numbers, strings and containers of them.
-    - ``to(device)``: move any network to the tokenizer's device.
-    """
-
-    def loss(self, inputs: ImageLossInputs) -> tuple[torch.Tensor, dict[str, float]]: ...
-
-    def update(self, inputs: ImageLossInputs) -> dict[str, float]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
-
-    def to(self, device: torch.device) -> Any: ...
 
 
 # -- training from a config -------------------------------------------------------------------------

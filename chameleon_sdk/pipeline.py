@@ -19,6 +19,9 @@ import torch
 from chameleon_sdk.adapters import has_adapter, save_adapter
 from chameleon_sdk.checkpoint import load_model, save_model
 from chameleon_sdk.config import PipelineConfig, from_dict, load_config, to_dict
+from chameleon_sdk.contracts.modality import Modality
+from chameleon_sdk.contracts.text_tokenizer import TextTokenizer
+from chameleon_sdk.contracts.trainer import BatchSource, TrainResult
 from chameleon_sdk.document import Document, Image, Segment, Text
 from chameleon_sdk.errors import CheckpointError, ConfigError, PluginNotFoundError
 from chameleon_sdk.generation.events import GenerationEvent
@@ -31,14 +34,13 @@ from chameleon_sdk.generation.stream import (
 )
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.protocols import Modality, TextTokenizer
 from chameleon_sdk.provenance import component_providers, with_install_hint
 from chameleon_sdk.quantization import QuantizeChoice, quantize_model
 from chameleon_sdk.released import find_release
 from chameleon_sdk.storage import read_json, staging_directory, verify_manifest
 from chameleon_sdk.tokenizer import MixedModalTokenizer
-from chameleon_sdk.training.contracts import BatchSource, TrainResult, is_main_process
 from chameleon_sdk.training.data import DataConfig, MixtureData
+from chameleon_sdk.training.processes import is_main_process
 from chameleon_sdk.vocabulary import Vocabulary
 
 __all__ = ["Pipeline"]

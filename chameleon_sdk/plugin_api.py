@@ -12,31 +12,44 @@ from typing import TYPE_CHECKING
 from chameleon_sdk.lazy_exports import lazy_module_attributes
 
 if TYPE_CHECKING:
-    from chameleon_sdk.adapters import Adapter
     from chameleon_sdk.bounded_read import open_regular, read_bounded
-    from chameleon_sdk.checkpoint import CheckpointFormat
-    from chameleon_sdk.error_mapping import foreign_errors
-    from chameleon_sdk.generation import BlockConstraint, FixedLengthBlock, VariableLengthBlock
-    from chameleon_sdk.hookspecs import hookimpl
-    from chameleon_sdk.image_io import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
-    from chameleon_sdk.image_tokenizer import (
+    from chameleon_sdk.contracts import (
+        Adapter,
+        AttentionBackend,
+        BatchEncodingModality,
+        BatchSource,
+        BlockConstraint,
+        CheckpointFormat,
+        ConstrainingModality,
         ImageLossInputs,
-        ImageTokenizerCheckpoint,
         ImageTokenizerFormat,
         ImageTokenizerLoss,
-        VQGANArchitecture,
+        Modality,
+        NamedTokenizer,
+        PartialDecodingModality,
+        Quantization,
+        ResidualLayout,
+        Sampler,
+        StabilityTrick,
+        Stateful,
+        TextTokenizer,
+        TrainableModality,
+        Trainer,
+        call_callbacks,
     )
+    from chameleon_sdk.error_mapping import foreign_errors
+    from chameleon_sdk.generation import FixedLengthBlock, VariableLengthBlock
+    from chameleon_sdk.hookspecs import hookimpl
+    from chameleon_sdk.image_io import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
+    from chameleon_sdk.image_tokenizer import ImageTokenizerCheckpoint, VQGANArchitecture
     from chameleon_sdk.model import (
         UNTIE_PARTS,
-        AttentionBackend,
         KVCache,
         LossOutput,
         MaskKind,
         MaskSpec,
         ParameterGroups,
-        ResidualLayout,
         RMSNorm,
-        StabilityTrick,
         apply_rotary,
         document_positions,
         parameters_on_meta,
@@ -45,7 +58,6 @@ if TYPE_CHECKING:
     from chameleon_sdk.model.weights import check_shapes, load_weights
     from chameleon_sdk.plugins import KINDS, PluginRecord
     from chameleon_sdk.progress import progress_bar
-    from chameleon_sdk.protocols import Modality, Quantization, Stateful, TextTokenizer, TrainableModality
     from chameleon_sdk.storage import (
         MANIFEST_FILE,
         global_rng_state,
@@ -66,7 +78,7 @@ if TYPE_CHECKING:
         write_safetensors,
         write_torch_file,
     )
-    from chameleon_sdk.training import Batch, BatchSource, Trainer, call_callbacks
+    from chameleon_sdk.training import Batch
     from chameleon_sdk.validation import check_int64, check_number, number_validator
     from chameleon_sdk.vocabulary import ModalityBlock
 
@@ -78,9 +90,11 @@ __all__ = [
     "Adapter",
     "AttentionBackend",
     "Batch",
+    "BatchEncodingModality",
     "BatchSource",
     "BlockConstraint",
     "CheckpointFormat",
+    "ConstrainingModality",
     "FixedLengthBlock",
     "ImageLossInputs",
     "ImageTokenizerCheckpoint",
@@ -92,11 +106,14 @@ __all__ = [
     "MaskSpec",
     "Modality",
     "ModalityBlock",
+    "NamedTokenizer",
     "ParameterGroups",
+    "PartialDecodingModality",
     "PluginRecord",
     "Quantization",
     "RMSNorm",
     "ResidualLayout",
+    "Sampler",
     "StabilityTrick",
     "Stateful",
     "TextTokenizer",

@@ -62,20 +62,8 @@ __all__ = [
 ENTRY_POINT_GROUP = "chameleon_sdk"
 BUILTIN_DISTRIBUTION = "chameleon-sdk"
 
-#: plugin kind -> the hook that registers it
-KINDS: Mapping[str, str] = {
-    "text_tokenizer": "register_text_tokenizers",
-    "modality": "register_modalities",
-    "attention": "register_attention_backends",
-    "stability": "register_stability_tricks",
-    "trainer": "register_trainers",
-    "sampler": "register_samplers",
-    "quantization": "register_quantizations",
-    "checkpoint_format": "register_checkpoint_formats",
-    "image_tokenizer_loss": "register_image_tokenizer_losses",
-    "callback": "register_callbacks",
-    "adapter": "register_adapters",
-}
+#: plugin kind -> the hook that registers it (read from the hook specifications, where each is declared)
+KINDS: Mapping[str, str] = {kind.name: kind.hook for kind in hookspecs.KIND_LIST}
 
 
 def resolve_reference(reference: str) -> Any:

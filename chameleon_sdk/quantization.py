@@ -8,9 +8,9 @@ from typing import Any
 from torch import nn
 
 from chameleon_sdk.config import ComponentSpec
+from chameleon_sdk.contracts.quantization import Quantization
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.protocols import Quantization
 
 __all__ = ["QuantizeChoice", "quantize_model"]
 
@@ -24,7 +24,7 @@ def quantize_model(model: nn.Module, quantize: QuantizeChoice, *, registry: Plug
     The model is put in eval mode first: quantized weights are for inference.
 
     :raises PluginNotFoundError: no quantization of that name is registered.
-    :raises ConfigError: the plugin did not build a :class:`~chameleon_sdk.protocols.Quantization`,
+    :raises ConfigError: the plugin did not build a :class:`~chameleon_sdk.plugin_api.Quantization`,
         or did not return a module.
     """
     if not isinstance(quantize, (str, ComponentSpec, Mapping)):

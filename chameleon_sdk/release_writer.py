@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chameleon_sdk.checkpoint import save_model
+from chameleon_sdk.contracts.text_tokenizer import NamedTokenizer
 from chameleon_sdk.errors import CheckpointError
 from chameleon_sdk.image_tokenizer import save_image_tokenizer
-from chameleon_sdk.protocols import NamedTokenizer
 from chameleon_sdk.released import RESAMPLE_FILTERS
 from chameleon_sdk.storage import read_safetensors, staging_directory, write_json, write_safetensors, write_torch_file
 

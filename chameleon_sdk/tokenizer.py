@@ -23,10 +23,12 @@ from typing import Any, Protocol
 import torch
 
 from chameleon_sdk.config import PipelineConfig, to_dict
+from chameleon_sdk.contracts.modality import BatchEncodingModality, Modality, PartialDecodingModality
+from chameleon_sdk.contracts.stateful import Stateful
+from chameleon_sdk.contracts.text_tokenizer import NamedTokenizer, TextTokenizer
 from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import TokenizationError
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.protocols import BatchEncodingModality, Modality, NamedTokenizer, Stateful, TextTokenizer
 from chameleon_sdk.token_names import vocabulary_from_names
 from chameleon_sdk.vocabulary import SPECIAL, Vocabulary
 
@@ -189,7 +191,7 @@ class MixedModalTokenizer:
         end_of_turn: bool = False,
     ) -> list[list[int]]:
         """``[tokenize(d) for d in documents]``, with the payloads of a modality that has
-        ``encode_batch`` (see :class:`~chameleon_sdk.protocols.BatchEncodingModality`) encoded
+        ``encode_batch`` (see :class:`~chameleon_sdk.plugin_api.BatchEncodingModality`) encoded
         :data:`ENCODE_BATCH` at a time instead of one by one."""
         if isinstance(documents, (str, Document)):
             raise TokenizationError("tokenize_batch: expected a sequence of documents; use tokenize() for one")
@@ -325,8 +327,9 @@ class MixedModalTokenizer:
         codes = self.vocabulary.ids_to_codes(name, ids)
         if closed and (length is None or ids.numel() == length):
             return segment_of(name, modality.decode(codes))
-        partial = getattr(modality, "decode_partial", None)
-        return segment_of(name, partial(codes)) if partial is not None else None
+        if isinstance(modality, PartialDecodingModality):
+            return segment_of(name, modality.decode_partial(codes))
+        return None
 
     def _text_segments(self, ids: torch.Tensor, strict: bool, offset: int) -> list[Text | Image | Segment]:
         kinds = self.vocabulary.modality_index[ids]

@@ -1,10 +1,9 @@
 """Generation: modality-constrained decoding, classifier-free guidance, samplers, streaming."""
 
-from chameleon_sdk.generation.constraints import BlockConstraint, FixedLengthBlock, ModalityStates, VariableLengthBlock
+from chameleon_sdk.generation.constraints import FixedLengthBlock, ModalityStates, VariableLengthBlock
 from chameleon_sdk.generation.engine import Guidance, StepOutput, TokenDecoder, generate_tokens
 
 __all__ = [
-    "BlockConstraint",
     "FixedLengthBlock",
     "Guidance",
     "ModalityStates",

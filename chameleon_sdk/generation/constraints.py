@@ -13,27 +13,15 @@ modality gets correct switching with no core change.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import torch
 
+from chameleon_sdk.contracts.modality import BlockConstraint
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.vocabulary import ModalityBlock, Vocabulary
 
-__all__ = ["BlockConstraint", "FixedLengthBlock", "ModalityStates", "VariableLengthBlock"]
+__all__ = ["FixedLengthBlock", "ModalityStates", "VariableLengthBlock"]
 
 TEXT_MODES = ("text", "interleaved")
-
-
-@runtime_checkable
-class BlockConstraint(Protocol):
-    """What may follow inside an open block of one modality."""
-
-    #: tokens a whole block takes, begin and end included (None: unknown, at least 2)
-    tokens_needed: int | None
-
-    def allowed(self, codes_emitted: torch.Tensor) -> torch.Tensor:
-        """``[R, V]`` bool: allowed next tokens for ``R`` rows that emitted ``codes_emitted[r]`` codes."""
 
 
 class FixedLengthBlock:

@@ -11,29 +11,30 @@ unconditional prompt); they share every sampled token, so their caches stay alig
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch
 
 from chameleon_sdk.config import ComponentSpec, one_of, typed
+from chameleon_sdk.contracts.modality import BlockConstraint
+from chameleon_sdk.contracts.sampler import Sampler
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.compiled import compile_decode_step
-from chameleon_sdk.generation.constraints import TEXT_MODES, BlockConstraint, ModalityStates
+from chameleon_sdk.generation.constraints import TEXT_MODES, ModalityStates
 from chameleon_sdk.generation.events import FinishReason
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.validation import check_int64, check_number
 from chameleon_sdk.vocabulary import Vocabulary
 
-__all__ = ["DEFAULT_MAX_BATCH", "Guidance", "Sampler", "StepOutput", "TokenDecoder", "generate_tokens"]
+__all__ = ["DEFAULT_MAX_BATCH", "Guidance", "StepOutput", "TokenDecoder", "generate_tokens"]
 
 #: prompts decoded together at most, unless ``max_batch`` says otherwise: every row holds a KV cache
 #: of ``prompt + max_new_tokens`` slots per layer, so an unbounded batch is an unbounded allocation
 DEFAULT_MAX_BATCH = 256
 
-Sampler = Callable[..., torch.Tensor]
 SamplerChoice = str | ComponentSpec | Mapping[str, Any] | Sampler
 
 

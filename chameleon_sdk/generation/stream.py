@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from chameleon_sdk.contracts.modality import ConstrainingModality
 from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.engine import (
@@ -275,7 +276,9 @@ def prepare_stream(
     _check_decodable(tokenizer, modes)
     built = build_samplers("greedy" if sampler is None else sampler, samplers, registry or get_registry())
     constraints = {
-        name: m.block_constraint(vocab) for name, m in tokenizer.modalities.items() if hasattr(m, "block_constraint")
+        name: m.block_constraint(vocab)
+        for name, m in tokenizer.modalities.items()
+        if isinstance(m, ConstrainingModality)
     }
     generator = seeded_generator(model, seed)
     decoder = TokenDecoder(

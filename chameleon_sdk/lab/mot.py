@@ -26,6 +26,7 @@ import attrs
 import torch
 
 from chameleon_sdk.config import ComponentSpec
+from chameleon_sdk.contracts.callback import Callback
 from chameleon_sdk.demo import PLANS, DemoPlan, caption_pairs, prepare_shapes_world
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.lab.report import figure_png, save_report
@@ -34,7 +35,6 @@ from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
 from chameleon_sdk.pipeline import Pipeline
 from chameleon_sdk.plotting import require_matplotlib
 from chameleon_sdk.shapes import sample_shapes
-from chameleon_sdk.training.contracts import Callback
 from chameleon_sdk.training.data import IGNORE
 
 __all__ = ["ARMS", "LossCurve", "MoTLabConfig", "MoTLabReport", "relative_steps_to_reach", "run_mot_lab"]

@@ -30,13 +30,13 @@ import attrs
 import torch
 
 from chameleon_sdk.config import ComponentSpec, ModelConfig, from_dict, to_dict
+from chameleon_sdk.contracts.callback import Callback
 from chameleon_sdk.errors import ConfigError, TrainingError
 from chameleon_sdk.lab.report import figure_png, save_report
 from chameleon_sdk.lab.synthetic import SyntheticMix, SyntheticMixConfig
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plotting import require_matplotlib
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.training.contracts import Callback
 from chameleon_sdk.training.data import Batch
 
 __all__ = [

@@ -6,15 +6,8 @@ This package knows no attention backend and no stability trick by name; both are
 from __future__ import annotations
 
 from chameleon_sdk.model.cache import KVCache
-from chameleon_sdk.model.extensions import ResidualLayout, StabilityTrick
 from chameleon_sdk.model.layers import RMSNorm, apply_rotary, rotary_tables
-from chameleon_sdk.model.masking import (
-    AttentionBackend,
-    BackendUnavailableError,
-    MaskKind,
-    MaskSpec,
-    UnsupportedMaskError,
-)
+from chameleon_sdk.model.masking import BackendUnavailableError, MaskKind, MaskSpec, UnsupportedMaskError
 from chameleon_sdk.model.meta_device import parameters_on_meta
 from chameleon_sdk.model.presets import MODEL_PRESETS, ModelPreset, model_preset
 from chameleon_sdk.model.routing import UNTIE_PARTS, ParameterGroups
@@ -23,7 +16,6 @@ from chameleon_sdk.model.transformer import ChameleonModel, LossOutput, ModelOut
 __all__ = [
     "MODEL_PRESETS",
     "UNTIE_PARTS",
-    "AttentionBackend",
     "BackendUnavailableError",
     "ChameleonModel",
     "KVCache",
@@ -34,8 +26,6 @@ __all__ = [
     "ModelPreset",
     "ParameterGroups",
     "RMSNorm",
-    "ResidualLayout",
-    "StabilityTrick",
     "UnsupportedMaskError",
     "apply_rotary",
     "document_positions",

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from chameleon_sdk.config import ModelConfig
+from chameleon_sdk.contracts.stability import ResidualLayout, StabilityTrick
 from chameleon_sdk.model.cache import KVCache
-from chameleon_sdk.model.extensions import ResidualLayout, StabilityTrick
 from chameleon_sdk.model.masking import MaskSpec
 from chameleon_sdk.model.routing import GroupedLinear, GroupedRMSNorm, ParameterGroups, TokenRoute, routed
 

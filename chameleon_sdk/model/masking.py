@@ -26,14 +26,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Collection
-from typing import Protocol, runtime_checkable
 
 import torch
 
 from chameleon_sdk.errors import ChameleonError, ConfigError
 
 __all__ = [
-    "AttentionBackend",
     "BackendUnavailableError",
     "MaskKind",
     "MaskSpec",
@@ -118,15 +116,6 @@ class MaskSpec:
         if self.q_document_ids is not None and self.kv_document_ids is not None:
             allowed = allowed & (self.q_document_ids.unsqueeze(-1) == self.kv_document_ids.unsqueeze(1))
         return allowed
-
-
-@runtime_checkable
-class AttentionBackend(Protocol):
-    """The one call contract every attention backend implements (see the module docstring)."""
-
-    def __call__(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskSpec, scale: float
-    ) -> torch.Tensor: ...
 
 
 def check_mask_support(backend_name: str, supported: Collection[str], mask: MaskSpec) -> None:

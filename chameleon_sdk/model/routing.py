@@ -1,7 +1,7 @@
 """Per-token parameter routing: a block's weights as groups, each token using its own group's.
 
 This is the extension point behind modality-aware experts (Mixture-of-Transformers, arXiv
-2411.04996): a stability trick's :meth:`~chameleon_sdk.model.extensions.StabilityTrick.parameter_groups`
+2411.04996): a stability trick's :meth:`~chameleon_sdk.plugin_api.StabilityTrick.parameter_groups`
 maps every token id to a group, and the blocks then hold one copy of the untied parts (attention
 projections, feed-forward network, norms) per group. Attention itself stays global: every token
 attends to the whole mixed sequence. The core knows no modality: a group is a number.

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from chameleon_sdk.config import ComponentSpec, ModelConfig
+from chameleon_sdk.contracts.stability import StabilityTrick, overrides
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.model.cache import KVCache
 from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
-from chameleon_sdk.model.extensions import StabilityTrick, overrides
 from chameleon_sdk.model.head_loss import REPORTED_ONLY, chunked_head_loss, rows_per_chunk
 from chameleon_sdk.model.layers import DecoderBlock, RMSNorm, rotary_tables
 from chameleon_sdk.model.masking import MaskKind, MaskSpec, check_mask_support

@@ -1,28 +1,16 @@
-"""Training: mixed-modal data, trainer and callback contracts."""
+"""Training: mixed-modal data, chat conversations, and which process writes run files."""
 
 from chameleon_sdk.training.chat import Conversation, Turn
-from chameleon_sdk.training.contracts import (
-    BatchSource,
-    Callback,
-    Trainer,
-    TrainResult,
-    call_callbacks,
-    is_main_process,
-)
 from chameleon_sdk.training.data import Batch, DataConfig, MixtureData, PackedSource, SourceConfig
+from chameleon_sdk.training.processes import is_main_process
 
 __all__ = [
     "Batch",
-    "BatchSource",
-    "Callback",
     "Conversation",
     "DataConfig",
     "MixtureData",
     "PackedSource",
     "SourceConfig",
-    "TrainResult",
-    "Trainer",
     "Turn",
-    "call_callbacks",
     "is_main_process",
 ]

@@ -30,11 +30,11 @@ import attrs
 import torch
 
 from chameleon_sdk.config import ComponentSpec, PipelineConfig, from_dict, read_config_data, to_dict
+from chameleon_sdk.contracts.trainer import TrainResult
 from chameleon_sdk.document import Document, Text
 from chameleon_sdk.error_mapping import foreign_errors
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.plugins import PluginRegistry
-from chameleon_sdk.training.contracts import TrainResult
 from chameleon_sdk.training.data import DataConfig, iter_records
 from chameleon_sdk.validation import check_number
 

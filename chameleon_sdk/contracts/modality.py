@@ -1,81 +1,30 @@
-"""The contracts plugins implement, as ``typing.Protocol`` classes.
+"""Kind ``modality``: one payload (an image, a clip) <-> a block of discrete codes.
 
-A plugin never subclasses these; it only has to provide the listed members (structural typing).
-They document what the core calls and let type checkers verify a plugin.
+The members a modality may leave out are declared here as protocols of their own
+(:class:`BatchEncodingModality`, :class:`PartialDecodingModality`, :class:`ConstrainingModality`,
+:class:`TrainableModality`); the core checks them with ``isinstance``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
+from chameleon_sdk.contracts.stateful import Stateful
+
+if TYPE_CHECKING:
+    from chameleon_sdk.vocabulary import Vocabulary
+
 __all__ = [
     "BatchEncodingModality",
+    "BlockConstraint",
+    "ConstrainingModality",
     "Modality",
-    "NamedTokenizer",
-    "Quantization",
-    "Stateful",
-    "TextTokenizer",
+    "PartialDecodingModality",
     "TrainableModality",
 ]
-
-
-@runtime_checkable
-class Stateful(Protocol):
-    """A component with learned state that the pipeline saves next to its config."""
-
-    def save(self, directory: Path) -> None:
-        """Write the component's state files into ``directory`` (which exists and is empty)."""
-
-    def load(self, directory: Path) -> None:
-        """Restore state written by :meth:`save`."""
-
-
-@runtime_checkable
-class TextTokenizer(Stateful, Protocol):
-    """Strings <-> text ids. Built by a ``register_text_tokenizers`` plugin.
-
-    Text ids are ``[0, vocab_size)`` and include the tokenizer's own bos/eos/pad ids; the
-    :class:`~chameleon_sdk.Vocabulary` places modality blocks around them.
-    """
-
-    @property
-    def vocab_size(self) -> int: ...
-
-    @property
-    def bos_id(self) -> int: ...
-
-    @property
-    def eos_id(self) -> int: ...
-
-    @property
-    def pad_id(self) -> int: ...
-
-    @property
-    def is_trained(self) -> bool: ...
-
-    def train(self, texts: Iterable[str]) -> None:
-        """Fit the tokenizer on an iterator of strings."""
-
-    def encode(self, text: str) -> list[int]:
-        """Text ids for ``text``, without bos/eos."""
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """The string for text ids (control ids decode to nothing)."""
-
-
-@runtime_checkable
-class NamedTokenizer(Protocol):
-    """Optional for a text tokenizer whose file names every id of the model's vocabulary (the released
-    ``tokenizer.json``: text, image codes ``IMGIMG...`` and special names alike). A pipeline with
-    ``vocabulary="tokenizer"`` builds its :class:`~chameleon_sdk.Vocabulary` from these names
-    (:meth:`~chameleon_sdk.Vocabulary.from_token_names`)."""
-
-    def token_ids(self) -> dict[str, int]:
-        """Every token name and its id."""
 
 
 @runtime_checkable
@@ -133,13 +82,29 @@ class TrainableModality(Modality, Stateful, Protocol):
 
 
 @runtime_checkable
-class Quantization(Protocol):
-    """A weight format for inference (kind ``quantization``), applied to a loaded model.
+class BlockConstraint(Protocol):
+    """What may follow inside an open block of one modality."""
 
-    :func:`chameleon_sdk.quantize_model` (and ``load_model(..., quantize=...)``) calls it once per
-    model, on the device the model will run on, in eval mode.
-    """
+    #: tokens a whole block takes, begin and end included (None: unknown, at least 2)
+    tokens_needed: int | None
 
-    def quantize(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Rewrite ``model``'s weights (in place or not) and return the model to use. The result
-        takes the same inputs and returns logits of the same shape and dtype as before."""
+    def allowed(self, codes_emitted: torch.Tensor) -> torch.Tensor:
+        """``[R, V]`` bool: allowed next tokens for ``R`` rows that emitted ``codes_emitted[r]`` codes."""
+
+
+@runtime_checkable
+class PartialDecodingModality(Protocol):
+    """Optional for a modality: decode a block cut short (a preview while generating, a block that
+    ran out of budget). Without it a cut block decodes to nothing."""
+
+    def decode_partial(self, codes: torch.Tensor) -> Any:
+        """The payload for the first ``len(codes)`` codes of a block (fewer than ``block_length``)."""
+
+
+@runtime_checkable
+class ConstrainingModality(Protocol):
+    """Optional for a modality: its own rule for what may follow inside its open block. Without it a
+    fixed-length block takes exactly ``block_length`` codes and a variable-length one codes or its end."""
+
+    def block_constraint(self, vocabulary: Vocabulary) -> BlockConstraint:
+        """The constraint for this modality's block of ``vocabulary``."""

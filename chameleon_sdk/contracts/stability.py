@@ -25,20 +25,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import nn
-
-from chameleon_sdk.config import ModelConfig
-from chameleon_sdk.model.routing import ParameterGroups
-
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from chameleon_sdk.config import ModelConfig
+    from chameleon_sdk.model.routing import ParameterGroups
     from chameleon_sdk.vocabulary import Vocabulary
 
-__all__ = ["ResidualLayout", "StabilityTrick", "overrides"]
+__all__ = ["Branch", "ResidualLayout", "StabilityTrick", "overrides"]
+
 
 ResidualLayout = Literal["pre_norm", "reordered"]
 """``pre_norm``: h = x + f(norm(x)) (Llama, Chameleon-7B). ``reordered``: h = x + norm(f(x)) (Swin v2,
 Chameleon-34B). The norms are the block's ``attention_norm`` and ``ffn_norm`` in both layouts."""
+
 
 Branch = Literal["attention", "feed_forward"]
 
