@@ -107,7 +107,7 @@ def run_child(mode: str, shape: str, device_name: str, steps: int, rank: int) ->
     config, stability = model_config(shape)
     batch, seq = SHAPES[shape]["batch"], SHAPES[shape]["seq"]
     with device:
-        model = cs.ChameleonModel(config, stability=stability)
+        model = cs.build_model(config, stability=stability)
     if cuda:
         model = model.to(torch.bfloat16)
     if mode != "full":

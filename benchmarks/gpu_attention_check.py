@@ -16,7 +16,7 @@ import time
 import torch
 
 import chameleon_sdk
-from chameleon_sdk import BackendUnavailableError, ChameleonModel, ModelConfig
+from chameleon_sdk import BackendUnavailableError, ModelConfig, build_model
 from chameleon_sdk.plugin_api import MaskSpec
 
 FAILURES = 0
@@ -97,13 +97,13 @@ def check_compiled_models(registry: chameleon_sdk.PluginRegistry, only: list[str
     ids = torch.randint(0, 1024, (2, 256), device="cuda")
     docs = torch.cat([torch.zeros(2, 100), torch.ones(2, 156)], 1).long().cuda()
     torch.manual_seed(0)
-    reference = ChameleonModel(config, attention="eager", stability=["qk-norm"]).cuda().eval()
+    reference = build_model(config, attention="eager", stability=["qk-norm"]).cuda().eval()
     for record in registry.records("attention"):
         if only and record.name not in only:
             continue
         name = f"compiled model, {record.name}"
         try:
-            model = ChameleonModel(config, attention=record.name, stability=["qk-norm"]).cuda().eval()
+            model = build_model(config, attention=record.name, stability=["qk-norm"]).cuda().eval()
         except BackendUnavailableError as exc:
             report(name, None, str(exc)[:80])
             continue

@@ -41,7 +41,7 @@ def main() -> None:
     preset = cs.MODEL_PRESETS[args.preset].model
     config = attrs.evolve(preset, dropout=0.0, max_seq_len=args.prompt + args.tokens + 8)
     with device:
-        model = cs.ChameleonModel(config, stability=["qk-norm"]).to(torch.bfloat16).eval()
+        model = cs.build_model(config, stability=["qk-norm"]).to(torch.bfloat16).eval()
     prompt = torch.randint(10, config.vocab_size, (1, args.prompt), device=device)
     n = args.tokens
     bandwidth = read_bandwidth(device, megabytes=1024 if device.type == "cuda" else 256)

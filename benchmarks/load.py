@@ -66,7 +66,7 @@ def write_checkpoints(shape: dict[str, int], root: Path) -> dict[str, Path]:
         ffn_dim=shape["intermediate"],
     )
     torch.manual_seed(0)
-    model = cs.ChameleonModel(config, stability=["qk-norm"]).to(torch.bfloat16)
+    model = cs.build_model(config, stability=["qk-norm"]).to(torch.bfloat16)
     # what the hf writer keeps from a loaded hf folder: a tiny VQ config and a released-style map
     base = {"vq_config": TINY_VQ_CONFIG, "vocabulary_map": vocabulary_map(shape["vocab"])}
     model.checkpoint_info = cs.CheckpointInfo(format="hf", path=str(root / "none"), metadata={"config": base})

@@ -40,7 +40,7 @@ def build(shape: dict[str, int], vocabulary: cs.Vocabulary, stability: list, see
         max_seq_len=shape["seq"],
     )
     torch.manual_seed(seed)
-    return cs.ChameleonModel(config, stability=stability, vocabulary=vocabulary).train()
+    return cs.build_model(config, stability=stability, vocabulary=vocabulary).train()
 
 
 def half_text_half_image(shape: dict[str, int], vocabulary: cs.Vocabulary) -> torch.Tensor:

@@ -73,6 +73,7 @@ if TYPE_CHECKING:
         UnsupportedMaskError,
         model_preset,
     )
+    from chameleon_sdk.model.build import build_model
     from chameleon_sdk.pipeline import Pipeline
     from chameleon_sdk.plugins import (
         PluginRegistry,
@@ -143,6 +144,7 @@ __all__ = [
     "__version__",
     "attach_adapter",
     "available_plugins",
+    "build_model",
     "detect_format",
     "detect_image_tokenizer_format",
     "from_dict",

@@ -89,12 +89,12 @@ def _parameter_count(config: ModelConfig, stability: Sequence[Any]) -> int:
     """The parameters of the model, counted on the meta device (no memory, no initialisation)."""
     import torch
 
-    from chameleon_sdk.model.transformer import ChameleonModel
+    from chameleon_sdk.model.build import build_model
 
     if config.dropout > 0 and not stability:  # dropout holds no parameters; without its trick it is refused
         config = attrs.evolve(config, dropout=0.0)
     with torch.device("meta"):
-        model = ChameleonModel(config, stability=list(stability))
+        model = build_model(config, stability=list(stability))
     return sum(p.numel() for p in model.parameters())
 
 

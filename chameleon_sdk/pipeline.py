@@ -33,6 +33,7 @@ from chameleon_sdk.generation.stream import (
     stream_documents,
 )
 from chameleon_sdk.model import ChameleonModel
+from chameleon_sdk.model.build import build_model
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.provenance import component_providers, with_install_hint
 from chameleon_sdk.quantization import QuantizeChoice, quantize_model
@@ -129,7 +130,7 @@ class Pipeline:
                 f"Pipeline.build_model: model.vocab_size ({model_config.vocab_size}) is smaller than the "
                 f"vocabulary ({size} ids); set it to None or >= {size}"
             )
-        return ChameleonModel(
+        return build_model(
             model_config,
             attention=self.config.attention,
             stability=self.config.stability,

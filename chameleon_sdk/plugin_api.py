@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         parameters_on_meta,
         rotary_tables,
     )
+    from chameleon_sdk.model.build import ModelParts, build_parts
     from chameleon_sdk.model.weights import check_shapes, load_weights
     from chameleon_sdk.plugins import KINDS, PluginRecord
     from chameleon_sdk.progress import progress_bar
@@ -106,6 +107,7 @@ __all__ = [
     "MaskSpec",
     "Modality",
     "ModalityBlock",
+    "ModelParts",
     "NamedTokenizer",
     "ParameterGroups",
     "PartialDecodingModality",
@@ -122,6 +124,7 @@ __all__ = [
     "VQGANArchitecture",
     "VariableLengthBlock",
     "apply_rotary",
+    "build_parts",
     "call_callbacks",
     "check_int64",
     "check_number",

@@ -35,6 +35,7 @@ from chameleon_sdk.errors import ConfigError, TrainingError
 from chameleon_sdk.lab.report import figure_png, save_report
 from chameleon_sdk.lab.synthetic import SyntheticMix, SyntheticMixConfig
 from chameleon_sdk.model import ChameleonModel
+from chameleon_sdk.model.build import build_model
 from chameleon_sdk.plotting import require_matplotlib
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.training.data import Batch
@@ -521,7 +522,7 @@ def train_run(
     device = torch.device(config.device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        model = ChameleonModel(
+        model = build_model(
             model_config,
             attention=config.attention,
             stability=_trick_specs(parse_arm(arm), config),

@@ -4,7 +4,7 @@
 tricks the paper trained that shape with)::
 
     preset = chameleon_sdk.model_preset("7b")
-    model = ChameleonModel(preset.model, stability=preset.stability)
+    model = chameleon_sdk.build_model(preset.model, stability=preset.stability)
 
 7B: 32 layers, dim 4096, 32 heads (MHA), FFN 11008, QK-norm shared by all heads of a layer (the
 released checkpoint), dropout 0.1, z-loss 1e-5. 34B: 48 layers, dim 8192, 64 heads, 8 kv heads,

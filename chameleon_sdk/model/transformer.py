@@ -14,23 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from chameleon_sdk.config import ComponentSpec, ModelConfig
-from chameleon_sdk.contracts.stability import StabilityTrick, overrides
+from chameleon_sdk.contracts.stability import overrides
 from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.model.cache import KVCache
 from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
 from chameleon_sdk.model.head_loss import REPORTED_ONLY, chunked_head_loss, rows_per_chunk
 from chameleon_sdk.model.layers import DecoderBlock, RMSNorm, rotary_tables
-from chameleon_sdk.model.masking import MaskKind, MaskSpec, check_mask_support
-from chameleon_sdk.model.routing import ParameterGroups, TokenRoute
-from chameleon_sdk.plugins import PluginRegistry, get_registry
+from chameleon_sdk.model.masking import MaskSpec, check_mask_support
+from chameleon_sdk.model.routing import TokenRoute
+from chameleon_sdk.plugins import PluginRegistry
 from chameleon_sdk.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from chameleon_sdk.model.build import ModelParts
 
 __all__ = ["ChameleonModel", "LossOutput", "ModelOutput", "document_positions"]
 
@@ -89,38 +93,6 @@ def document_positions(
     return positions
 
 
-def _resolve_layout(tricks: Iterable[tuple[str, StabilityTrick]]) -> str:
-    chosen: dict[str, str] = {}
-    for name, trick in tricks:
-        if trick.residual_layout is not None:
-            chosen[name] = trick.residual_layout
-    if len(set(chosen.values())) > 1:
-        raise ConfigError(f"stability tricks ask for conflicting residual layouts: {chosen}")
-    return next(iter(chosen.values()), "pre_norm")
-
-
-def _parameter_groups(
-    tricks: Iterable[tuple[str, StabilityTrick]], config: ModelConfig, vocabulary: Vocabulary | None
-) -> ParameterGroups | None:
-    chosen = {}
-    for name, trick in tricks:
-        if overrides(trick, "parameter_groups"):
-            groups = trick.parameter_groups(config, vocabulary)
-            if groups is not None:
-                if not isinstance(groups, ParameterGroups):
-                    raise ConfigError(f"stability trick {name!r}: parameter_groups returned {groups!r}")
-                chosen[name] = groups
-    if len(chosen) > 1:
-        raise ConfigError(f"only one stability trick may route tokens to parameter groups, got {sorted(chosen)}")
-    groups = next(iter(chosen.values()), None)
-    if groups is not None and groups.token_group.numel() != config.vocab_size:
-        raise ConfigError(
-            f"parameter groups route {groups.token_group.numel()} token ids but the model's vocab_size is "
-            f"{config.vocab_size}"
-        )
-    return groups
-
-
 def _describe_value(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor {tuple(value.shape)}"
@@ -130,12 +102,12 @@ def _describe_value(value: object) -> str:
 class ChameleonModel(nn.Module):
     """Token embedding, ``num_layers`` decoder blocks, final RMSNorm and an untied LM head.
 
+    Build one with :func:`chameleon_sdk.build_model` (plugins by name); the module itself takes the
+    already-built :class:`~chameleon_sdk.model.build.ModelParts` and knows no registry.
+
     :param config: the shape; ``config.vocab_size`` must be set (``Pipeline.build_model`` fills it).
-    :param attention: an attention backend's registry name or :class:`ComponentSpec` (default ``"sdpa"``).
-    :param stability: stability tricks by registry name or spec, applied in order.
-    :param registry: where to look the plugins up (default: the process-wide registry).
-    :param vocabulary: the token space, when known; a trick that routes tokens to parameter groups
-        (``parameter_groups``, e.g. ``mot``) derives the routing from it.
+    :param parts: the attention backend and stability tricks, built and checked by ``build_parts``.
+    :param vocabulary: the token space, when known (generation uses it for modality masks).
 
     Set ``model.collect_stats = True`` to have every forward fill ``output.stats`` (monitors);
     it is off by default and then costs nothing.
@@ -144,51 +116,38 @@ class ChameleonModel(nn.Module):
     def __init__(
         self,
         config: ModelConfig,
+        parts: ModelParts | None = None,
         *,
-        attention: str | ComponentSpec | Mapping[str, Any] = "sdpa",
-        stability: Iterable[str | ComponentSpec | Mapping[str, Any]] = (),
-        registry: PluginRegistry | None = None,
         vocabulary: Vocabulary | None = None,
+        attention: str | ComponentSpec | Mapping[str, Any] | None = None,
+        stability: Iterable[str | ComponentSpec | Mapping[str, Any]] | None = None,
+        registry: PluginRegistry | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(config, ModelConfig):
-            raise ConfigError(
-                f"ChameleonModel: expected a ModelConfig, got {type(config).__name__} "
-                "(build one with ModelConfig(...) or chameleon_sdk.from_dict(ModelConfig, data))"
+        if parts is None:  # plugins by name: kept for one release
+            from chameleon_sdk.model.build import build_parts
+
+            warnings.warn(
+                "ChameleonModel(config, attention=..., stability=...) is deprecated: use "
+                "chameleon_sdk.build_model(config, attention=..., stability=...)",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        if config.vocab_size is None:
-            raise ConfigError("ChameleonModel: config.vocab_size is None; set it (Pipeline.build_model fills it)")
-        registry = registry or get_registry()
+            parts = build_parts(
+                config,
+                attention=attention or "sdpa",
+                stability=stability or (),
+                registry=registry,
+                vocabulary=vocabulary,
+            )
+        assert config.vocab_size is not None, "build_parts checks the config"
+        vocab_size = config.vocab_size
         self.config = config
-        self.attention_spec = ComponentSpec.of(attention)
-        record = registry.get("attention", self.attention_spec.name)
-        self.mask_kinds: frozenset[str] = frozenset(record.traits.get("mask_kinds", frozenset()))
+        self.attention_spec = parts.attention_spec
+        self.stability_specs = parts.stability_specs
+        self.mask_kinds = parts.mask_kinds
         self._mask_kind_names = tuple(sorted(str(k) for k in self.mask_kinds))  # traceable by every dynamo
-        if MaskKind.CAUSAL not in self.mask_kinds:
-            raise ConfigError(
-                f"attention backend {record.name!r} must declare mask_kinds including 'causal', "
-                f"got {sorted(self.mask_kinds)}"
-            )
-        backend = record.build(self.attention_spec.options)
-        if isinstance(stability, (str, Mapping, ComponentSpec)):
-            stability = [stability]
-        if not isinstance(stability, Iterable):
-            raise ConfigError(f"stability must be a list of trick names or specs, got {stability!r}")
-        self.stability_specs = tuple(ComponentSpec.of(s) for s in stability)
-        names = [s.name for s in self.stability_specs]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"stability tricks must be listed once each, got {names}")
-        named = [(s.name, registry.build("stability", s.name, s.options)) for s in self.stability_specs]
-        for name, trick in named:
-            if not isinstance(trick, StabilityTrick):
-                raise ConfigError(f"stability plugin {name!r} built {type(trick).__name__}, not a StabilityTrick")
-        self.tricks = tuple(trick for _, trick in named)
-        if config.dropout > 0 and not any(t.uses_config_dropout for t in self.tricks):
-            raise ConfigError(
-                f"ModelConfig.dropout is {config.dropout} but no stability trick applies it; add the 'dropout' trick "
-                "or set dropout to 0"
-            )
-        layout = _resolve_layout(named)
+        self.tricks = parts.tricks
         qk = [t for t in self.tricks if overrides(t, "transform_qk")]
         branch = [t for t in self.tricks if overrides(t, "transform_branch")]
         self._logit_tricks = tuple(t for t in self.tricks if overrides(t, "transform_logits"))
@@ -203,17 +162,17 @@ class ChameleonModel(nn.Module):
         self.checkpoint_info: Any = None
 
         #: how tokens are routed to parameter groups (None: every token uses the same weights)
-        self.parameter_groups = _parameter_groups(named, config, vocabulary)
+        self.parameter_groups = parts.groups
         if self.parameter_groups is not None:
             self.register_buffer("token_group", self.parameter_groups.token_group.clone(), persistent=False)
 
-        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.tok_embeddings = nn.Embedding(vocab_size, config.dim)
         self.layers = nn.ModuleList(
             DecoderBlock(
                 config,
                 i,
-                backend,
-                layout=layout,  # type: ignore[arg-type]
+                parts.attention,
+                layout=parts.layout,
                 qk_tricks=qk,
                 branch_tricks=branch,
                 groups=self.parameter_groups,
@@ -221,7 +180,7 @@ class ChameleonModel(nn.Module):
             for i in range(config.num_layers)
         )
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.output = nn.Linear(config.dim, vocab_size, bias=False)
         self.reset_parameters()
         for i, block in enumerate(self.blocks):
             for trick in self.tricks:

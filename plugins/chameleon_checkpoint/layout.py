@@ -70,7 +70,7 @@ def build_model(
         expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
         plugin_api.check_shapes(expected, file_shapes, source=source)
     with plugin_api.parameters_on_meta():
-        return chameleon_sdk.ChameleonModel(
+        return chameleon_sdk.build_model(
             config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary
         )
 
@@ -98,7 +98,7 @@ def load_into_new_model(
 def _on_meta(config: ModelConfig, **parts: Any) -> nn.Module:
     """The model wholly on the meta device: its state's shapes, with nothing allocated."""
     with torch.device("meta"):
-        return chameleon_sdk.ChameleonModel(config, **parts)
+        return chameleon_sdk.build_model(config, **parts)
 
 
 def require_chameleon_model(model: nn.Module, format_name: str) -> None:

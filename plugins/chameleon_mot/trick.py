@@ -61,7 +61,7 @@ class MixtureOfTransformers(StabilityTrick):
         if vocabulary is None:
             raise ConfigError(
                 "mot routes tokens by modality, so the model needs its vocabulary: build it with "
-                "Pipeline.build_model or ChameleonModel(..., vocabulary=...)"
+                "Pipeline.build_model or build_model(..., vocabulary=...)"
             )
         size = config.vocab_size or vocabulary.size
         if size < vocabulary.size:

@@ -35,7 +35,7 @@ configs = st.builds(
 @settings(max_examples=10, deadline=None)
 @given(config=configs)
 def test_the_planned_weights_are_the_models_parameters(config):
-    model = cs.ChameleonModel(config)
+    model = cs.build_model(config)
     count = sum(p.numel() for p in model.parameters())
     plan = plan_memory(config, mode="full", batch=1, seq=8)
     assert plan.trainable == count and plan.parameters == 4 * count
@@ -50,9 +50,7 @@ def test_the_planned_weights_are_the_models_parameters(config):
 )
 def test_the_planned_adapter_is_what_lora_attaches(config, rank, targets):
     pytest.importorskip("peft")
-    model = cs.attach_adapter(
-        cs.ChameleonModel(config), {"name": "lora", "options": {"rank": rank, "targets": targets}}
-    )
+    model = cs.attach_adapter(cs.build_model(config), {"name": "lora", "options": {"rank": rank, "targets": targets}})
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     plan = plan_memory(config, mode="lora", batch=1, seq=8, rank=rank, targets=targets)
     assert plan.trainable == trainable and plan.adapters == 4 * trainable
@@ -105,7 +103,7 @@ def test_chameleon_plan_prints_every_mode_for_each_device_count(tmp_path, capsys
     assert lines[0].split()[:2] == ["mode", "devices"]
     assert [(line.split()[0], line.split()[1]) for line in lines[1:]] == [(m, str(n)) for n in (1, 2, 4) for m in MODES]
     plans = plan_run(config, max_devices=1)
-    assert plans[0].parameters == 2 * sum(p.numel() for p in cs.ChameleonModel(plans_config(config)).parameters())
+    assert plans[0].parameters == 2 * sum(p.numel() for p in cs.build_model(plans_config(config)).parameters())
 
 
 def plans_config(path: Path) -> cs.ModelConfig:
@@ -128,7 +126,7 @@ def test_chameleon_plan_asks_for_the_vocabulary(tmp_path, capsys):
 
 def test_the_plan_counts_the_weights_of_the_stability_tricks_too():
     with torch.device("meta"):
-        model = cs.ChameleonModel(cs.MODEL_PRESETS["7b"].model, stability=cs.MODEL_PRESETS["7b"].stability)
+        model = cs.build_model(cs.MODEL_PRESETS["7b"].model, stability=cs.MODEL_PRESETS["7b"].stability)
     count = sum(p.numel() for p in model.parameters())
     stability = cs.MODEL_PRESETS["7b"].stability
     assert (

@@ -34,7 +34,7 @@ class Plugin:
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return cs.ChameleonModel(cs.ModelConfig(dim=32, num_layers=1, num_heads=4, vocab_size=64, max_seq_len=32))
+    return cs.build_model(cs.ModelConfig(dim=32, num_layers=1, num_heads=4, vocab_size=64, max_seq_len=32))
 
 
 def test_a_registered_quantization_is_applied_and_the_model_left_in_eval(registered_plugin, model):

@@ -220,7 +220,7 @@ def test_cfg_image_only_row_keeps_blocks_and_bos_only(hf_pipe):
 
 def test_qk_norm_epsilon_is_fixed_whatever_norm_eps_says():
     config = cs.ModelConfig(dim=32, num_layers=1, num_heads=4, vocab_size=50, norm_eps=1e-3)
-    model = cs.ChameleonModel(config, stability=["qk-norm"])
+    model = cs.build_model(config, stability=["qk-norm"])
     attention = model.layers[0].attention
     assert attention.q_norm.eps == attention.k_norm.eps == 1e-5
     assert model.layers[0].attention_norm.eps == 1e-3

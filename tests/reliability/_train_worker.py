@@ -100,7 +100,7 @@ def run(out_dir: str, conn: Any, stall_write: int | None = None) -> None:
         stall_the_kth_write(stall_write, conn)
     torch.manual_seed(0)
     config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=VOCAB, max_seq_len=LENGTH, dropout=0.1)
-    model = cs.ChameleonModel(config, stability=("qk-norm", "z-loss", "dropout"))
+    model = cs.build_model(config, stability=("qk-norm", "z-loss", "dropout"))
     options = {"precision": "fp32", "progress": False, "lr": 3e-3, "warmup_steps": 2, "checkpoint_every": EVERY}
     trainer = cs.get_registry().build("trainer", "local", options)
     trainer.fit(model, Source(), steps=STEPS, out_dir=Path(out_dir), callbacks=[Report(conn)])

@@ -28,7 +28,7 @@ def make_model(registry):
 
     def make(stability=("qk-norm",), seed=0, **config):
         torch.manual_seed(seed)
-        return cs.ChameleonModel(cs.ModelConfig(**{**TINY_MODEL, **config}), stability=stability)
+        return cs.build_model(cs.ModelConfig(**{**TINY_MODEL, **config}), stability=stability)
 
     return make
 

@@ -548,16 +548,16 @@ CASES: dict[str, Callable[[Any], Any]] = {
         c.vocab, plugin_api.ModalityBlock(modality="image", begin_id=1, end_id=2, code_ids=torch.arange(3))
     ),
     # -- the model ----------------------------------------------------------------------------
-    "ChameleonModel(config=5)": lambda c: cs.ChameleonModel(5),
-    "ChameleonModel(config=dict)": lambda c: cs.ChameleonModel({"dim": 32}),
-    "ChameleonModel(vocab_size None)": lambda c: cs.ChameleonModel(cs.ModelConfig(dim=32, num_layers=1, num_heads=4)),
-    "ChameleonModel(attention='nope')": lambda c: cs.ChameleonModel(
+    "build_model(config=5)": lambda c: cs.build_model(5),
+    "build_model(config=dict)": lambda c: cs.build_model({"dim": 32}),
+    "build_model(vocab_size None)": lambda c: cs.build_model(cs.ModelConfig(dim=32, num_layers=1, num_heads=4)),
+    "build_model(attention='nope')": lambda c: cs.build_model(
         cs.ModelConfig(dim=32, num_layers=1, num_heads=4, vocab_size=8), attention="nope"
     ),
-    "ChameleonModel(stability=['nope'])": lambda c: cs.ChameleonModel(
+    "build_model(stability=['nope'])": lambda c: cs.build_model(
         cs.ModelConfig(dim=32, num_layers=1, num_heads=4, vocab_size=8), stability=["nope"]
     ),
-    "ChameleonModel(stability=5)": lambda c: cs.ChameleonModel(
+    "build_model(stability=5)": lambda c: cs.build_model(
         cs.ModelConfig(dim=32, num_layers=1, num_heads=4, vocab_size=8), stability=5
     ),
     "model(float ids)": lambda c: c.model(torch.zeros(1, 3)),

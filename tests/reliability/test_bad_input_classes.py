@@ -273,7 +273,7 @@ def test_pixel_tensors_out_of_range(image_pipe, kind, where):
 def saved_checkpoints(tmp_path_factory):
     torch.manual_seed(0)
     config = cs.ModelConfig(dim=32, num_layers=1, num_heads=4, vocab_size=64, max_seq_len=32)
-    model = cs.ChameleonModel(config, stability=("qk-norm",))
+    model = cs.build_model(config, stability=("qk-norm",))
     root = tmp_path_factory.mktemp("checkpoints")
     return {fmt: cs.save_model(model, root / fmt, format=fmt) for fmt in ("native", "hf", "original")}
 
@@ -457,7 +457,7 @@ def test_threads_generating_on_one_pipeline_give_the_single_threaded_results(mak
     shared module's mode, so 6 threads give exactly the single-threaded results."""
     pipe = make_pipe()
     config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, max_seq_len=64, dropout=0.5)
-    pipe.model = cs.ChameleonModel(
+    pipe.model = cs.build_model(
         attrs_evolve_vocab(config, pipe), stability=("dropout",), vocabulary=pipe.vocabulary
     ).train()
     prompts = [f"a {c} shape" for c in ["red", "green", "blue", "yellow", "red", "blue"]]

@@ -190,14 +190,14 @@ def test_the_manifest_is_written_last_inside_the_staging_directory(registry, mak
 def test_shape_and_config_mismatches_name_the_key_and_both_shapes(make_pipe, jsonl_data, tmp_path):
     make_pipe(checkpoint_every=1).train(jsonl_data, steps=1, out_dir=tmp_path / "run")
     wider = make_pipe(checkpoint_every=1)
-    wider.model = cs.ChameleonModel(
+    wider.model = cs.build_model(
         cs.ModelConfig(dim=32, num_layers=2, num_heads=4, max_seq_len=64, ffn_dim=48, vocab_size=wider.vocabulary.size)
     )
     key = r"'layers\.0\.feed_forward\.w1\.weight'"
     with pytest.raises(CheckpointError, match=key + r" has shape \[\d+, 32\], the model expects \[48, 32\]"):
         wider.train(jsonl_data, steps=2, out_dir=tmp_path / "run")
     deeper = make_pipe(checkpoint_every=1)
-    deeper.model = cs.ChameleonModel(
+    deeper.model = cs.build_model(
         cs.ModelConfig(dim=32, num_layers=3, num_heads=4, max_seq_len=64, vocab_size=deeper.vocabulary.size)
     )
     with pytest.raises(CheckpointError, match=r"lacks \d+ tensor\(s\) the model needs: \['layers\.2\."):

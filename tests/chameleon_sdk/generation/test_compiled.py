@@ -46,7 +46,7 @@ def vocab():
 def test_compiled_cfg_image_block_equals_eager_and_is_not_recompiled(vocab):
     torch.manual_seed(0)
     config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=vocab.size, max_seq_len=64)
-    model = cs.ChameleonModel(config).eval()  # the default sdpa backend
+    model = cs.build_model(config).eval()  # the default sdpa backend
     options = {"max_new_tokens": 8, "vocabulary": vocab, "mode": "image", "guidance": Guidance()}
     eager = generate_tokens(model, [0, 5, 9], **options)
     compiled = generate_tokens(model, [0, 5, 9], **options, compile=True)

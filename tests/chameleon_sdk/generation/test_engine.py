@@ -24,7 +24,7 @@ def vocab():
 def model(vocab):
     torch.manual_seed(0)
     config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=vocab.size, max_seq_len=128)
-    return cs.ChameleonModel(config, attention="eager").eval()
+    return cs.build_model(config, attention="eager").eval()
 
 
 def _reference_greedy(model, prompt, steps, allowed_fn):

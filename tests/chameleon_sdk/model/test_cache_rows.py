@@ -14,7 +14,7 @@ import chameleon_sdk as cs
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return cs.ChameleonModel(cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=50, max_seq_len=64)).eval()
+    return cs.build_model(cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=50, max_seq_len=64)).eval()
 
 
 @settings(max_examples=20)

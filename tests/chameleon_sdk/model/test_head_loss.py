@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk.model.head_loss as head_loss
-from chameleon_sdk import ChameleonModel, ConfigError, ModelConfig, plugin_api
+from chameleon_sdk import ChameleonModel, ConfigError, ModelConfig, build_model, plugin_api
 from chameleon_sdk.plugin_api import StabilityTrick
 
 
@@ -29,7 +29,7 @@ def chunk_rows(rows: int, vocab: int):
 def tiny(vocab: int = 97, tricks=("qk-norm", "z-loss"), seed: int = 0) -> ChameleonModel:
     torch.manual_seed(seed)
     config = ModelConfig(dim=32, num_layers=2, num_heads=2, vocab_size=vocab, max_seq_len=64)
-    return ChameleonModel(config, stability=list(tricks))
+    return build_model(config, stability=list(tricks))
 
 
 def grads_of(model: ChameleonModel) -> dict[str, torch.Tensor]:

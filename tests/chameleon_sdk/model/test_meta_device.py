@@ -43,9 +43,9 @@ def test_other_threads_build_real_modules_meanwhile():
 
 def test_a_meta_built_chameleon_model_takes_weights_without_copying():
     config = chameleon_sdk.ModelConfig(dim=16, num_layers=1, num_heads=2, vocab_size=20, ffn_dim=24)
-    known = chameleon_sdk.ChameleonModel(config, stability=["qk-norm"]).eval()
+    known = chameleon_sdk.build_model(config, stability=["qk-norm"]).eval()
     with plugin_api.parameters_on_meta():
-        empty = chameleon_sdk.ChameleonModel(config, stability=["qk-norm"])
+        empty = chameleon_sdk.build_model(config, stability=["qk-norm"])
     state = {key: value.clone() for key, value in known.state_dict().items()}
     plugin_api.load_weights(empty, state, source="memory")
     assert all(param.data_ptr() == state[name].data_ptr() for name, param in empty.named_parameters())

@@ -21,6 +21,7 @@ from chameleon_sdk import (
     Pipeline,
     PipelineConfig,
     UnsupportedMaskError,
+    build_model,
     model_preset,
     plugin_api,
 )
@@ -32,7 +33,7 @@ TINY = ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size
 def tiny_model(config: ModelConfig = TINY, **kwargs) -> ChameleonModel:
     torch.manual_seed(0)
     kwargs.setdefault("attention", "eager")
-    return ChameleonModel(config, **kwargs).eval()
+    return build_model(config, **kwargs).eval()
 
 
 # -- parameter layout and init ------------------------------------------------------------------
@@ -65,7 +66,7 @@ def test_state_dict_keys_and_shapes_follow_the_fixed_layout():
 def test_init_uses_std_and_scaled_residual_projections():
     config = ModelConfig(dim=256, num_layers=8, num_heads=4, vocab_size=512, ffn_dim=512)
     torch.manual_seed(0)
-    model = ChameleonModel(config, attention="eager")
+    model = build_model(config, attention="eager")
     assert model.layers[0].attention.wq.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert model.tok_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.05)
     residual = 0.02 / math.sqrt(2 * 8)
@@ -194,7 +195,7 @@ def test_bidirectional_spans_let_a_prefix_see_ahead():
 def _compile_check(backend: str, *, variants: bool = True) -> None:
     preset = model_preset("debug")
     torch.manual_seed(0)
-    model = ChameleonModel(preset.model, attention="sdpa", stability=preset.stability).eval()
+    model = build_model(preset.model, attention="sdpa", stability=preset.stability).eval()
     compiled = torch.compile(model, fullgraph=True, backend=backend)
     ids = torch.randint(0, preset.model.vocab_size, (2, 12))
     docs = torch.tensor([[0] * 5 + [1] * 7, [0] * 12])
@@ -225,7 +226,7 @@ def test_compile_fullgraph_with_inductor():
 
 def test_debug_preset_builds_and_runs():
     preset = model_preset("debug")
-    model = ChameleonModel(preset.model, stability=preset.stability)
+    model = build_model(preset.model, stability=preset.stability)
     assert model(torch.zeros(1, 4, dtype=torch.long)).logits.shape == (1, 4, preset.model.vocab_size)
 
 
@@ -245,7 +246,7 @@ def test_paper_presets_have_the_paper_shapes():
 def test_paper_presets_build_on_meta_with_the_right_size(name, billions):
     preset = model_preset(name)
     with torch.device("meta"):
-        model = ChameleonModel(preset.model, stability=preset.stability)
+        model = build_model(preset.model, stability=preset.stability)
     assert model.layout == ("reordered" if name == "34b" else "pre_norm")
     assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, rel=0.03)
 
@@ -297,13 +298,13 @@ def test_model_refuses_masks_the_backend_cannot_do(registered_plugin):
 
 def test_config_refusals():
     with pytest.raises(ConfigError, match="vocab_size"):
-        ChameleonModel(attrs.evolve(TINY, vocab_size=None))
+        build_model(attrs.evolve(TINY, vocab_size=None))
     with pytest.raises(ConfigError, match="dropout"):
-        ChameleonModel(attrs.evolve(TINY, dropout=0.1))
+        build_model(attrs.evolve(TINY, dropout=0.1))
     with pytest.raises(chameleon_sdk.PluginNotFoundError):
-        ChameleonModel(TINY, stability=["qk-nrom"])
+        build_model(TINY, stability=["qk-nrom"])
     with pytest.raises(ConfigError, match="once"):
-        ChameleonModel(TINY, stability=["qk-norm", "qk-norm"])
+        build_model(TINY, stability=["qk-norm", "qk-norm"])
     with pytest.raises(ConfigError, match="input_ids"):
         tiny_model()(torch.zeros(4, dtype=torch.long))
     with pytest.raises(ConfigError, match="shape"):
@@ -323,7 +324,7 @@ class _PreNormPlugin:
 def test_conflicting_residual_layouts_are_refused(registered_plugin):
     registered_plugin(_PreNormPlugin(), name="pre-norm-asker")
     with pytest.raises(ConfigError, match="conflicting"):
-        ChameleonModel(TINY, stability=["pre-norm-asker", "norm-reorder"])
+        build_model(TINY, stability=["pre-norm-asker", "norm-reorder"])
 
 
 # -- monitors -----------------------------------------------------------------------------------

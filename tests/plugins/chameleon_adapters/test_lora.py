@@ -22,7 +22,7 @@ IDS = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
 def _model(seed: int = 0) -> cs.ChameleonModel:
     torch.manual_seed(seed)
     config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=96, max_seq_len=64)
-    return cs.ChameleonModel(config).eval()
+    return cs.build_model(config).eval()
 
 
 def _randomize_adapter(model: torch.nn.Module, scale: float = 2.0, seed: int = 3) -> None:
@@ -113,7 +113,7 @@ def test_saved_adapter_loads_onto_a_fresh_base(tmp_path):
 def test_an_adapter_that_does_not_fit_is_a_checkpoint_error(tmp_path):
     model = cs.attach_adapter(_model(), {"name": "lora", "options": {"targets": ["mlp"]}})
     path = cs.save_adapter(model, tmp_path / "adapter")
-    other = cs.ChameleonModel(cs.ModelConfig(dim=64, num_layers=2, num_heads=4, vocab_size=96, max_seq_len=64))
+    other = cs.build_model(cs.ModelConfig(dim=64, num_layers=2, num_heads=4, vocab_size=96, max_seq_len=64))
     with pytest.raises(cs.CheckpointError, match="does not fit"):
         cs.load_adapter(other, path)
     with pytest.raises(cs.CheckpointError, match="not an adapter folder"):

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
-from chameleon_sdk import BackendUnavailableError, ChameleonModel, ModelConfig
+from chameleon_sdk import BackendUnavailableError, ModelConfig, build_model
 from chameleon_sdk.plugin_api import MaskKind, MaskSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -98,10 +98,10 @@ TINY = ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size
 def test_backend_in_a_model_matches_eager_with_documents_and_cache(name):
     try:
         torch.manual_seed(0)
-        model = ChameleonModel(TINY, attention=name, stability=["qk-norm"]).eval()
+        model = build_model(TINY, attention=name, stability=["qk-norm"]).eval()
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
-    reference = ChameleonModel(TINY, attention="eager", stability=["qk-norm"]).eval()
+    reference = build_model(TINY, attention="eager", stability=["qk-norm"]).eval()
     reference.load_state_dict(model.state_dict())
     ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(1))
     docs = torch.tensor([[0] * 4 + [1] * 6, [0] * 10])

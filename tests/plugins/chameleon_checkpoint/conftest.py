@@ -26,7 +26,7 @@ def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.
 @pytest.fixture
 def make_model():
     def make(*, stability=(), seed=0, **config):
-        model = chameleon_sdk.ChameleonModel(tiny_config(**config), stability=stability)
+        model = chameleon_sdk.build_model(tiny_config(**config), stability=stability)
         return randomize(model, seed)
 
     return make

@@ -10,7 +10,7 @@ import torch
 from chameleon_monitors import StabilityWarning
 
 import chameleon_sdk
-from chameleon_sdk import ChameleonModel, ConfigError, ModelConfig
+from chameleon_sdk import ConfigError, ModelConfig, build_model
 from chameleon_sdk.training import Batch
 
 TINY = ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=64, ffn_dim=48, max_seq_len=32)
@@ -22,7 +22,7 @@ def build(**options):
 
 def test_monitor_records_stats_and_loss_terms():
     torch.manual_seed(0)
-    model = ChameleonModel(TINY, attention="eager", stability=["qk-norm", "z-loss"])
+    model = build_model(TINY, attention="eager", stability=["qk-norm", "z-loss"])
     monitor = build(every=2)
     ids = torch.randint(0, 64, (2, 8))
     with pytest.raises(ConfigError, match="attach"):
@@ -45,7 +45,7 @@ def test_monitor_records_stats_and_loss_terms():
 
 def test_monitor_warns_when_the_last_layer_norm_explodes():
     torch.manual_seed(0)
-    model = ChameleonModel(TINY, attention="eager")
+    model = build_model(TINY, attention="eager")
     monitor = build(growth_warning=5.0)
     monitor.attach(model)
     ids = torch.randint(0, 64, (1, 6))
@@ -78,7 +78,7 @@ class RandomBatches:
 
 def test_as_a_trainer_callback_it_turns_the_monitors_on_and_warns(tmp_path):
     torch.manual_seed(0)
-    model = ChameleonModel(TINY, attention="eager", stability=["qk-norm"])
+    model = build_model(TINY, attention="eager", stability=["qk-norm"])
     monitor = build(growth_warning=1.01)
     metrics = chameleon_sdk.get_registry().build("callback", "metrics-jsonl", {})
     trainer = chameleon_sdk.get_registry().build("trainer", "local", {"lr": 0.3, "progress": False, "warmup_steps": 0})

@@ -166,7 +166,7 @@ def test_bad_options_and_a_missing_vocabulary_are_clear_errors(tiny_image_pipe):
         build(tiny_image_pipe, [{"name": "mot", "options": {"modalities": "image"}}])
     config = attrs.evolve(tiny_image_pipe.config.model, vocab_size=tiny_image_pipe.vocabulary.size)
     with pytest.raises(ConfigError, match="needs its vocabulary"):
-        cs.ChameleonModel(config, stability=["mot"])
+        cs.build_model(config, stability=["mot"])
 
 
 def test_route_is_built_once_per_forward(tiny_image_pipe, monkeypatch):

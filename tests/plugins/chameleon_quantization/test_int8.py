@@ -15,7 +15,7 @@ pytest.importorskip("torchao")
 def _model(vocab_size: int = 96) -> cs.ChameleonModel:
     torch.manual_seed(0)
     config = cs.ModelConfig(dim=64, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=vocab_size, max_seq_len=64)
-    return cs.ChameleonModel(config).eval()
+    return cs.build_model(config).eval()
 
 
 def _quantized_weights(model) -> set[str]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk
-from chameleon_sdk import ChameleonModel, ComponentSpec, ConfigError, ModelConfig, plugin_api
+from chameleon_sdk import ChameleonModel, ComponentSpec, ConfigError, ModelConfig, build_model, plugin_api
 from chameleon_sdk.plugin_api import MaskSpec, StabilityTrick, rotary_tables
 
 TINY = ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=64, ffn_dim=48, max_seq_len=32)
@@ -20,7 +20,7 @@ IDS = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(0))
 
 def model(*stability, config: ModelConfig = TINY, seed: int = 0) -> ChameleonModel:
     torch.manual_seed(seed)
-    return ChameleonModel(config, attention="eager", stability=stability).eval()
+    return build_model(config, attention="eager", stability=stability).eval()
 
 
 def same_weights(target: ChameleonModel, source: ChameleonModel) -> ChameleonModel:
@@ -106,7 +106,7 @@ def test_qk_norm_sees_queries_before_rotary_and_changes_the_output():
     registry = chameleon_sdk.PluginRegistry()
     registry.register(SpyPlugin(), name="spy")
     torch.manual_seed(0)
-    m = ChameleonModel(TINY, attention="eager", stability=["spy"], registry=registry).eval()
+    m = build_model(TINY, attention="eager", stability=["spy"], registry=registry).eval()
     with torch.no_grad():
         m(IDS)
         block = m.layers[0]

@@ -15,7 +15,7 @@ def _dense(seed: int = 0) -> cs.ChameleonModel:
     config = cs.ModelConfig(
         dim=32, num_layers=3, num_heads=4, num_kv_heads=2, vocab_size=96, max_seq_len=64, dropout=0.1
     )
-    return cs.ChameleonModel(config, stability=["qk-norm", "dropout", "z-loss"])
+    return cs.build_model(config, stability=["qk-norm", "dropout", "z-loss"])
 
 
 def _gradients(model: torch.nn.Module, ids: torch.Tensor, documents: torch.Tensor) -> dict[str, torch.Tensor]:

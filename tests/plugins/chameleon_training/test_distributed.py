@@ -227,7 +227,7 @@ def test_fsdp_gathers_bf16_weights_over_fp32_shards_on_the_cpu():
     from chameleon_training.distributed import FSDPOptions, FSDPStrategy
 
     torch.manual_seed(0)
-    model = cs.ChameleonModel(cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=64, max_seq_len=16))
+    model = cs.build_model(cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=64, max_seq_len=16))
     strategy = FSDPStrategy()
     strategy.setup(FSDPOptions(mixed_precision="bf16", cpu_offload=True))
     try:
