@@ -294,19 +294,56 @@ class ChameleonModel(nn.Module):
         if targets is not None and cache is not None:
             raise ConfigError("forward: targets (a training loss) cannot be combined with a KV cache")
         if not torch.compiler.is_compiling():
-            if cache is not None and not isinstance(cache, KVCache):
-                raise ConfigError(f"cache must be a KVCache (model.new_cache()) or None, got {_describe_value(cache)}")
-            self._validate(input_ids, positions, document_ids, span_ids)
-            if targets is not None:
-                self._check_targets(targets, ignore_index, shape=input_ids.shape)
-            if cache is None and input_ids.shape[1] > self.config.max_seq_len:
-                raise ConfigError(
-                    f"input_ids hold {input_ids.shape[1]} positions, more than the model's max_seq_len "
-                    f"({self.config.max_seq_len})"
-                )
-        batch, length = input_ids.shape
-        slots = None
-        if cache is None:
+            self._check_inputs(input_ids, positions, document_ids, span_ids, cache, targets, ignore_index)
+        mask, positions, slots = self._attention_inputs(input_ids, positions, document_ids, span_ids, cache)
+        h, stats = self._trunk(input_ids, positions, mask, cache, slots)
+        if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
+            chunked = self._loss_in_chunks(h, targets, ignore_index, stats if self.collect_stats else None)
+            return ModelOutput(logits=None, cache=None, stats=stats, loss=chunked)
+        logits = self.output(h)
+        for trick in self._logit_tricks:
+            logits = trick.transform_logits(logits)
+        if cache is not None:
+            cache.advance(input_ids.shape[1], positions)
+        if self.collect_stats:
+            stats["mean_log_z"] = torch.logsumexp(logits.detach().float(), dim=-1).mean()
+        loss = None if targets is None else self._loss(logits, targets, ignore_index)  # checked above
+        return ModelOutput(logits=logits, cache=cache, stats=stats, loss=loss)
+
+    def _check_inputs(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None,
+        document_ids: torch.Tensor | None,
+        span_ids: torch.Tensor | None,
+        cache: KVCache | None,
+        targets: torch.Tensor | None,
+        ignore_index: int,
+    ) -> None:
+        if cache is not None and not isinstance(cache, KVCache):
+            raise ConfigError(f"cache must be a KVCache (model.new_cache()) or None, got {_describe_value(cache)}")
+        self._validate(input_ids, positions, document_ids, span_ids)
+        if targets is not None:
+            self._check_targets(targets, ignore_index, shape=input_ids.shape)
+        if cache is None and input_ids.shape[1] > self.config.max_seq_len:
+            raise ConfigError(
+                f"input_ids hold {input_ids.shape[1]} positions, more than the model's max_seq_len "
+                f"({self.config.max_seq_len})"
+            )
+
+    def _attention_inputs(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None,
+        document_ids: torch.Tensor | None,
+        span_ids: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> tuple[MaskSpec, torch.Tensor, torch.Tensor | None]:
+        """The mask, the rotary positions and (with a cache) the cache slots the tokens are written to."""
+        if cache is not None:
+            mask, positions, slots = self._cached_mask(cache, input_ids, positions, document_ids, span_ids)
+        else:
+            batch, length = input_ids.shape
             if positions is None:
                 positions = (
                     document_positions(document_ids)
@@ -319,11 +356,20 @@ class ChameleonModel(nn.Module):
                 q_span_ids=span_ids,
                 kv_span_ids=span_ids,
             )
-        else:
-            mask, positions, slots = self._cached_mask(cache, input_ids, positions, document_ids, span_ids)
+            slots = None
         check_mask_support(self.attention_spec.name, self._mask_kind_names, mask)
-        rotary = rotary_tables(positions, self.config.head_dim, self.config.rope_theta)
+        return mask, positions, slots
 
+    def _trunk(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: MaskSpec,
+        cache: KVCache | None,
+        slots: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The final-normed hidden states ``[B, T, D]``, and the monitors when ``collect_stats``."""
+        rotary = rotary_tables(positions, self.config.head_dim, self.config.rope_theta)
         stats: dict[str, list[torch.Tensor]] | None = None
         if self.collect_stats:
             stats = {"layer_output_norm": [], "max_attention_logit": []}
@@ -335,22 +381,8 @@ class ChameleonModel(nn.Module):
             h = block(h, rotary, mask, cache, slots, stats, route)
             if stats is not None:
                 stats["layer_output_norm"].append(h.detach().float().norm(dim=-1).mean())
-        h = self.norm(h)
-        out_stats: dict[str, torch.Tensor] = {}
-        if stats is not None:
-            out_stats = {name: torch.stack(values) for name, values in stats.items()}
-        if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
-            chunked = self._loss_in_chunks(h, targets, ignore_index, out_stats if stats is not None else None)
-            return ModelOutput(logits=None, cache=None, stats=out_stats, loss=chunked)
-        logits = self.output(h)
-        for trick in self._logit_tricks:
-            logits = trick.transform_logits(logits)
-        if cache is not None:
-            cache.advance(length, positions)
-        if stats is not None:
-            out_stats["mean_log_z"] = torch.logsumexp(logits.detach().float(), dim=-1).mean()
-        loss = None if targets is None else self._loss(logits, targets, ignore_index)  # checked above
-        return ModelOutput(logits=logits, cache=cache, stats=out_stats, loss=loss)
+        stacked = {name: torch.stack(values) for name, values in stats.items()} if stats is not None else {}
+        return self.norm(h), stacked
 
     def _loss_in_chunks(
         self,
