@@ -50,8 +50,20 @@ from chameleon_sdk.training.data import IGNORE
 
 #: shape -> model size, steps and examples
 SHAPES_OF_RUN: dict[str, dict[str, int]] = {
-    "tiny": dict(dim=32, layers=2, vq_steps=4, pretrain_steps=10, steps=6, train=48, held_out=12, batch=4),
-    "small": dict(dim=256, layers=4, vq_steps=300, pretrain_steps=600, steps=300, train=384, held_out=48, batch=4),
+    "tiny": dict(
+        dim=32, layers=2, vq_steps=4, pretrain_pairs=48, pretrain_steps=10, steps=6, train=48, held_out=12, batch=4
+    ),
+    "small": dict(
+        dim=256,
+        layers=4,
+        vq_steps=300,
+        pretrain_pairs=4000,
+        pretrain_steps=1500,
+        steps=300,
+        train=384,
+        held_out=48,
+        batch=8,
+    ),
 }
 MODES = ("full", "lora")
 QUESTION = "What is in this picture? "
@@ -103,7 +115,7 @@ def make_base(work: Path, run: dict[str, int]) -> Path:
     pipe.config = attrs.evolve(pipe.config, model=model)
     torch.manual_seed(0)
     pipe.model = pipe.build_model()
-    pairs = caption_pairs(sample_shapes(run["train"], seed=1, size=TINY_RESOLUTION), picture_first=0.5)
+    pairs = caption_pairs(sample_shapes(run["pretrain_pairs"], seed=1, size=TINY_RESOLUTION), picture_first=0.5)
     pairs_file = write_jsonl(pairs, work / "pairs.jsonl")
     data = mixture(pipe, pairs_file, sft=False, steps=run["pretrain_steps"], batch=run["batch"])
     train(pipe, data, steps=run["pretrain_steps"], lr=3e-3)

@@ -246,7 +246,7 @@ class ImageTokenizerTrainer:
         loss = chameleon_sdk.get_registry().build(LOSS_KIND, spec.name, spec.options)
         if not isinstance(loss, ImageTokenizerLoss):
             raise ConfigError(
-                f"{LOSS_KIND} plugin {spec.name!r} does not follow plugin_api.ImageTokenizerLoss "
+                f"{LOSS_KIND} plugin {spec.name!r} does not follow chameleon_sdk.plugin_api.ImageTokenizerLoss "
                 "(loss, update, state_dict, load_state_dict, to)"
             )
         loss.to(self.tokenizer.device)

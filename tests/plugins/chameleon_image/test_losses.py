@@ -221,7 +221,8 @@ def test_third_party_losses_come_from_the_registry(registry, registered_plugin, 
         shapes[:4], {"steps": 2, "batch_size": 2, "held_out_fraction": 0.0, "losses": ["counting"]}, progress=False
     )
     assert CountingLoss.calls == [0, 1]
-    with pytest.raises(ConfigError, match=r"'not-a-loss' does not follow chameleon_sdk\.ImageTokenizerLoss"):
+    expected = r"'not-a-loss' does not follow chameleon_sdk\.plugin_api\.ImageTokenizerLoss"
+    with pytest.raises(ConfigError, match=expected):
         tokenizer.fit(shapes[:4], {"steps": 1, "losses": ["not-a-loss"]}, progress=False)
     with pytest.raises(chameleon_sdk.PluginNotFoundError, match="lpipz"):
         tokenizer.fit(shapes[:4], {"steps": 1, "losses": ["lpipz"]}, progress=False)
