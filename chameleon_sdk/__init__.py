@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         TokenizationError,
         TrainingError,
     )
-    from chameleon_sdk.generation import Guidance, TokenDecoder, generate_tokens
+    from chameleon_sdk.generation import DecodeRequest, Guidance, TokenDecoder, generate_tokens
     from chameleon_sdk.generation.events import (
         BlockDone,
         BlockProgress,
@@ -105,6 +105,7 @@ __all__ = [
     "ConfigError",
     "Conversation",
     "DataConfig",
+    "DecodeRequest",
     "Document",
     "DocumentError",
     "DuplicatePluginError",

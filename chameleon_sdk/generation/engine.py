@@ -17,59 +17,31 @@ from typing import Any
 import attrs
 import torch
 
-from chameleon_sdk.config import ComponentSpec, one_of, typed
+from chameleon_sdk.config import ComponentSpec
 from chameleon_sdk.contracts.modality import BlockConstraint
 from chameleon_sdk.contracts.sampler import Sampler
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.compiled import compile_decode_step
 from chameleon_sdk.generation.constraints import TEXT_MODES, ModalityStates
 from chameleon_sdk.generation.events import FinishReason
+from chameleon_sdk.generation.request import (
+    DEFAULT_MAX_BATCH,
+    DecodeRequest,
+    Guidance,
+    check_batch_size,
+    expand_modes,
+    is_int,
+)
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
-from chameleon_sdk.validation import check_int64, check_number
+from chameleon_sdk.validation import check_int64
 from chameleon_sdk.vocabulary import Vocabulary
 
-__all__ = ["DEFAULT_MAX_BATCH", "Guidance", "StepOutput", "TokenDecoder", "generate_tokens"]
+__all__ = ["StepOutput", "TokenDecoder", "generate_tokens"]
 
 #: prompts decoded together at most, unless ``max_batch`` says otherwise: every row holds a KV cache
-#: of ``prompt + max_new_tokens`` slots per layer, so an unbounded batch is an unbounded allocation
-DEFAULT_MAX_BATCH = 256
 
 SamplerChoice = str | ComponentSpec | Mapping[str, Any] | Sampler
-
-
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    check_number(value, f"Guidance.{attribute.name}", low=0, error=GenerationError)
-
-
-@attrs.frozen(kw_only=True)
-class Guidance:
-    """Classifier-free guidance inside blocks of a modality, for any vocabulary.
-
-    ``rows=3`` is the reference's formula over the full prompt (f), the prompt with its text removed
-    (i) and the unconditional prompt ``[bos, begin]`` (u)::
-
-        logits = u + scale_image * (i - u) + scale_text * (f - i)
-
-    ``rows=2`` is plain CFG, ``logits = u + scale_text * (f - u)``. ``modality=None`` (the default)
-    guides blocks of whichever modality is being generated (``mode="sketch"`` guides sketch codes;
-    in ``interleaved`` mode every block); ``modality="image"`` guides only image blocks. Outside
-    the guided blocks the full prompt's logits are used unchanged, so in ``text`` mode guidance is
-    a no-op and costs nothing (no extra rows are run).
-    """
-
-    scale_text: float = attrs.field(default=3.0, validator=_positive)
-    scale_image: float = attrs.field(default=1.2, validator=_positive)
-    rows: int = attrs.field(default=3, validator=one_of(2, 3))
-    modality: str | None = attrs.field(default=None, validator=typed)
-
-    def combine(self, logits: torch.Tensor) -> torch.Tensor:
-        """``[R, rows, V]`` -> ``[R, V]``."""
-        full, uncond = logits[:, 0], logits[:, -1]
-        if self.rows == 2:
-            return uncond + self.scale_text * (full - uncond)
-        image_only = logits[:, 1]
-        return uncond + self.scale_image * (image_only - uncond) + self.scale_text * (full - image_only)
 
 
 @attrs.frozen
@@ -80,10 +52,6 @@ class StepOutput:
     tokens: torch.Tensor
     active: torch.Tensor
     finished: list[tuple[int, FinishReason]]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _as_prompts(input_ids: Any) -> tuple[list[list[int]], bool]:
@@ -101,14 +69,14 @@ def _as_prompts(input_ids: Any) -> tuple[list[list[int]], bool]:
             return [input_ids.tolist()], True
         return input_ids.tolist(), False
     if isinstance(input_ids, Sequence) and input_ids and all(isinstance(i, int) for i in input_ids):
-        if not all(map(_is_int, input_ids)):
+        if not all(map(is_int, input_ids)):
             raise GenerationError("input_ids holds True/False: token ids are integers, not booleans")
         return [list(input_ids)], True
     if isinstance(input_ids, Sequence) and all(
         isinstance(p, (Sequence, torch.Tensor)) and not isinstance(p, (str, bytes)) for p in input_ids
     ):
         prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in input_ids]
-        bad = next(((r, i) for r, p in enumerate(prompts) for i in p if not _is_int(i)), None)
+        bad = next(((r, i) for r, p in enumerate(prompts) for i in p if not is_int(i)), None)
         if bad is not None:
             raise GenerationError(f"input_ids: prompt {bad[0]} holds {bad[1]!r}, not an integer token id")
         return prompts, False
@@ -156,21 +124,10 @@ def build_samplers(
     return built
 
 
-def check_batch_size(count: int, max_batch: int | None) -> None:
-    """Refuse ``count`` prompts over ``max_batch`` (None: no limit), or a malformed ``max_batch``."""
-    if max_batch is not None and (not _is_int(max_batch) or max_batch <= 0):
-        raise GenerationError(f"max_batch must be a positive integer or None, got {max_batch!r}")
-    if max_batch is not None and count > max_batch:
-        raise GenerationError(
-            f"{count} prompts exceed max_batch={max_batch}: generate in smaller batches, "
-            "or pass a larger max_batch (None: no limit) if the memory allows"
-        )
-
-
 def default_stop_ids(vocabulary: Vocabulary | None, *, chat: bool = False) -> list[int]:
     """eos, and end-of-turn too for a chat turn (Meta's text decoder samples eos and no other special
-    token); nothing without a vocabulary."""
-    if vocabulary is None:
+    token); nothing without a vocabulary (a malformed one is the request's to refuse)."""
+    if not isinstance(vocabulary, Vocabulary):
         return []
     eot = vocabulary.specials.get("eot")
     return [vocabulary.specials["eos"], *([eot] if chat and eot is not None else [])]
@@ -183,36 +140,6 @@ def check_model(model: Any) -> None:
         raise GenerationError(f"model must be a ChameleonModel (or one like it), got {type(model).__name__}")
 
 
-def _check_decoder_args(
-    model: Any,
-    max_new_tokens: Any,
-    modes: Any,
-    vocabulary: Any,
-    stop_ids: Any,
-    guidance: Any,
-    max_time: Any,
-    constraints: Any,
-) -> None:
-    """Types and ranges of what :class:`TokenDecoder` takes: :class:`GenerationError` naming the argument."""
-    check_model(model)
-    if not _is_int(max_new_tokens) or max_new_tokens <= 0:
-        raise GenerationError(f"max_new_tokens must be > 0 (an integer), got {max_new_tokens!r}")
-    if not isinstance(modes, Sequence) or not all(isinstance(m, str) for m in modes):
-        raise GenerationError(f"mode must be a string or one string per prompt, got {modes!r}")
-    if vocabulary is not None and not isinstance(vocabulary, Vocabulary):
-        raise GenerationError(f"vocabulary must be a Vocabulary or None, got {type(vocabulary).__name__}")
-    if isinstance(stop_ids, (str, bytes)) or not isinstance(stop_ids, Sequence) or not all(map(_is_int, stop_ids)):
-        raise GenerationError(f"stop_ids must be a list of integer token ids, got {stop_ids!r}")
-    for i, stop in enumerate(stop_ids):
-        check_int64(stop, f"stop_ids[{i}]", error=GenerationError)
-    if guidance is not None and not isinstance(guidance, Guidance):
-        raise GenerationError(f"guidance must be a Guidance(...) or None, got {guidance!r}")
-    if max_time is not None:
-        check_number(max_time, "max_time (seconds)", low=0, error=GenerationError)
-    if constraints is not None and not isinstance(constraints, Mapping):
-        raise GenerationError(f"constraints must map modality names to BlockConstraints, got {constraints!r}")
-
-
 class TokenDecoder:
     """Stateful decoding of a batch of prompts; iterate :meth:`steps` to run it.
 
@@ -223,24 +150,31 @@ class TokenDecoder:
         self,
         model: ChameleonModel,
         prompts: list[list[int]],
+        request: DecodeRequest | None = None,
         *,
-        max_new_tokens: int,
-        modes: list[str],
-        vocabulary: Vocabulary | None,
         samplers: Mapping[str, Sampler],
-        stop_ids: Sequence[int] = (),
-        guidance: Guidance | None = None,
         generator: torch.Generator | None = None,
-        max_time: float | None = None,
-        constraints: Mapping[str, BlockConstraint] | None = None,
         pad_id: int | None = None,
         compile: bool = False,
-        max_batch: int | None = DEFAULT_MAX_BATCH,
+        **options: Any,
     ) -> None:
-        _check_decoder_args(model, max_new_tokens, modes, vocabulary, stop_ids, guidance, max_time, constraints)
+        """:param request: what to decode; or give its fields (``max_new_tokens``, ``modes``, ...) as
+        keyword ``options`` and it is built from them."""
+        if request is None:
+            request = DecodeRequest(**options)
+        elif options:
+            raise GenerationError(f"TokenDecoder: give a DecodeRequest or its fields, not both ({sorted(options)})")
+        check_model(model)
+        max_new_tokens, modes, vocabulary = request.max_new_tokens, list(request.modes), request.vocabulary
+        stop_ids, guidance, max_time, constraints = (
+            request.stop_ids,
+            request.guidance,
+            request.max_time,
+            request.constraints,
+        )
         if not prompts or any(len(p) == 0 for p in prompts):
             raise GenerationError("every prompt needs at least one token (usually bos)")
-        check_batch_size(len(prompts), max_batch)
+        check_batch_size(len(prompts), request.max_batch)
         if len(modes) != len(prompts):
             raise GenerationError(f"got {len(modes)} modes for {len(prompts)} prompts")
         longest = max(len(p) for p in prompts)
@@ -519,29 +453,21 @@ def generate_tokens(
         ``N`` is the longest row's count of new tokens.
     """
     prompts, single = _as_prompts(input_ids)
+    check_model(model)
     vocabulary = vocabulary if vocabulary is not None else getattr(model, "vocabulary", None)
-    modes = [mode] * len(prompts) if isinstance(mode, str) else mode
-    _check_decoder_args(model, max_new_tokens, modes, vocabulary, stop_ids or [], guidance, max_time, constraints)
-    modes = list(modes)
-    if stop_ids is None:
-        stop_ids = default_stop_ids(vocabulary)
-    built = build_samplers(sampler, samplers, registry or get_registry())
-    generator = seeded_generator(model, seed)
-    decoder = TokenDecoder(
-        model,
-        prompts,
+    request = DecodeRequest(
         max_new_tokens=max_new_tokens,
-        modes=modes,
+        modes=expand_modes(mode, len(prompts)),
         vocabulary=vocabulary,
-        samplers=built,
-        stop_ids=stop_ids,
+        stop_ids=default_stop_ids(vocabulary) if stop_ids is None else stop_ids,
         guidance=guidance,
-        generator=generator,
         max_time=max_time,
         constraints=constraints,
-        compile=compile,
         max_batch=max_batch,
     )
+    built = build_samplers(sampler, samplers, registry or get_registry())
+    generator = seeded_generator(model, seed)
+    decoder = TokenDecoder(model, prompts, request, samplers=built, generator=generator, compile=compile)
     decoder.run()
     out = decoder.out[:, : int(decoder.counts.max())].cpu()  # rows already padded with the pad id
     return out[0] if single else out

@@ -19,13 +19,10 @@ from chameleon_sdk.contracts.modality import ConstrainingModality
 from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation.engine import (
-    DEFAULT_MAX_BATCH,
-    Guidance,
     SamplerChoice,
     StepOutput,
     TokenDecoder,
     build_samplers,
-    check_batch_size,
     check_model,
     default_stop_ids,
     seeded_generator,
@@ -41,6 +38,13 @@ from chameleon_sdk.generation.events import (
     ImageProgress,
     ImageStarted,
     TextDelta,
+)
+from chameleon_sdk.generation.request import (
+    DEFAULT_MAX_BATCH,
+    DecodeRequest,
+    Guidance,
+    check_batch_size,
+    expand_modes,
 )
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
@@ -258,8 +262,7 @@ def prepare_stream(
         raise GenerationError(f"progress_every must be a positive number of codes or None, got {progress_every!r}")
     if not isinstance(previews, bool):
         raise GenerationError(f"previews must be True or False, got {previews!r}")
-    if not isinstance(mode, str) and not (isinstance(mode, Sequence) and all(isinstance(m, str) for m in mode)):
-        raise GenerationError(f"mode must be a string or one string per prompt, got {mode!r}")
+    modes = expand_modes(mode, len(batch))
     if not isinstance(chat, bool):
         raise GenerationError(f"chat must be True or False, got {chat!r}")
     vocab = tokenizer.vocabulary
@@ -272,7 +275,6 @@ def prepare_stream(
                 f"({model.config.max_seq_len}): shorten it"
             )
         max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, room)
-    modes = [mode] * len(batch) if isinstance(mode, str) else list(mode)
     _check_decodable(tokenizer, modes)
     built = build_samplers("greedy" if sampler is None else sampler, samplers, registry or get_registry())
     constraints = {
@@ -280,24 +282,20 @@ def prepare_stream(
         for name, m in tokenizer.modalities.items()
         if isinstance(m, ConstrainingModality)
     }
-    generator = seeded_generator(model, seed)
-    decoder = TokenDecoder(
-        model,
-        ids,
+    request = DecodeRequest(
         max_new_tokens=max_new_tokens,
         modes=modes,
         vocabulary=vocab,
-        samplers=built,
         stop_ids=default_stop_ids(vocab, chat=chat),
         guidance=guidance,
-        generator=generator,
         max_time=max_time,
         constraints=constraints,
         max_batch=max_batch,
-        compile=compile,
     )
+    generator = seeded_generator(model, seed)
+    decoder = TokenDecoder(model, ids, request, samplers=built, generator=generator, compile=compile)
     rows = [_RowBuilder(tokenizer, r, stop, progress_every, previews) for r in range(len(batch))]
-    return DocumentStream(decoder, rows, modes)
+    return DocumentStream(decoder, rows, list(modes))
 
 
 def _check_decodable(tokenizer: MixedModalTokenizer, modes: Sequence[str]) -> None:

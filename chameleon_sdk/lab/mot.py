@@ -99,7 +99,8 @@ def relative_steps_to_reach(steps: Sequence[int], losses: Sequence[float], targe
             if i == 0:
                 return 0.0
             before, previous = steps[i - 1], losses[i - 1]
-            crossing = before + (step - before) * (previous - target) / (previous - loss)
+            between = min((previous - target) / (previous - loss), 1.0)  # rounding must not pass ``step``
+            crossing = before + (step - before) * between
             return crossing / steps[-1]
     return None
 

@@ -16,7 +16,6 @@ import PIL.Image
 
 from chameleon_sdk.document import Document, Image, Segment, Text, png_bytes
 from chameleon_sdk.errors import DocumentError, GenerationError, ImageDecodeError
-from chameleon_sdk.generation.engine import Guidance
 from chameleon_sdk.generation.events import (
     BlockDone,
     BlockProgress,
@@ -25,6 +24,7 @@ from chameleon_sdk.generation.events import (
     GenerationEvent,
     TextDelta,
 )
+from chameleon_sdk.generation.request import Guidance
 from chameleon_sdk.generation.stream import DEFAULT_MAX_NEW_TOKENS
 from chameleon_sdk.image_io import open_image
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import chameleon_sdk as cs
-from chameleon_sdk.generation.engine import DEFAULT_MAX_BATCH
+from chameleon_sdk.generation.request import DEFAULT_MAX_BATCH
 
 
 def huge_png(width: int, height: int) -> bytes:
