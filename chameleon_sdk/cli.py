@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chameleon_sdk import __version__
 from chameleon_sdk.error_mapping import foreign_errors
-from chameleon_sdk.errors import ChameleonError, ConfigError
+from chameleon_sdk.errors import ChameleonError, ConfigError, PluginError
 from chameleon_sdk.plugins import KINDS, get_registry
 
 
@@ -394,7 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change the demo plan: lm_steps=2000")
     p.add_argument("--quiet", action="store_true", help="no phase lines")
     p.set_defaults(func=_cmd_lab_mot)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """The subcommands plugins add through the ``register_commands`` hook; one that fails is reported
+    as a warning and left out, a name already taken is an error naming the plugin."""
+    for impl in get_registry().pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(subcommands=sub)
+        except argparse.ArgumentError as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r} adds a command whose name is taken: {exc}") from exc
+        except Exception as exc:
+            warnings.warn(f"plugin {impl.plugin_name!r} could not add its commands: {exc!r}", stacklevel=2)
 
 
 def _report(exc: BaseException, *, debug: bool) -> int:
@@ -431,7 +444,11 @@ def _mapped(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ChameleonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:  # bare `chameleon`: what git and pip do
         parser.print_help()

@@ -20,6 +20,7 @@ subset of a hook's arguments, so old plugins keep working.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -173,4 +174,24 @@ def register_adapters(register: Register) -> None:
     base weights. See :class:`chameleon_sdk.plugin_api.Adapter` for the contract.
 
     :param register: ``register(name, factory, *, options=None, **traits)``.
+    """
+
+
+# --- Applications: what the ``chameleon`` command offers ----------------------------------------
+
+
+@hookspec
+def register_commands(subcommands: argparse._SubParsersAction) -> None:
+    """Add subcommands to the ``chameleon`` command (not a component kind: nothing is registered).
+
+    ``subcommands`` is the command's ``argparse`` sub-parser action: add a parser and give it the
+    function to run, which takes the parsed ``args`` and returns the exit status::
+
+        p = subcommands.add_parser("hello", help="say hello")
+        p.add_argument("--name", default="world")
+        p.set_defaults(func=lambda args: print(f"hello {args.name}") or 0)
+
+    A :class:`~chameleon_sdk.ChameleonError` the function raises is printed as one ``error:`` line
+    (exit status 2), as for the built-in commands. A name already taken is refused with a
+    :class:`~chameleon_sdk.PluginError` naming the plugin.
     """
