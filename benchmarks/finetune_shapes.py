@@ -3,12 +3,14 @@
 1. **Base.** A pipeline of released-style components (the tiny byte-level BPE tokenizer and 16 px
    VQGAN image tokenizer of ``chameleon_sdk.tiny_release``; the VQGAN trained on Shapes World
    pictures first, since a random one maps most pictures to the same few codes) with a model of
-   ``--dim`` x ``--layers``, pre-trained briefly on Shapes World caption/picture pairs (a stand-in
-   for the released model's pre-training), written in the Hugging Face layout and read back from it.
+   ``--dim`` x ``--layers``, pre-trained briefly on Shapes World caption/picture pairs and plain
+   captioning lines (a stand-in for the released model's pre-training: it knows the pictures, not
+   the chat format), written in the Hugging Face layout and read back from it.
 2. **Data.** Shapes World conversations in the chat format (docs/formats.md):
    ``What is in this picture? <picture>`` -> ``A red circle.`` and ``Draw a red circle.`` -> ``<picture>``.
-3. **Fine-tuning.** Full fine-tuning and LoRA (``--rank`` on the attention and MLP projections),
-   each in a fresh child process with the ``local`` trainer: same data, steps, batches and seed.
+3. **Fine-tuning.** Full fine-tuning and LoRA (``--rank`` on ``--lora-targets``, by default the
+   attention and MLP projections), each in a fresh child process with the ``local`` trainer: same
+   data, steps, batches and seed.
 4. **Quality** on held-out pictures: the model ranks the 12 answers ``A {colour} {shape}.`` by their
    likelihood after the chat prompt; colour, shape and joint accuracy by the demo's evaluator
    (``chameleon_sdk.shapes.evaluate.accuracy``). Drawing is not judged: the HF layout's VQGAN has
@@ -17,6 +19,9 @@
    *Training memory* is what a GPU would hold: the weights plus what training adds on top of them
    (peak RSS growth over the loaded model while training: gradients, AdamW's state, activations);
    the process's peak RSS (which also counts Python, torch and peft themselves) is printed too.
+   At this size the growth is mostly activations and the first step's fixed allocations, which
+   LoRA pays as well; the memory LoRA saves (gradients and AdamW state of the frozen weights) is
+   what dominates at the released sizes (docs/finetuning.md has the 7B measurement).
 
     python3 finetune_shapes.py                 # the comparison (minutes on 2 CPU cores)
     python3 finetune_shapes.py --shape tiny    # smoke run (seconds)
@@ -90,11 +95,24 @@ def write_jsonl(records: list[Any], path: Path) -> Path:
     return path
 
 
-def mixture(pipe: cs.Pipeline, data_file: Path, *, sft: bool, steps: int, batch: int) -> cs.MixtureData:
+def mixture(pipe: cs.Pipeline, sources: list[tuple[Path, bool, float]], *, steps: int, batch: int) -> cs.MixtureData:
+    """Batches from ``(file, sft, weight)`` sources."""
     config = cs.DataConfig(
-        sources=(cs.SourceConfig(path=str(data_file), sft=sft),), seq_len=64, batch_size=batch, stage2_fraction=0.0
+        sources=tuple(cs.SourceConfig(path=str(path), sft=sft, weight=weight) for path, sft, weight in sources),
+        seq_len=64,
+        batch_size=batch,
+        stage2_fraction=0.0,
     )
     return cs.MixtureData(pipe, config, total_steps=steps)
+
+
+def captioning_lines(samples: list[Shape], path: Path) -> Path:
+    """SFT lines in the plain (pre-training) format: the picture is the prompt, its caption the answer."""
+    with path.open("w", encoding="utf-8") as f:
+        for s in samples:
+            line = {"prompt": cs.Document.of(s.image).to_json(), "answer": {"segments": [{"text": s.caption}]}}
+            f.write(json.dumps(line) + "\n")
+    return path
 
 
 def train(pipe: cs.Pipeline, data: cs.MixtureData, *, steps: int, lr: float) -> None:
@@ -115,9 +133,11 @@ def make_base(work: Path, run: dict[str, int]) -> Path:
     pipe.config = attrs.evolve(pipe.config, model=model)
     torch.manual_seed(0)
     pipe.model = pipe.build_model()
-    pairs = caption_pairs(sample_shapes(run["pretrain_pairs"], seed=1, size=TINY_RESOLUTION), picture_first=0.5)
-    pairs_file = write_jsonl(pairs, work / "pairs.jsonl")
-    data = mixture(pipe, pairs_file, sft=False, steps=run["pretrain_steps"], batch=run["batch"])
+    shapes = sample_shapes(run["pretrain_pairs"], seed=1, size=TINY_RESOLUTION)
+    pairs_file = write_jsonl(caption_pairs(shapes, picture_first=0.5), work / "pairs.jsonl")
+    captions_file = captioning_lines(shapes, work / "captioning.jsonl")
+    sources = [(pairs_file, False, 0.5), (captions_file, True, 0.5)]
+    data = mixture(pipe, sources, steps=run["pretrain_steps"], batch=run["batch"])
     train(pipe, data, steps=run["pretrain_steps"], lr=3e-3)
     return write_release(pipe, work / "base", "hf")
 
@@ -158,19 +178,19 @@ def rss_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def run_child(mode: str, work: Path, run: dict[str, int], rank: int, lr: float) -> dict[str, Any]:
+def run_child(mode: str, work: Path, run: dict[str, int], rank: int, lr: float, targets: list[str]) -> dict[str, Any]:
     """In a fresh process: load the base, fine-tune it in ``mode``, and measure."""
     torch.manual_seed(0)
     pipe = cs.Pipeline.from_pretrained(work / "base")
     assert pipe.model is not None
     if mode == "lora":
-        cs.attach_adapter(pipe.model, {"name": "lora", "options": {"rank": rank, "targets": ["attention", "mlp"]}})
+        cs.attach_adapter(pipe.model, {"name": "lora", "options": {"rank": rank, "targets": targets}})
     trainable = sum(p.numel() for p in pipe.model.parameters() if p.requires_grad)
     held_out = sample_shapes(run["held_out"], seed=3, size=TINY_RESOLUTION)
     before_quality = accuracy(
         {"color": s.color, "shape": s.shape, "predicted": p} for s, p in zip(held_out, rank_answers(pipe, held_out))
     )
-    data = mixture(pipe, work / "chat.jsonl", sft=True, steps=run["steps"], batch=run["batch"])  # tokenized here
+    data = mixture(pipe, [(work / "chat.jsonl", True, 1.0)], steps=run["steps"], batch=run["batch"])  # tokenized here
     pipe.model.train()
     with torch.no_grad():
         sum(float(p.sum()) for p in pipe.model.parameters())  # every weight resident
@@ -201,6 +221,9 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
     parser.add_argument("--lr-full", type=float, default=1e-3)
     parser.add_argument("--lr-lora", type=float, default=5e-3, help="LoRA is usually trained at a higher rate")
+    parser.add_argument(
+        "--lora-targets", default="attention,mlp", help="the LoRA targets: groups or module-name patterns"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
@@ -209,7 +232,8 @@ def main() -> None:
     run = SHAPES_OF_RUN[args.shape]
     if args.child:
         lr = args.lr_lora if args.child == "lora" else args.lr_full
-        print(json.dumps(run_child(args.child, args.work, run, args.rank, lr)))
+        targets = args.lora_targets.split(",")
+        print(json.dumps(run_child(args.child, args.work, run, args.rank, lr, targets)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -227,7 +251,14 @@ def main() -> None:
         for mode in MODES:
             command = [sys.executable, os.path.abspath(__file__), "--child", mode, "--work", str(work)]
             command += ["--shape", args.shape, "--rank", str(args.rank), "--threads", str(args.threads)]
-            command += ["--lr-full", str(args.lr_full), "--lr-lora", str(args.lr_lora)]
+            command += [
+                "--lr-full",
+                str(args.lr_full),
+                "--lr-lora",
+                str(args.lr_lora),
+                "--lora-targets",
+                args.lora_targets,
+            ]
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
             child = subprocess.run(command, capture_output=True, text=True, env=env)
             if child.returncode != 0:
