@@ -69,18 +69,8 @@ SHAPES_OF_RUN: dict[str, dict[str, int]] = {
         held_out=48,
         batch=8,
     ),
-    "medium": dict(
-        dim=512,
-        layers=6,
-        vq_steps=300,
-        pretrain_pairs=4000,
-        pretrain_steps=1500,
-        steps=300,
-        train=384,
-        held_out=48,
-        batch=8,
-    ),
 }
+SHAPES_OF_RUN["medium"] = {**SHAPES_OF_RUN["small"], "dim": 512, "layers": 6}  # weights outweigh activations
 MODES = ("full", "lora")
 QUESTION = "What is in this picture? "
 MIB = 1024**2
