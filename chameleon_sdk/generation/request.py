@@ -111,14 +111,18 @@ def _constraints(instance: object, attribute: attrs.Attribute, value: Any) -> No
         raise GenerationError(f"constraints must map modality names to BlockConstraints, got {value!r}")
 
 
-def _max_batch(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+def _check_max_batch(value: Any) -> None:
     if value is not None and (not is_int(value) or value <= 0):
         raise GenerationError(f"max_batch must be a positive integer or None, got {value!r}")
 
 
+def _max_batch(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    _check_max_batch(value)
+
+
 def check_batch_size(count: int, max_batch: Any) -> None:
     """Refuse ``count`` prompts over ``max_batch`` (None: no limit), or a malformed ``max_batch``."""
-    _max_batch(None, None, max_batch)  # type: ignore[arg-type]
+    _check_max_batch(max_batch)
     if max_batch is not None and count > max_batch:
         raise GenerationError(
             f"{count} prompts exceed max_batch={max_batch}: generate in smaller batches, "
