@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import torch
 from torch import nn
 
@@ -165,9 +164,8 @@ def merge_checkpoint(
     the released layout); a bare model folder as a model in that format.
     """
     from chameleon_sdk.checkpoint import load_model, save_model
-    from chameleon_sdk.convert import _has_tokenizers
+    from chameleon_sdk.convert import has_tokenizers, write_pipeline
     from chameleon_sdk.pipeline import Pipeline
-    from chameleon_sdk.release_writer import write_release
 
     if to not in ("native", "hf"):
         raise CheckpointError(f"merge: --format must be 'native' or 'hf', got {to!r}")
@@ -178,14 +176,11 @@ def merge_checkpoint(
         raise CheckpointError("merge: the destination must differ from the base and the adapter")
     read_adapter_spec(adapter)  # a wrong folder fails before the base model is read
     registry = registry or get_registry()
-    if not _has_tokenizers(base):
+    if not has_tokenizers(base):
         model = merge_adapter(load_adapter(load_model(base, registry=registry), adapter, registry=registry))
         return save_model(model, destination, format=to, registry=registry)
     pipe = Pipeline.from_pretrained(base, registry=registry)
     if pipe.model is None:
         raise CheckpointError(f"merge: {str(base)!r} holds no model weights to merge into")
     merge_adapter(load_adapter(pipe.model, adapter, registry=registry))
-    if to == "hf":
-        return write_release(pipe, destination, "hf")
-    pipe.config = attrs.evolve(pipe.config, checkpoint_format=ComponentSpec(name="native"))
-    return pipe.save_pretrained(destination)
+    return write_pipeline(pipe, destination, to)

@@ -22,12 +22,12 @@ from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.release_writer import write_release
 from chameleon_sdk.released import HF_TOKENIZER, find_release
 
-__all__ = ["CONVERT_TARGETS", "convert"]
+__all__ = ["CONVERT_TARGETS", "convert", "has_tokenizers", "write_pipeline"]
 
 CONVERT_TARGETS = ("native", "hf", "original")
 
 
-def _has_tokenizers(path: Path) -> bool:
+def has_tokenizers(path: Path) -> bool:
     """Whether ``path`` holds a whole pipeline (tokenizers included), not only a model."""
     if (path / PIPELINE_FILE).is_file():
         return True
@@ -61,11 +61,15 @@ def convert(
     if destination.resolve() == source.resolve():
         raise CheckpointError("convert: the destination must differ from the source")
     registry = registry or get_registry()
-    if not _has_tokenizers(source):
+    if not has_tokenizers(source):
         model = load_model(source, registry=registry, dtype=dtype)
         return save_model(model, destination, format=to, registry=registry)
-    pipe = Pipeline.from_pretrained(source, dtype=dtype, registry=registry)
-    if to != "native":
-        return write_release(pipe, destination, to)
+    return write_pipeline(Pipeline.from_pretrained(source, dtype=dtype, registry=registry), destination, to)
+
+
+def write_pipeline(pipe: Pipeline, destination: Path, layout: str) -> Path:
+    """Write a whole pipeline: ``native`` as a saved pipeline, another layout as that release."""
+    if layout != "native":
+        return write_release(pipe, destination, layout)
     pipe.config = attrs.evolve(pipe.config, checkpoint_format=ComponentSpec(name="native"))
     return pipe.save_pretrained(destination)
