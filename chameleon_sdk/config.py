@@ -69,7 +69,8 @@ def one_of(*choices: Any) -> Any:
     return check
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+def positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    """An attrs validator: :func:`typed`, and a number > 0 (None passes where the field allows it)."""
     typed(instance, attribute, value)
     if value is not None:
         check_number(value, f"{type(instance).__name__}.{attribute.name}", low=0, low_open=True)
@@ -160,18 +161,18 @@ class ModelConfig:
     Llama does: ``int(2 * 4 * dim / 3)`` rounded up to a multiple of ``ffn_multiple_of``.
     """
 
-    dim: int = attrs.field(validator=_positive)
-    num_layers: int = attrs.field(validator=_positive)
-    num_heads: int = attrs.field(validator=_positive)
-    num_kv_heads: int | None = attrs.field(default=None, validator=_positive)
-    vocab_size: int | None = attrs.field(default=None, validator=_positive)
-    ffn_dim: int | None = attrs.field(default=None, validator=_positive)
-    ffn_multiple_of: int = attrs.field(default=256, validator=_positive)
-    rope_theta: float = attrs.field(default=10000.0, validator=_positive)
-    norm_eps: float = attrs.field(default=1e-5, validator=_positive)
-    max_seq_len: int = attrs.field(default=4096, validator=[_positive, _at_most(MAX_SEQ_LEN)])
+    dim: int = attrs.field(validator=positive)
+    num_layers: int = attrs.field(validator=positive)
+    num_heads: int = attrs.field(validator=positive)
+    num_kv_heads: int | None = attrs.field(default=None, validator=positive)
+    vocab_size: int | None = attrs.field(default=None, validator=positive)
+    ffn_dim: int | None = attrs.field(default=None, validator=positive)
+    ffn_multiple_of: int = attrs.field(default=256, validator=positive)
+    rope_theta: float = attrs.field(default=10000.0, validator=positive)
+    norm_eps: float = attrs.field(default=1e-5, validator=positive)
+    max_seq_len: int = attrs.field(default=4096, validator=[positive, _at_most(MAX_SEQ_LEN)])
     dropout: float = attrs.field(default=0.0, validator=_fraction)
-    init_std: float = attrs.field(default=0.02, validator=_positive)
+    init_std: float = attrs.field(default=0.02, validator=positive)
 
     def __attrs_post_init__(self) -> None:
         if self.dim % self.num_heads:

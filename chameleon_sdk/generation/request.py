@@ -33,7 +33,7 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
     check_number(value, f"Guidance.{attribute.name}", low=0, error=GenerationError)
 
 
@@ -53,8 +53,8 @@ class Guidance:
     a no-op and costs nothing (no extra rows are run).
     """
 
-    scale_text: float = attrs.field(default=3.0, validator=_positive)
-    scale_image: float = attrs.field(default=1.2, validator=_positive)
+    scale_text: float = attrs.field(default=3.0, validator=_non_negative)
+    scale_image: float = attrs.field(default=1.2, validator=_non_negative)
     rows: int = attrs.field(default=3, validator=one_of(2, 3))
     modality: str | None = attrs.field(default=None, validator=typed)
 

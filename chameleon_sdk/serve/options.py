@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from chameleon_sdk.config import _positive, typed
+from chameleon_sdk.config import positive, typed
 
 __all__ = ["ServeOptions"]
 
@@ -29,11 +29,11 @@ class ServeOptions:
     """
 
     api_key: str | None = attrs.field(default=None, validator=typed)
-    max_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
-    max_image_pixels: int = attrs.field(default=4096 * 4096, validator=_positive)
-    max_new_tokens: int = attrs.field(default=1100, validator=_positive)
-    max_rows: int = attrs.field(default=8, validator=_positive)
-    max_context: int | None = attrs.field(default=None, validator=_positive)
-    max_queue: int = attrs.field(default=64, validator=_positive)
-    request_timeout: float = attrs.field(default=600.0, validator=_positive)
-    progress_every: int = attrs.field(default=64, validator=_positive)
+    max_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=positive)
+    max_image_pixels: int = attrs.field(default=4096 * 4096, validator=positive)
+    max_new_tokens: int = attrs.field(default=1100, validator=positive)
+    max_rows: int = attrs.field(default=8, validator=positive)
+    max_context: int | None = attrs.field(default=None, validator=positive)
+    max_queue: int = attrs.field(default=64, validator=positive)
+    request_timeout: float = attrs.field(default=600.0, validator=positive)
+    progress_every: int = attrs.field(default=64, validator=positive)
