@@ -13,7 +13,7 @@
    data, steps, batches and seed.
 4. **Quality** on held-out pictures: the model ranks the 12 answers ``A {colour} {shape}.`` by their
    likelihood after the chat prompt; colour, shape and joint accuracy by the demo's evaluator
-   (``chameleon_sdk.shapes.evaluate.accuracy``). Drawing is not judged: the HF layout's VQGAN has
+   (``chameleon_apps.shapes.evaluate.accuracy``). Drawing is not judged: the HF layout's VQGAN has
    no decoder.
 5. **Printed:** trainable parameters, accuracy, memory and time per mode, and LoRA / full ratios.
    *Training memory* is what a GPU would hold: the weights plus what training adds on top of them
@@ -42,13 +42,13 @@ from typing import Any
 
 import attrs
 import torch
+from chameleon_apps.demo import caption_pairs
+from chameleon_apps.shapes.evaluate import accuracy
+from chameleon_apps.shapes.world import COLORS, SHAPES, Shape, sample_shapes
 
 import chameleon_sdk as cs
-from chameleon_sdk.demo import caption_pairs
 from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
 from chameleon_sdk.release_writer import write_release
-from chameleon_sdk.shapes.evaluate import accuracy
-from chameleon_sdk.shapes.world import COLORS, SHAPES, Shape, sample_shapes
 from chameleon_sdk.tiny_release import TINY_RESOLUTION, tiny_release_pipeline
 from chameleon_sdk.training.chat import chat_tokens
 from chameleon_sdk.training.data import IGNORE

@@ -10,7 +10,7 @@ codes of 8192, only with ``--full``) it prints, in one process on the same rando
 - training images/s for the demo config, fp32 vs bf16 autocast (the ratio decides the default).
 
 ``--train-steps N`` (or ``--train-seconds N``, whichever ends first) then trains the image
-tokenizer exactly as ``chameleon demo`` does (``chameleon_sdk.demo.IMAGE_TOKENIZER``, the demo's 4000
+tokenizer exactly as ``chameleon demo`` does (``chameleon_apps.demo.IMAGE_TOKENIZER``, the demo's 4000
 Shapes World training pictures, batch 32, learning rate 2e-3) and prints the PSNR of its
 reconstructions of 240 pictures it never saw (the demo's evaluator set), codebook usage,
 perplexity and the encode(decode(codes)) stability rate. ``--device cuda`` trains on a GPU.
@@ -159,8 +159,8 @@ def bench_training(repeats: int) -> None:
 
 def train_demo(steps: int, seconds: float | None, precision: str, device: str) -> None:
     """The demo's image tokenizer training, then PSNR on unseen Shapes World pictures."""
-    from chameleon_sdk.demo import IMAGE_TOKENIZER, PLANS
-    from chameleon_sdk.shapes import sample_shapes
+    from chameleon_apps.demo import IMAGE_TOKENIZER, PLANS
+    from chameleon_apps.shapes import sample_shapes
 
     plan = PLANS["default"]
     torch.manual_seed(0)

@@ -37,7 +37,7 @@ import httpx
 import torch
 
 import chameleon_sdk as cs
-from chameleon_sdk.demo import bundled_corpus
+from chameleon_sdk import bundled_corpus
 
 FULL = {"dim": 512, "num_layers": 8, "num_heads": 8, "ffn_dim": 1376, "vocab_size": 16384}
 SMALL = {"dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 344, "vocab_size": 4096}

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         to_dict,
     )
     from chameleon_sdk.contracts import Callback, TrainResult
+    from chameleon_sdk.corpus import bundled_corpus
     from chameleon_sdk.document import Document, Image, Segment, Text, read_jsonl, write_jsonl
     from chameleon_sdk.errors import (
         ChameleonError,
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
         use_registry,
     )
     from chameleon_sdk.quantization import quantize_model
+    from chameleon_sdk.render import document_to_html, document_to_text, write_document
     from chameleon_sdk.tokenizer import MixedModalTokenizer
     from chameleon_sdk.training import Conversation, DataConfig, MixtureData, SourceConfig, Turn
     from chameleon_sdk.vocabulary import Vocabulary
@@ -146,8 +148,11 @@ __all__ = [
     "attach_adapter",
     "available_plugins",
     "build_model",
+    "bundled_corpus",
     "detect_format",
     "detect_image_tokenizer_format",
+    "document_to_html",
+    "document_to_text",
     "from_dict",
     "generate_tokens",
     "get_registry",
@@ -170,6 +175,7 @@ __all__ = [
     "train_image_tokenizer",
     "unregister_plugin",
     "use_registry",
+    "write_document",
     "write_jsonl",
 ]
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         Trainer,
         call_callbacks,
     )
+    from chameleon_sdk.document import png_bytes
     from chameleon_sdk.error_mapping import foreign_errors
     from chameleon_sdk.generation import FixedLengthBlock, VariableLengthBlock
     from chameleon_sdk.hookspecs import hookimpl
@@ -56,11 +57,15 @@ if TYPE_CHECKING:
         rotary_tables,
     )
     from chameleon_sdk.model.build import ModelParts, build_parts
+    from chameleon_sdk.model.cross_entropy import per_token_cross_entropy
     from chameleon_sdk.model.weights import check_shapes, load_weights
     from chameleon_sdk.plugins import KINDS, PluginRecord
     from chameleon_sdk.progress import progress_bar
+    from chameleon_sdk.render import html_page, png_data_uri
     from chameleon_sdk.storage import (
         MANIFEST_FILE,
+        atomic_write_bytes,
+        atomic_write_text,
         global_rng_state,
         prune_step_directories,
         read_json,
@@ -80,11 +85,14 @@ if TYPE_CHECKING:
         write_torch_file,
     )
     from chameleon_sdk.training import Batch
+    from chameleon_sdk.training.data import IGNORE
+    from chameleon_sdk.training.run import apply_overrides
     from chameleon_sdk.validation import check_int64, check_number, number_validator
     from chameleon_sdk.vocabulary import ModalityBlock
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "IGNORE",
     "KINDS",
     "MANIFEST_FILE",
     "UNTIE_PARTS",
@@ -123,7 +131,10 @@ __all__ = [
     "Trainer",
     "VQGANArchitecture",
     "VariableLengthBlock",
+    "apply_overrides",
     "apply_rotary",
+    "atomic_write_bytes",
+    "atomic_write_text",
     "build_parts",
     "call_callbacks",
     "check_int64",
@@ -133,11 +144,15 @@ __all__ = [
     "foreign_errors",
     "global_rng_state",
     "hookimpl",
+    "html_page",
     "lazy_module_attributes",
     "load_weights",
     "number_validator",
     "open_regular",
     "parameters_on_meta",
+    "per_token_cross_entropy",
+    "png_bytes",
+    "png_data_uri",
     "progress_bar",
     "prune_step_directories",
     "read_bounded",

@@ -36,7 +36,7 @@ def registry(chameleon_registry):
 @pytest.fixture(scope="session")
 def trained_sentencepiece(tmp_path_factory):
     """Path of a small sentencepiece model trained once on the bundled corpus."""
-    from chameleon_sdk.demo import bundled_corpus
+    from chameleon_sdk import bundled_corpus
 
     tokenizer = chameleon_sdk.PluginRegistry().build("text_tokenizer", "sentencepiece", {"vocab_size": 400})
     tokenizer.train(bundled_corpus())

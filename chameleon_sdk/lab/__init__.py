@@ -1,46 +1,8 @@
-"""Experiments that reproduce the paper's findings at small scale (``chameleon lab ...``).
+"""Moved to :mod:`chameleon_apps.lab`; this name keeps working, with a warning, for one release."""
 
-- :func:`run_stability_sweep`: the stability ablation as a Wortsman-style learning-rate sweep
-  (docs/stability-lab.md).
-- :func:`run_mot_lab`: dense vs modality-aware experts (``mot``) on Shapes World (docs/mot.md).
-"""
+from chameleon_apps.lab import *  # noqa: F403
+from chameleon_apps.lab import __all__  # noqa: F401
 
-from __future__ import annotations
+from chameleon_sdk.moved_modules import warn_moved
 
-from chameleon_sdk.lab.mot import LossCurve, MoTLabConfig, MoTLabReport, run_mot_lab
-from chameleon_sdk.lab.stability import (
-    DEFAULT_ARMS,
-    DEFAULT_LRS,
-    ArmSummary,
-    RunResult,
-    StabilityReport,
-    StabilitySweepConfig,
-    held_out_batch,
-    lr_sensitivity,
-    parse_arm,
-    run_stability_sweep,
-    sweep_data,
-    train_run,
-)
-from chameleon_sdk.lab.synthetic import SyntheticMix, SyntheticMixConfig
-
-__all__ = [
-    "DEFAULT_ARMS",
-    "DEFAULT_LRS",
-    "ArmSummary",
-    "LossCurve",
-    "MoTLabConfig",
-    "MoTLabReport",
-    "RunResult",
-    "StabilityReport",
-    "StabilitySweepConfig",
-    "SyntheticMix",
-    "SyntheticMixConfig",
-    "held_out_batch",
-    "lr_sensitivity",
-    "parse_arm",
-    "run_mot_lab",
-    "run_stability_sweep",
-    "sweep_data",
-    "train_run",
-]
+warn_moved(__name__, "chameleon_apps.lab")

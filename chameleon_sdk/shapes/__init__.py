@@ -1,18 +1,8 @@
-"""Shapes World: the demo's seeded synthetic data and its analytic evaluator."""
+"""Moved to :mod:`chameleon_apps.shapes`; this name keeps working, with a warning, for one release."""
 
-from chameleon_sdk.shapes.evaluate import Verdict, accuracy, classify, judge
-from chameleon_sdk.shapes.world import COLORS, SHAPES, Shape, caption, draw_shape, sample_shapes, story_document
+from chameleon_apps.shapes import *  # noqa: F403
+from chameleon_apps.shapes import __all__  # noqa: F401
 
-__all__ = [
-    "COLORS",
-    "SHAPES",
-    "Shape",
-    "Verdict",
-    "accuracy",
-    "caption",
-    "classify",
-    "draw_shape",
-    "judge",
-    "sample_shapes",
-    "story_document",
-]
+from chameleon_sdk.moved_modules import warn_moved
+
+warn_moved(__name__, "chameleon_apps.shapes")

@@ -19,8 +19,8 @@ from chameleon_sdk import (
     Segment,
     Text,
     TokenizationError,
+    bundled_corpus,
 )
-from chameleon_sdk.demo import bundled_corpus
 from chameleon_sdk.plugin_api import hookimpl
 
 

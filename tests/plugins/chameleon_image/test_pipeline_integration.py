@@ -10,8 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chameleon_sdk import Document, Image, Pipeline, Text, TokenizationError
-from chameleon_sdk.demo import bundled_corpus
+from chameleon_sdk import Document, Image, Pipeline, Text, TokenizationError, bundled_corpus
 
 
 @pytest.fixture(scope="module")

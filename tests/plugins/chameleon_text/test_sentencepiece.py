@@ -6,8 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chameleon_sdk import ConfigError, TokenizationError, get_registry
-from chameleon_sdk.demo import bundled_corpus
+from chameleon_sdk import ConfigError, TokenizationError, bundled_corpus, get_registry
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``chameleon plot`` and :mod:`chameleon_sdk.plotting`: a valid PNG from metrics, typed errors otherwise."""
+"""``chameleon plot`` and :mod:`chameleon_apps.plotting`: a valid PNG from metrics, typed errors otherwise."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import builtins
 import json
 
 import pytest
+from chameleon_apps.plotting import MetricsFileError, MissingExtraError, plot_metrics, read_metrics, require_matplotlib
 
 from chameleon_sdk.cli import main
 from chameleon_sdk.errors import ChameleonError
-from chameleon_sdk.plotting import MetricsFileError, MissingExtraError, plot_metrics, read_metrics, require_matplotlib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

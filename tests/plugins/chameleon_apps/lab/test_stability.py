@@ -7,12 +7,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
-
-from chameleon_sdk import ConfigError, ModelConfig, PluginNotFoundError, from_dict, to_dict
-from chameleon_sdk.cli import main
-from chameleon_sdk.lab import (
+from chameleon_apps.lab import (
     StabilityReport,
     StabilitySweepConfig,
     held_out_batch,
@@ -21,6 +16,11 @@ from chameleon_sdk.lab import (
     run_stability_sweep,
     train_run,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chameleon_sdk import ConfigError, ModelConfig, PluginNotFoundError, from_dict, to_dict
+from chameleon_sdk.cli import main
 
 QUICK = StabilitySweepConfig.quick(steps=8)
 

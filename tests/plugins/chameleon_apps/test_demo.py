@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from chameleon_apps.demo import PLANS, QUALITY_BAR, caption_pairs
+from chameleon_apps.shapes import COLORS, SHAPES, sample_shapes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chameleon_sdk import ChameleonError, Image
-from chameleon_sdk.demo import PLANS, QUALITY_BAR, caption_pairs
 from chameleon_sdk.pipeline import Pipeline
-from chameleon_sdk.shapes import COLORS, SHAPES, sample_shapes
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,8 @@ def test_metrics_hold_the_quality_table_and_the_validated_evaluator(demo):
 
 
 def test_caption_log_likelihoods_are_log_probabilities_that_batching_does_not_change(demo):
-    from chameleon_sdk.demo import caption_log_likelihoods
-    from chameleon_sdk.shapes import sample_shapes
+    from chameleon_apps.demo import caption_log_likelihoods
+    from chameleon_apps.shapes import sample_shapes
 
     out, _, _ = demo
     pipe = Pipeline.from_pretrained(out / "model")

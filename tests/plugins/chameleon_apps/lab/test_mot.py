@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from chameleon_apps.lab.mot import MoTLabConfig, relative_steps_to_reach
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chameleon_sdk import ConfigError
 from chameleon_sdk.cli import main
-from chameleon_sdk.lab.mot import MoTLabConfig, relative_steps_to_reach
 
 TINY_PLAN = ["train_images=48", "train_stories=8", "vq_steps=4", "captions=4", "ground_truth_checks=8"]
 

@@ -7,10 +7,9 @@ import random
 import numpy as np
 import PIL.Image
 import pytest
+from chameleon_apps.shapes import COLORS, SHAPES, accuracy, classify, draw_shape, judge, sample_shapes
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from chameleon_sdk.shapes import COLORS, SHAPES, accuracy, classify, draw_shape, judge, sample_shapes
 
 
 @pytest.mark.parametrize("size", [32, 64])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from chameleon_apps.shapes import COLORS, SHAPES, draw_shape, sample_shapes, story_document
 
 from chameleon_sdk import Document, Image, Text
-from chameleon_sdk.shapes import COLORS, SHAPES, draw_shape, sample_shapes, story_document
 
 
 def test_samples_are_a_pure_function_of_the_seed():

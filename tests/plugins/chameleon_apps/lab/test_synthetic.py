@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from chameleon_apps.lab import SyntheticMix, SyntheticMixConfig
+from chameleon_apps.lab.synthetic import BOI, BOS, EOI, EOS
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chameleon_sdk import ConfigError
-from chameleon_sdk.lab import SyntheticMix, SyntheticMixConfig
-from chameleon_sdk.lab.synthetic import BOI, BOS, EOI, EOS
 
 SMALL = SyntheticMixConfig(text_vocab=16, image_codes=40, palette_size=8, num_palettes=4, image_length=5, p_image=0.2)
 
