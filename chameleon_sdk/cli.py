@@ -298,7 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=8, help="plan for 1, 2, 4, ... up to this many devices (default 8)")
     p.add_argument("--preset", choices=["debug", "7b", "34b"], help="the model shape, for a run on a pretrained model")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    p.add_argument("--targets", nargs="+", default=["attention", "mlp"], help="LoRA target groups: attention mlp head")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=["attention", "mlp"],
+        help="LoRA target groups: attention mlp head head-image-rows",
+    )
     p.add_argument("--device-type", choices=["cuda", "cpu"], default="cuda", help="where the run trains")
     p.add_argument("--weights", choices=["bf16", "fp32"], help="the weights' dtype (default: the trainer's precision)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")

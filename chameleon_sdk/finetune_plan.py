@@ -13,7 +13,8 @@ its input for a weight gradient); in bf16 ``32 d + 8 f`` and ``24 d + 8 f`` (the
 copies); plus the packed-document attention mask (one element per key) and ``r`` per LoRA target.
 With checkpointing a block keeps only its input (``d``), and one block at a time is recomputed in
 the backward pass. The LM head computes the loss a chunk of rows at a time: its hidden-state
-gradient, its weight gradient when it trains, and about three logits-sized buffers per chunk.
+gradient, its weight gradient when it trains, and about three logits-sized buffers per chunk; a head
+with an adapter (LoRA target ``head`` or ``head-image-rows``) computes the whole logits instead.
 ``benchmarks/finetune_memory.py`` measures real steps against these figures.
 
 The peak of a step is taken as the optimizer state, the gradients and the activations together,
@@ -44,6 +45,9 @@ _ATTENTION, _MLP = ("wq", "wk", "wv", "wo"), ("w1", "w2", "w3")
 #: logits elements in one chunk of the head's loss (chameleon_sdk.model.head_loss)
 _CHUNK_ELEMENTS = {"cpu": 2**24, "cuda": 2**26}
 _CHUNK_BUFFERS = 3  # the chunk's fp32 logits, their softmax and its gradient
+_HEAD_TARGETS = ("head", "head-image-rows")
+#: the image codes of Chameleon's vocabulary: the head rows ``head-image-rows`` adapts
+IMAGE_ROWS = 8192
 
 
 @attrs.frozen(kw_only=True)
@@ -80,8 +84,10 @@ def _lora_shapes(config: ModelConfig, targets: Sequence[str]) -> list[tuple[int,
             names += _ATTENTION
         elif target == "mlp":
             names += _MLP
-        elif target != "head":
-            raise ConfigError(f"plan: LoRA targets must be groups 'attention', 'mlp' or 'head', got {target!r}")
+        elif target not in _HEAD_TARGETS:
+            raise ConfigError(
+                f"plan: LoRA targets must be groups 'attention', 'mlp', 'head' or 'head-image-rows', got {target!r}"
+            )
     return [shapes[name] for name in dict.fromkeys(names)]
 
 
@@ -111,6 +117,7 @@ def plan_memory(
     devices: int = 1,
     device_type: str = "cuda",
     packed: bool = True,
+    image_rows: int = IMAGE_ROWS,
 ) -> MemoryPlan:
     """The expected memory per device of training ``config`` in ``mode`` (see the module docstring).
 
@@ -120,6 +127,7 @@ def plan_memory(
     :param bf16: weights (and so gradients and optimizer state) in bf16; else fp32.
     :param device_type: ``"cuda"`` or ``"cpu"``: the head's loss chunk differs.
     :param packed: rows hold packed documents (the trainers' batches do): a dense attention mask.
+    :param image_rows: the head rows of image codes, for the LoRA target ``head-image-rows``.
     """
     if mode not in MODES:
         raise ConfigError(f"plan: mode must be one of {list(MODES)}, got {mode!r}")
@@ -132,8 +140,9 @@ def plan_memory(
     d, f, v, layers = config.dim, config.hidden_dim, config.vocab_size, config.num_layers
     lora = mode != "full"
     lora_shapes = _lora_shapes(config, targets) if lora else []
-    head_lora = lora and "head" in targets
-    adapter_count = layers * sum(rank * (i + o) for i, o in lora_shapes) + (rank * (d + v) if head_lora else 0)
+    head_rows = {"head": v, "head-image-rows": min(image_rows, v)}
+    head_adapted = [head_rows[t] for t in targets if t in head_rows] if lora else []
+    adapter_count = layers * sum(rank * (i + o) for i, o in lora_shapes) + sum(rank * (d + n) for n in head_adapted)
     base_count = _parameter_count(config, stability)
     trainable = adapter_count if lora else base_count
 
@@ -146,6 +155,8 @@ def plan_memory(
     else:
         saved = layers * per_block * tokens + w * (4 * f + 4 * d) * tokens  # and one block's backward
     chunk = min(tokens * v, _CHUNK_ELEMENTS.get(device_type, _CHUNK_ELEMENTS["cuda"]))
+    if head_adapted:  # an adapted head is not a plain nn.Linear: the loss takes its whole logits
+        chunk = tokens * v
     head = 2 * w * d * tokens + _CHUNK_BUFFERS * 4 * chunk + (0 if lora else w * v * d)
     return MemoryPlan(
         mode=mode,

@@ -152,8 +152,7 @@ class ChameleonModel(nn.Module):
         branch = [t for t in self.tricks if overrides(t, "transform_branch")]
         self._logit_tricks = tuple(t for t in self.tricks if overrides(t, "transform_logits"))
         self._loss_tricks = tuple(t for t in self.tricks if overrides(t, "extra_loss"))
-        #: whether forward(targets=...) may compute the loss in chunks of positions (see ``per_position``)
-        self.chunked_loss = all(t.per_position for t in self._logit_tricks + self._loss_tricks)
+        self._tricks_per_position = all(t.per_position for t in self._logit_tricks + self._loss_tricks)
         self.collect_stats = False
         #: the token space the model was trained in, when known (set by pipelines and checkpoint loaders);
         #: generation uses it for modality masks when no vocabulary is passed
@@ -262,6 +261,13 @@ class ChameleonModel(nn.Module):
                     f"positions/document_ids/span_ids must have input_ids' shape {tuple(input_ids.shape)}, "
                     f"got {tuple(t.shape)}"
                 )
+
+    @property
+    def chunked_loss(self) -> bool:
+        """Whether ``forward(targets=...)`` computes the loss in chunks of positions: every trick is per
+        position (see ``per_position``) and the head is a plain ``nn.Linear``. A head an adapter wraps
+        (LoRA on ``output``) computes whole logits, so that its own weights get their gradients."""
+        return self._tricks_per_position and isinstance(self.output, nn.Linear)
 
     def forward(
         self,

@@ -2,6 +2,8 @@
 
 peft's ``inject_adapter_in_model`` wraps the matching ``nn.Linear`` modules in place, so the model
 keeps its class and its forward (``model(ids, targets=...)``), and every trainer trains it as it is.
+The target ``head-image-rows`` adapts only the head's image-code rows, which peft cannot; a
+:class:`~chameleon_adapters.rows.RowLoRA` of this package does it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ TARGET_GROUPS: Mapping[str, tuple[str, ...]] = {
     "mlp": ("layers.*.feed_forward.w1", "layers.*.feed_forward.w2", "layers.*.feed_forward.w3"),
     "head": ("output",),
 }
+#: the target that adapts only the head's rows of image codes (Anole's target, with a low-rank update)
+IMAGE_ROWS = "head-image-rows"
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -37,8 +41,10 @@ def _targets(instance: object, attribute: attrs.Attribute, value: tuple[str, ...
     if not value or not all(isinstance(t, str) and t for t in value):
         raise ConfigError(
             f"lora option targets must be a non-empty list of module-name patterns or groups "
-            f"{sorted(TARGET_GROUPS)}, got {value!r}"
+            f"{[*sorted(TARGET_GROUPS), IMAGE_ROWS]}, got {value!r}"
         )
+    if IMAGE_ROWS in value and "head" in value:
+        raise ConfigError(f"lora targets 'head' and {IMAGE_ROWS!r} overlap: choose one")
 
 
 @attrs.frozen(kw_only=True)
@@ -49,8 +55,9 @@ class LoRAOptions:
     :param alpha: the update is scaled by ``alpha / rank``.
     :param dropout: dropout on the adapter's input while training.
     :param targets: which ``nn.Linear`` modules get an adapter: groups (``attention``: wq/wk/wv/wo,
-        ``mlp``: w1/w2/w3, ``head``: the output projection) or ``fnmatch`` patterns over module
-        names (``"layers.3[01].attention.w[qv]"``).
+        ``mlp``: w1/w2/w3, ``head``: the output projection, ``head-image-rows``: only the head's
+        rows of image codes, which needs a model whose vocabulary has an ``image`` block) or
+        ``fnmatch`` patterns over module names (``"layers.3[01].attention.w[qv]"``).
     """
 
     rank: int = attrs.field(default=8, validator=_positive)
@@ -59,8 +66,8 @@ class LoRAOptions:
     targets: tuple[str, ...] = attrs.field(default=("attention",), converter=tuple, validator=_targets)
 
     def patterns(self) -> tuple[str, ...]:
-        """The module-name patterns the targets stand for."""
-        return tuple(p for t in self.targets for p in TARGET_GROUPS.get(t, (t,)))
+        """The module-name patterns peft adapts (every target but ``head-image-rows``)."""
+        return tuple(p for t in self.targets if t != IMAGE_ROWS for p in TARGET_GROUPS.get(t, (t,)))
 
 
 class LoRA:
@@ -72,9 +79,17 @@ class LoRA:
         self.options = options or LoRAOptions()
 
     def attach(self, model: nn.Module) -> None:
+        patterns = self.options.patterns()
+        if patterns:
+            self._attach_peft(model, patterns)
+        if IMAGE_ROWS in self.options.targets:
+            self._attach_image_rows(model)
+        for name, param in model.named_parameters():  # peft freezes the base too, but not when it adapts nothing
+            param.requires_grad_(_is_adapter_tensor(name))
+
+    def _attach_peft(self, model: nn.Module, patterns: tuple[str, ...]) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        patterns = self.options.patterns()
         names = [name for name, module in model.named_modules() if name]
         matched = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
         if not matched:
@@ -94,23 +109,55 @@ class LoRA:
         )
         inject_adapter_in_model(config, model, adapter_name=self.adapter_name)
 
-    def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        from peft import get_peft_model_state_dict
+    def _attach_image_rows(self, model: nn.Module) -> None:
+        from chameleon_adapters.rows import RowLoRA
 
-        return dict(get_peft_model_state_dict(model, adapter_name=self.adapter_name))
+        vocabulary = getattr(model, "vocabulary", None)
+        head = getattr(model, "output", None)
+        if vocabulary is None or "image" not in vocabulary.blocks:
+            raise ConfigError(f"lora target {IMAGE_ROWS!r} needs a model whose vocabulary has an 'image' block")
+        if type(head) is not nn.Linear or head.bias is not None:
+            raise ConfigError(f"lora target {IMAGE_ROWS!r} needs the model's head (output) to be a bias-free nn.Linear")
+        rows = vocabulary.code_mask("image")[: head.out_features].nonzero().squeeze(1)
+        options = self.options
+        model.output = RowLoRA(head, rows, rank=options.rank, alpha=options.alpha, dropout=options.dropout)
+
+    def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        tensors = _row_tensors(model)
+        if self.options.patterns():
+            from peft import get_peft_model_state_dict
+
+            tensors.update(get_peft_model_state_dict(model, adapter_name=self.adapter_name))
+        return tensors
 
     def load_state(self, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
-        from peft import set_peft_model_state_dict
-
         expected = set(self.state(model))
         missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         if missing or unexpected:
             raise KeyError(f"missing adapter tensors {missing[:5]}, unexpected {unexpected[:5]}")
-        set_peft_model_state_dict(model, dict(tensors), adapter_name=self.adapter_name)
+        rows = _row_tensors(model)
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if key in rows:
+                    if value.shape != rows[key].shape:
+                        raise ValueError(
+                            f"adapter tensor {key} has shape {tuple(value.shape)}, expected {tuple(rows[key].shape)}"
+                        )
+                    rows[key].copy_(value)
+        if self.options.patterns():
+            from peft import set_peft_model_state_dict
+
+            peft_tensors = {key: value for key, value in tensors.items() if key not in rows}
+            set_peft_model_state_dict(model, peft_tensors, adapter_name=self.adapter_name)
 
     def merge(self, model: nn.Module) -> None:
         from peft.tuners.lora import LoraLayer
 
+        from chameleon_adapters.rows import RowLoRA
+
+        head = getattr(model, "output", None)
+        if isinstance(head, RowLoRA):
+            model.output = head.merged()
         layers = [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
         for name, layer in layers:
             layer.merge(adapter_names=[self.adapter_name])
@@ -118,3 +165,20 @@ class LoRA:
             setattr(model.get_submodule(parent_name), child, layer.get_base_layer())
         if hasattr(model, "peft_config"):
             del model.peft_config
+
+
+def _is_adapter_tensor(name: str) -> bool:
+    """Whether parameter ``name`` is an adapter's: peft's ``lora_A``/``lora_B`` or RowLoRA's ``rows_A``/``rows_B``."""
+    return any(part.startswith(("lora_", "rows_")) for part in name.split("."))
+
+
+def _row_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The RowLoRA weights of ``model`` by parameter name (the tensors themselves, not copies)."""
+    from chameleon_adapters.rows import RowLoRA
+
+    return {
+        f"{name}.{leaf}": param
+        for name, module in model.named_modules()
+        if isinstance(module, RowLoRA)
+        for leaf, param in (("rows_A", module.rows_A), ("rows_B", module.rows_B))
+    }

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk as cs
+from chameleon_sdk import plugin_api
 from chameleon_sdk.cli import main
 from chameleon_sdk.finetune_plan import MODES, plan_memory, plan_run
 
@@ -42,17 +43,32 @@ def test_the_planned_weights_are_the_models_parameters(config):
     assert plan_memory(config, mode="full", batch=1, seq=8, bf16=True).parameters == 2 * count
 
 
+_IMAGE_ROWS = 6  # the image codes of the test vocabularies: ids 5..10
+
+
+def _vocabulary_with_image_rows(size: int) -> cs.Vocabulary:
+    """A vocabulary of ``size`` ids with specials 0-2, an image block 3/4 and ``_IMAGE_ROWS`` image codes."""
+    block = plugin_api.ModalityBlock(
+        modality="image", begin_id=3, end_id=4, code_ids=torch.arange(5, 5 + _IMAGE_ROWS), block_length=2
+    )
+    return cs.Vocabulary(layout="test", size=size, specials={"bos": 0, "eos": 1, "pad": 2}, blocks=[block])
+
+
 @settings(max_examples=10, deadline=None)
 @given(
     config=configs,
     rank=st.integers(1, 6),
-    targets=st.lists(st.sampled_from(["attention", "mlp", "head"]), min_size=1, unique=True),
+    targets=st.lists(st.sampled_from(["attention", "mlp", "head", "head-image-rows"]), min_size=1, unique=True).filter(
+        lambda t: not {"head", "head-image-rows"} <= set(t)
+    ),
 )
 def test_the_planned_adapter_is_what_lora_attaches(config, rank, targets):
     pytest.importorskip("peft")
-    model = cs.attach_adapter(cs.build_model(config), {"name": "lora", "options": {"rank": rank, "targets": targets}})
+    model = cs.build_model(config)
+    model.vocabulary = _vocabulary_with_image_rows(config.vocab_size)
+    model = cs.attach_adapter(model, {"name": "lora", "options": {"rank": rank, "targets": targets}})
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    plan = plan_memory(config, mode="lora", batch=1, seq=8, rank=rank, targets=targets)
+    plan = plan_memory(config, mode="lora", batch=1, seq=8, rank=rank, targets=targets, image_rows=_IMAGE_ROWS)
     assert plan.trainable == trainable and plan.adapters == 4 * trainable
 
 

@@ -26,12 +26,12 @@ def _model(seed: int = 0) -> cs.ChameleonModel:
 
 
 def _randomize_adapter(model: torch.nn.Module, scale: float = 2.0, seed: int = 3) -> None:
-    """peft starts B at zero (the adapter is a no-op); a trained adapter is not. The update
+    """peft (and RowLoRA) start B at zero (the adapter is a no-op); a trained adapter is not. The update
     ``scale * B A`` is drawn about as large as the base weights."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "lora_" in name:
+            if "lora_" in name or "rows_" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.15 / scale**0.5)
 
 
@@ -216,3 +216,89 @@ def test_a_pipeline_with_an_adapter_is_not_saved_whole(hf_release, tmp_path):
     with pytest.raises(cs.CheckpointError, match="carries an adapter"):
         pipe.save_pretrained(tmp_path / "whole")
     assert not (tmp_path / "whole").exists()
+
+
+def test_lora_on_the_head_trains_through_the_training_loss():
+    """A head an adapter wraps is not a plain nn.Linear: the loss is computed from whole logits, so the
+    head's adapter gets gradients (the chunked path reads ``output.weight`` and would skip it)."""
+    model = cs.attach_adapter(_model(), {"name": "lora", "options": {"rank": 4, "targets": ["head"]}})
+    assert not model.chunked_loss
+    out = model(IDS, targets=IDS)
+    out.loss.loss.backward()
+    assert float(model.output.lora_B["default"].weight.grad.abs().sum()) > 0
+    reference = model(IDS).logits
+    expected = torch.nn.functional.cross_entropy(reference.flatten(0, 1), IDS.flatten())
+    torch.testing.assert_close(out.loss.terms["cross_entropy"], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def released_model(hf_release):
+    """A model whose vocabulary has an image block (the tiny release's), so its head has image rows."""
+    return cs.Pipeline.from_pretrained(hf_release).model
+
+
+def _image_rows(model) -> torch.Tensor:
+    return model.vocabulary.code_mask("image")[: model.config.vocab_size].nonzero().squeeze(1)
+
+
+@settings(max_examples=6, deadline=None)
+@given(rank=st.integers(1, 8), alpha=st.floats(0.5, 64), with_attention=st.booleans())
+def test_head_image_rows_change_only_the_image_rows_and_merge_exactly(released_model, rank, alpha, with_attention):
+    import copy
+
+    base = copy.deepcopy(released_model).eval()
+    targets = ["head-image-rows", *(["attention"] if with_attention else [])]
+    model = cs.attach_adapter(
+        copy.deepcopy(base), {"name": "lora", "options": {"rank": rank, "alpha": alpha, "targets": targets}}
+    )
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {"output.rows_A", "output.rows_B"} <= trainable
+    assert (
+        all(".lora_" in n for n in trainable - {"output.rows_A", "output.rows_B"})
+        and (len(trainable) > 2) is with_attention
+    )
+    _randomize_adapter(model, alpha / rank)
+    ids = torch.randint(0, base.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(5))
+    adapted = _logits(model, ids)
+    merged = cs.merge_adapter(model)
+    scale = float(adapted.abs().max())  # this model's logits reach ~11: 1e-5 of that scale (fp32 rounding)
+    torch.testing.assert_close(_logits(merged, ids) / scale, adapted / scale, atol=1e-5, rtol=0)
+    assert set(merged.state_dict()) == set(base.state_dict())
+    moved = (merged.output.weight - base.output.weight).abs().sum(dim=1) > 0
+    assert moved.any() and set(moved.nonzero().squeeze(1).tolist()) <= set(_image_rows(base).tolist())
+
+
+def test_head_image_rows_save_load_and_train_with_the_local_trainer(released_model, tmp_path):
+    import copy
+
+    options = {"name": "lora", "options": {"rank": 2, "targets": ["head-image-rows"]}}
+    model = cs.attach_adapter(copy.deepcopy(released_model), options)
+    assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == ["output.rows_A", "output.rows_B"]
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (4, 17), generator=torch.Generator().manual_seed(2))
+    image = _image_rows(model)
+    ids[:, 1::2] = image[torch.randint(0, len(image), (4, 8), generator=torch.Generator().manual_seed(3))]
+    batch = plugin_api.Batch(
+        input_ids=ids[:, :-1], targets=ids[:, 1:], document_ids=torch.zeros(4, 16, dtype=torch.long)
+    )
+    data = _Repeat()
+    data.batch = batch
+    trainer = cs.get_registry().build("trainer", "local", {"lr": 1e-2, "precision": "fp32", "progress": False})
+    before = model.output.rows_B.detach().clone()
+    trainer.fit(model, data, steps=3, out_dir=None)
+    assert not torch.equal(model.output.rows_B, before)
+    stored = cs.save_adapter(model, tmp_path / "rows")
+    tensors = plugin_api.read_safetensors(stored / "adapter.safetensors")
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == {
+        "output.rows_A": (2, model.config.dim),
+        "output.rows_B": (len(image), 2),
+    }
+    loaded = cs.load_adapter(copy.deepcopy(released_model), stored)
+    torch.testing.assert_close(_logits(loaded.eval(), ids), _logits(model.eval(), ids), atol=0, rtol=0)
+
+
+def test_head_image_rows_needs_an_image_vocabulary_and_excludes_head():
+    with pytest.raises(cs.ConfigError, match="vocabulary has an 'image' block"):
+        cs.attach_adapter(_model(), {"name": "lora", "options": {"targets": ["head-image-rows"]}})
+    with pytest.raises(cs.ConfigError, match="overlap"):
+        cs.attach_adapter(_model(), {"name": "lora", "options": {"targets": ["head", "head-image-rows"]}})
