@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from chameleon_sdk.lazy_exports import lazy_module_attributes
 
 if TYPE_CHECKING:
-    from chameleon_sdk.adapters import attach_adapter, load_adapter, merge_adapter, save_adapter
+    from chameleon_sdk.adapters import attach_adapter, has_adapter, load_adapter, merge_adapter, save_adapter
     from chameleon_sdk.checkpoint import CheckpointInfo, detect_format, load_model, save_model
     from chameleon_sdk.config import (
         ComponentSpec,
@@ -156,6 +156,7 @@ __all__ = [
     "from_dict",
     "generate_tokens",
     "get_registry",
+    "has_adapter",
     "load_adapter",
     "load_config",
     "load_image_tokenizer",

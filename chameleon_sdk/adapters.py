@@ -124,14 +124,25 @@ def load_adapter(
 ) -> nn.Module:
     """Attach the adapter saved in ``directory`` to ``model`` (a base model of any layout) and load its weights.
 
-    :raises CheckpointError: the folder is not an adapter, or its tensors do not fit ``model``.
+    A ``model`` that already carries the same adapter (plugin and options) gets its weights replaced,
+    as when a trainer resumes a LoRA run.
+
+    :raises CheckpointError: the folder is not an adapter, its tensors do not fit ``model``, or
+        ``model`` carries a different adapter.
     """
     from chameleon_sdk.storage import read_safetensors
 
     path = Path(directory)
     spec = read_adapter_spec(path)
     tensors = read_safetensors(path / ADAPTER_WEIGHTS_FILE)
-    attach_adapter(model, spec, registry=registry)
+    if has_adapter(model):
+        carried, _ = _attached(model, "load_adapter")
+        if to_dict(carried) != to_dict(spec):
+            raise CheckpointError(
+                f"adapter {str(path)!r} is {to_dict(spec)}, but the model already carries {to_dict(carried)}"
+            )
+    else:
+        attach_adapter(model, spec, registry=registry)
     _, method = _attached(model, "load_adapter")
     device = next(model.parameters()).device
     try:

@@ -39,6 +39,8 @@ from chameleon_training.loop import CheckpointRequest, LoopTrainer, Strategy
 from chameleon_training.options import TrainerOptions
 from chameleon_training.sharded import load_sharded, save_sharded
 from chameleon_training.state import (
+    ADAPTER_DIR,
+    MODEL_DIR,
     checkpoint_root,
     latest_checkpoint,
     load_checkpoint,
@@ -220,7 +222,7 @@ class DDPStrategy(DataParallelStrategy):
         return path
 
     def load(self, path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        if (path / "model").is_dir():
+        if (path / MODEL_DIR).is_dir() or (path / ADAPTER_DIR).is_dir():
             state = load_checkpoint(path, module, optimizer)
         else:
             raise CheckpointError(

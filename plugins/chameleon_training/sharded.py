@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from chameleon_sdk import CheckpointError, plugin_api
+from chameleon_sdk import CheckpointError, has_adapter, plugin_api
 from chameleon_training.state import META_FILE, STATE_FILE, checkpoint_root
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def save_sharded(
 
     root = checkpoint_root(request.out_dir)
     target = plugin_api.step_directory(root, request.step)
-    model_state, optimizer_state = get_state_dict(module, optimizer)
+    model_state, optimizer_state = get_state_dict(module, optimizer, options=_state_options(module))
     rngs = strategy.rank_rngs()
     with contextlib.ExitStack() as stack:
         tmp = None
@@ -100,13 +100,26 @@ def load_sharded(
     problem = strategy.broadcast(problem)
     if problem is not None:
         raise CheckpointError(problem)
-    model_state, optimizer_state = get_state_dict(module, optimizer)
+    options = _state_options(module)
+    model_state, optimizer_state = get_state_dict(module, optimizer, options=options)
     state = {"model": model_state, "optimizer": optimizer_state}
     # DCP raises a CheckpointException (a BaseException) wrapping every rank's failure
     with plugin_api.foreign_errors(f"sharded checkpoint {str(path)!r}", CheckpointError, interpreting=True):
         dcp.load(state, checkpoint_id=path / DCP_DIR)
-    set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_state_dict(
+        module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"], options=options
+    )
     state = plugin_api.read_torch_file(path / STATE_FILE)  # weights_only: pickled code is refused
     if not isinstance(state, dict):
         raise CheckpointError(f"{str(path / STATE_FILE)!r} does not hold a trainer state")
     return state
+
+
+def _state_options(module: torch.nn.Module) -> Any:
+    """What a sharded checkpoint holds: everything, or for a model with an adapter (a LoRA run) only
+    what trains. The frozen base does not change during the run; resuming loads it as the run did."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    adapter = has_adapter(module)
+    # dcp.load checks that every requested (trainable) key is in the checkpoint; strict would also ask for the base
+    return StateDictOptions(ignore_frozen_params=adapter, strict=not adapter)

@@ -302,3 +302,40 @@ def test_head_image_rows_needs_an_image_vocabulary_and_excludes_head():
         cs.attach_adapter(_model(), {"name": "lora", "options": {"targets": ["head-image-rows"]}})
     with pytest.raises(cs.ConfigError, match="overlap"):
         cs.attach_adapter(_model(), {"name": "lora", "options": {"targets": ["head", "head-image-rows"]}})
+
+
+def _lora_model() -> cs.ChameleonModel:
+    return cs.attach_adapter(_model(), {"name": "lora", "options": {"rank": 4, "alpha": 8, "targets": ["attention"]}})
+
+
+def test_a_lora_runs_checkpoints_hold_the_adapter_and_resume_exactly(tmp_path):
+    """Step checkpoints of a model with an adapter hold the adapter (not the unchanged base), and
+    resuming from one onto the same base gives the weights of an uninterrupted run."""
+    options = {"lr": 1e-2, "precision": "fp32", "progress": False, "checkpoint_every": 2, "keep_last": 5}
+    trainer = cs.get_registry().build("trainer", "local", options)
+    straight = _lora_model()
+    trainer.fit(straight, _Repeat(), steps=4, out_dir=tmp_path / "straight")
+    checkpoint = tmp_path / "straight" / "checkpoints" / "step-00000002"
+    assert (checkpoint / "adapter" / "adapter.safetensors").is_file() and not (checkpoint / "model").exists()
+    stored = plugin_api.read_safetensors(checkpoint / "adapter" / "adapter.safetensors")
+    assert stored and all("lora_" in key for key in stored)
+
+    class StopAtTwo(cs.Callback):
+        def on_checkpoint(self, step, path):
+            if step == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(_lora_model(), _Repeat(), steps=4, out_dir=tmp_path / "resumed", callbacks=[StopAtTwo()])
+    torch.manual_seed(1234)  # a fresh process: other RNG state (the base and the adapter are seeded alike)
+    resumed = _lora_model()
+    result = trainer.fit(resumed, _Repeat(), steps=4, out_dir=tmp_path / "resumed")
+    assert result.resumed_from == 2
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+    with pytest.raises(cs.CheckpointError, match="holds only an adapter"):
+        trainer.fit(_model(), _Repeat(), steps=6, out_dir=tmp_path / "resumed")
+    other = cs.attach_adapter(_model(), {"name": "lora", "options": {"rank": 2, "targets": ["attention"]}})
+    with pytest.raises(cs.CheckpointError, match="already carries"):
+        trainer.fit(other, _Repeat(), steps=6, out_dir=tmp_path / "resumed")

@@ -260,3 +260,28 @@ def test_a_lora_adapter_trains_on_two_processes_as_on_one(trainer, config, tmp_p
     assert local.keys() == sharded.keys() and any(t.abs().sum() > 0 for k, t in local.items() if "lora_B" in k)
     for key in local:
         torch.testing.assert_close(sharded[key], local[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_a_lora_runs_sharded_checkpoints_hold_the_adapter_and_resume_exactly(config, tmp_path):
+    """FSDP + LoRA: the sharded checkpoint holds the adapter (and its optimizer state), not the frozen
+    base; a new torchrun resumes from it onto the base the run config names, as if never stopped."""
+    pytest.importorskip("peft")
+    import torch.distributed.checkpoint as dcp
+
+    every = "pipeline.trainer.options.checkpoint_every=3"
+    straight = tmp_path / "straight"
+    _torchrun(config, straight, "fsdp", LORA, every)
+    stored = dcp.FileSystemReader(straight / "checkpoints" / "step-00000003" / "dcp").read_metadata()
+    model_keys = [key for key in stored.state_dict_metadata if key.startswith("model.")]
+    assert model_keys and all("lora_" in key for key in model_keys), model_keys[:5]
+    out = tmp_path / "resumed"
+    shutil.copytree(straight, out)
+    shutil.rmtree(out / "checkpoints" / "step-00000006")  # as if the run had been killed after step 3
+    shutil.rmtree(out / "adapter")
+    _torchrun(config, out, "fsdp", LORA, every)
+    assert _losses(out) == _losses(straight)
+    resumed = plugin_api.read_safetensors(out / "adapter" / "adapter.safetensors")
+    expected = plugin_api.read_safetensors(straight / "adapter" / "adapter.safetensors")
+    assert resumed.keys() == expected.keys()
+    for key, value in resumed.items():
+        assert torch.equal(value, expected[key]), key
