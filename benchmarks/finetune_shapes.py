@@ -9,13 +9,16 @@
 2. **Data.** Shapes World conversations in the chat format (docs/formats.md):
    ``What is in this picture? <picture>`` -> ``A red circle.`` and ``Draw a red circle.`` -> ``<picture>``.
 3. **Fine-tuning.** Full fine-tuning and LoRA (``--rank`` on ``--lora-targets``, by default the
-   attention and MLP projections), each in a fresh child process with the ``local`` trainer: same
-   data, steps, batches and seed.
+   attention and MLP projections), each also with activation checkpointing (``+ac``: the same
+   updates, recomputing each block's activations in the backward pass), each in a fresh child
+   process with the ``local`` trainer: same data, steps, batches and seed.
 4. **Quality** on held-out pictures: the model ranks the 12 answers ``A {colour} {shape}.`` by their
    likelihood after the chat prompt; colour, shape and joint accuracy by the demo's evaluator
    (``chameleon_apps.shapes.evaluate.accuracy``). Drawing is not judged: the HF layout's VQGAN has
    no decoder.
-5. **Printed:** trainable parameters, accuracy, memory and time per mode, and LoRA / full ratios.
+5. **Printed:** trainable parameters, accuracy, memory and time per mode, and LoRA against full
+   fine-tuning: without checkpointing, LoRA + checkpointing against plain full fine-tuning, and both
+   with checkpointing.
    *Training memory* is what a GPU would hold: the weights plus what training adds on top of them
    (peak RSS growth over the loaded model while training: gradients, AdamW's state, activations);
    the process's peak RSS (which also counts Python, torch and peft themselves) is printed too.
@@ -71,7 +74,9 @@ SHAPES_OF_RUN: dict[str, dict[str, int]] = {
     ),
 }
 SHAPES_OF_RUN["medium"] = {**SHAPES_OF_RUN["small"], "dim": 512, "layers": 6}  # weights outweigh activations
-MODES = ("full", "lora")
+MODES = ("full", "full+ac", "lora", "lora+ac")
+#: (LoRA mode, full mode) pairs whose ratios are printed
+COMPARED = (("lora", "full"), ("lora+ac", "full"), ("lora+ac", "full+ac"))
 QUESTION = "What is in this picture? "
 MIB = 1024**2
 
@@ -116,8 +121,9 @@ def captioning_lines(samples: list[Shape], path: Path) -> Path:
     return path
 
 
-def train(pipe: cs.Pipeline, data: cs.MixtureData, *, steps: int, lr: float) -> None:
+def train(pipe: cs.Pipeline, data: cs.MixtureData, *, steps: int, lr: float, checkpointing: bool = False) -> None:
     options = {"lr": lr, "precision": "fp32", "progress": False, "warmup_steps": max(1, steps // 10)}
+    options["activation_checkpointing"] = checkpointing
     trainer = cs.get_registry().build("trainer", "local", options)
     assert pipe.model is not None
     trainer.fit(pipe.model, data, steps=steps, out_dir=None)
@@ -184,7 +190,7 @@ def run_child(mode: str, work: Path, run: dict[str, int], rank: int, lr: float, 
     torch.manual_seed(0)
     pipe = cs.Pipeline.from_pretrained(work / "base")
     assert pipe.model is not None
-    if mode == "lora":
+    if mode.startswith("lora"):
         cs.attach_adapter(pipe.model, {"name": "lora", "options": {"rank": rank, "targets": targets}})
     trainable = sum(p.numel() for p in pipe.model.parameters() if p.requires_grad)
     held_out = sample_shapes(run["held_out"], seed=3, size=TINY_RESOLUTION)
@@ -199,7 +205,7 @@ def run_child(mode: str, work: Path, run: dict[str, int], rank: int, lr: float, 
         Path("/proc/self/clear_refs").write_text("5")
     before = rss_bytes("VmRSS")
     started = time.perf_counter()
-    train(pipe, data, steps=run["steps"], lr=lr)
+    train(pipe, data, steps=run["steps"], lr=lr, checkpointing=mode.endswith("+ac"))
     seconds = time.perf_counter() - started
     peak = rss_bytes("VmHWM")
     predicted = rank_answers(pipe, held_out)
@@ -232,7 +238,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = SHAPES_OF_RUN[args.shape]
     if args.child:
-        lr = args.lr_lora if args.child == "lora" else args.lr_full
+        lr = args.lr_lora if args.child.startswith("lora") else args.lr_full
         targets = args.lora_targets.split(",")
         print(json.dumps(run_child(args.child, args.work, run, args.rank, lr, targets)))
         return
@@ -266,24 +272,26 @@ def main() -> None:
                 sys.stderr.write(child.stderr[-4000:])
                 raise SystemExit(f"the {mode} child failed (exit {child.returncode})")
             results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
-    header = f"{'mode':<6} {'trainable':>11} {'acc before':>10} {'colour':>7} {'shape':>6} {'both':>6}"
+    header = f"{'mode':<7} {'trainable':>11} {'acc before':>10} {'colour':>7} {'shape':>6} {'both':>6}"
     print(f"{header} {'train MiB':>9} {'growth MiB':>10} {'peak RSS MiB':>12} {'s':>6}")
     for mode, r in results.items():
         q = r["quality"]
         print(
-            f"{mode:<6} {r['trainable']:>11,} {r['quality_before']:>10.3f} {q['color']:>7.3f} {q['shape']:>6.3f} "
+            f"{mode:<7} {r['trainable']:>11,} {r['quality_before']:>10.3f} {q['color']:>7.3f} {q['shape']:>6.3f} "
             f"{q['both']:>6.3f} {(r['weights'] + r['growth']) / MIB:>9.1f} {r['growth'] / MIB:>10.1f} "
             f"{r['peak'] / MIB:>12.1f} {r['seconds']:>6.1f}"
         )
-    full, lora = results["full"], results["lora"]
-    quality = lora["quality"]["both"] / full["quality"]["both"] if full["quality"]["both"] else float("nan")
-    memory = (lora["weights"] + lora["growth"]) / (full["weights"] + full["growth"])
-    print(
-        f"lora / full: quality {quality:.3f} (target >= 0.9), training memory {memory:.3f} (target <= 0.5), "
-        f"its growth {lora['growth'] / full['growth']:.3f}, peak RSS {lora['peak'] / full['peak']:.3f}, "
-        f"trainable parameters {lora['trainable'] / full['trainable']:.4f}, "
-        f"time {lora['seconds'] / full['seconds']:.2f}"
-    )
+    for mode, baseline in COMPARED:
+        lora, full = results[mode], results[baseline]
+        quality = lora["quality"]["both"] / full["quality"]["both"] if full["quality"]["both"] else float("nan")
+        memory = (lora["weights"] + lora["growth"]) / (full["weights"] + full["growth"])
+        print(
+            f"{mode} / {baseline}: quality {quality:.3f} (target >= 0.9), "
+            f"training memory {memory:.3f} (target <= 0.5), "
+            f"its growth {lora['growth'] / full['growth']:.3f}, peak RSS {lora['peak'] / full['peak']:.3f}, "
+            f"trainable parameters {lora['trainable'] / full['trainable']:.4f}, "
+            f"time {lora['seconds'] / full['seconds']:.2f}"
+        )
 
 
 if __name__ == "__main__":
