@@ -87,7 +87,7 @@ if TYPE_CHECKING:
     from chameleon_sdk.quantization import quantize_model
     from chameleon_sdk.render import document_to_html, document_to_text, write_document
     from chameleon_sdk.tokenizer import MixedModalTokenizer
-    from chameleon_sdk.training import Conversation, DataConfig, MixtureData, SourceConfig, Turn
+    from chameleon_sdk.training import ChatPrompt, Conversation, DataConfig, MixtureData, SourceConfig, Turn
     from chameleon_sdk.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
@@ -101,6 +101,7 @@ __all__ = [
     "Callback",
     "ChameleonError",
     "ChameleonModel",
+    "ChatPrompt",
     "CheckpointError",
     "CheckpointInfo",
     "ComponentSpec",

@@ -27,6 +27,7 @@ from chameleon_sdk.errors import CheckpointError, ConfigError, PluginNotFoundErr
 from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import (
     DocumentStream,
+    Prompt,
     check_options,
     generate_documents,
     prepare_stream,
@@ -168,8 +169,12 @@ class Pipeline:
 
     # -- generation -----------------------------------------------------------------------------
 
-    def stream(self, prompt: Document | str | Sequence[Document | str], **options: Any) -> Iterator[GenerationEvent]:
+    def stream(self, prompt: Prompt | Sequence[Prompt], **options: Any) -> Iterator[GenerationEvent]:
         """Generate a continuation of ``prompt`` (or of each prompt of a batch), yielding typed events.
+
+        A prompt is a :class:`Document` (a string is one text segment) or a :class:`ChatPrompt`, a
+        chat so far, laid out as chat fine-tuning lays out conversations (an end-of-turn token after
+        every turn); the model then writes the assistant's turn and stops at end-of-turn.
 
         Events: :class:`TextDelta`, :class:`ImageStarted` / :class:`BlockStarted`, :class:`ImageProgress`
         (every ``progress_every`` codes, through the modality's ``decode_partial`` unless
@@ -188,7 +193,7 @@ class Pipeline:
         check_options(options)
         return stream_documents(self.tokenizer, prompt, **self._generation_defaults(options))
 
-    def prepare_stream(self, prompt: Document | str | Sequence[Document | str], **options: Any) -> DocumentStream:
+    def prepare_stream(self, prompt: Prompt | Sequence[Prompt], **options: Any) -> DocumentStream:
         """What :meth:`stream` would decode, checked and tokenized but not run: for a scheduler that
         decodes several requests in one batch (``chameleon_sdk.serve``). Same options as :meth:`stream`."""
         check_options(options)
@@ -198,12 +203,12 @@ class Pipeline:
         return {"model": self.model, "sampler": self.config.sampler, "registry": self.registry, **options}
 
     @overload
-    def generate(self, prompt: Document | str, **options: Any) -> Document: ...
+    def generate(self, prompt: Prompt, **options: Any) -> Document: ...
 
     @overload
-    def generate(self, prompt: Sequence[Document | str], **options: Any) -> list[Document]: ...  # type: ignore[overload-overlap]
+    def generate(self, prompt: Sequence[Prompt], **options: Any) -> list[Document]: ...  # type: ignore[overload-overlap]
 
-    def generate(self, prompt: Document | str | Sequence[Document | str], **options: Any) -> Document | list[Document]:
+    def generate(self, prompt: Prompt | Sequence[Prompt], **options: Any) -> Document | list[Document]:
         """What :meth:`stream` yields, collected: the generated document, or a list for a batch."""
         check_options(options)
         return generate_documents(self.tokenizer, prompt, **self._generation_defaults(options))

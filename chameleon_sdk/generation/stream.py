@@ -48,6 +48,7 @@ from chameleon_sdk.generation.request import (
 )
 from chameleon_sdk.model import ChameleonModel
 from chameleon_sdk.plugins import PluginRegistry, get_registry
+from chameleon_sdk.training.chat import ChatPrompt, chat_prompt_tokens
 from chameleon_sdk.vocabulary import TEXT
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ __all__ = ["DocumentStream", "prepare_stream", "stream_documents"]
 #: new tokens per row when ``max_new_tokens`` is not given (fewer when the model's context is shorter)
 DEFAULT_MAX_NEW_TOKENS = 256
 
-Prompt = Document | str
+#: one prompt: a document (a string is one text segment), or a chat so far for the assistant to answer
+Prompt = Document | str | ChatPrompt
+_ONE_PROMPT = (Document, str, ChatPrompt)
 
 
 class _RowBuilder:
@@ -245,12 +248,12 @@ def prepare_stream(
     if model is None:
         raise GenerationError("the pipeline has no model: build one (pipe.model = pipe.build_model()) or pass model=")
     check_model(model)
-    if isinstance(prompts, (Document, str)):
+    if isinstance(prompts, _ONE_PROMPT):
         batch: list[Prompt] = [prompts]
-    elif isinstance(prompts, Sequence) and all(isinstance(p, (Document, str)) for p in prompts):
+    elif isinstance(prompts, Sequence) and all(isinstance(p, _ONE_PROMPT) for p in prompts):
         batch = list(prompts)
     else:
-        raise GenerationError(f"prompt must be a Document, a str, or a list of them, got {prompts!r:.80}")
+        raise GenerationError(f"prompt must be a Document, a str, a ChatPrompt, or a list of them, got {prompts!r:.80}")
     if not batch:
         raise GenerationError("no prompts given")
     check_batch_size(len(batch), max_batch)  # before any tokenizing
@@ -266,7 +269,8 @@ def prepare_stream(
     if not isinstance(chat, bool):
         raise GenerationError(f"chat must be True or False, got {chat!r}")
     vocab = tokenizer.vocabulary
-    ids = tokenizer.tokenize_batch(batch, end_of_turn=chat)
+    ids = _prompt_tokens(tokenizer, batch, chat)
+    chat = chat or any(isinstance(p, ChatPrompt) for p in batch)  # a chat's answer ends at end-of-turn
     if max_new_tokens is None:  # the default: up to 256, as far as the model's context allows
         room = model.config.max_seq_len - max(len(i) for i in ids)
         if room <= 0:
@@ -322,11 +326,20 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise GenerationError(f"unknown generation option {unknown[0]!r}{hint}; valid options: {valid}")
 
 
+def _prompt_tokens(tokenizer: MixedModalTokenizer, batch: Sequence[Prompt], chat: bool) -> list[list[int]]:
+    """Each prompt's ids: a document (closed by end-of-turn when ``chat``), or a chat prompt's turns."""
+    documents = [p for p in batch if not isinstance(p, ChatPrompt)]
+    chats = [p for p in batch if isinstance(p, ChatPrompt)]
+    document_ids = iter(tokenizer.tokenize_batch(documents, end_of_turn=chat) if documents else [])
+    chat_ids = iter(chat_prompt_tokens(tokenizer, chats) if chats else [])
+    return [next(chat_ids) if isinstance(p, ChatPrompt) else next(document_ids) for p in batch]
+
+
 def generate_documents(
     tokenizer: MixedModalTokenizer, prompts: Prompt | Sequence[Prompt], **kwargs: Any
 ) -> Document | list[Document]:
     """Collect :func:`stream_documents` into documents (one, or a list for a batch)."""
-    single = isinstance(prompts, (Document, str))
+    single = isinstance(prompts, _ONE_PROMPT)
     results: dict[int, Document] = {}
     for event in stream_documents(tokenizer, prompts, **kwargs):
         if isinstance(event, Finished):

@@ -1,8 +1,9 @@
 """The OpenAI chat-completions wire format: requests -> a prompt and options, results -> responses.
 
-There is no chat template: the prompt is the messages' content in order (text parts as text,
-``image_url`` parts as images, messages separated by a newline) and the end-of-turn token, as
-``Pipeline.generate(..., chat=True)`` makes it, generated in text mode.
+The messages become a :class:`~chameleon_sdk.ChatPrompt`: one turn per role change (consecutive
+messages of one role joined by a newline; text parts as text, ``image_url`` parts as images), each
+turn closed by the end-of-turn token, as chat fine-tuning lays conversations out; the model answers
+the last user turn in text mode. There is no other template: roles are not spelled out as text.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 import attrs
 
 from chameleon_sdk.document import Document, Image, Text
-from chameleon_sdk.errors import GenerationError
+from chameleon_sdk.errors import DocumentError, GenerationError
 from chameleon_sdk.serve.schemas import decode_image, limited_tokens
+from chameleon_sdk.training.chat import ROLES, ChatPrompt, Turn
 
 __all__ = ["ChatRequest", "chat_chunk", "chat_completion"]
 
@@ -28,7 +30,7 @@ _FIELDS = {"messages", "stream", "max_tokens", "max_completion_tokens", "tempera
 class ChatRequest:
     """A parsed ``/v1/chat/completions`` body."""
 
-    prompt: Document
+    prompt: ChatPrompt
     options: dict[str, Any]
     model: str
     stream: bool
@@ -46,18 +48,9 @@ class ChatRequest:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise GenerationError("'messages' must be a non-empty list")
-        segments: list[Text | Image] = []
-        for i, message in enumerate(messages):
-            if i:
-                segments.append(Text("\n"))
-            segments += _content(message, f"messages[{i}]", max_pixels)
+        prompt = _chat_prompt(messages, max_pixels)
         tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        # chat=True: the prompt ends with the end-of-turn token, the form the released models were tuned on
-        options: dict[str, Any] = {
-            "mode": "text",
-            "chat": True,
-            "max_new_tokens": limited_tokens(tokens, max_new_tokens),
-        }
+        options: dict[str, Any] = {"mode": "text", "max_new_tokens": limited_tokens(tokens, max_new_tokens)}
         temperature, top_p = body.get("temperature"), body.get("top_p")
         if temperature == 0:
             options["sampler"] = "greedy"
@@ -71,12 +64,35 @@ class ChatRequest:
             options["seed"] = body["seed"]
         stream_options = body.get("stream_options") or {}
         return cls(
-            prompt=Document(segments),
+            prompt=prompt,
             options=options,
             model=str(body.get("model") or "chameleon"),
             stream=bool(body.get("stream", False)),
             include_usage=bool(isinstance(stream_options, Mapping) and stream_options.get("include_usage")),
         )
+
+
+def _chat_prompt(messages: list[Any], max_pixels: int) -> ChatPrompt:
+    """One turn per run of messages with the same role, their contents joined by a newline."""
+    runs: list[tuple[str, list[Text | Image]]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        role = message.get("role") if isinstance(message, Mapping) else None
+        role = "system" if role == "developer" else role  # OpenAI's newer name for the system message
+        if role not in ROLES:
+            raise GenerationError(f"{where}.role must be one of {list(ROLES)}, got {role!r}")
+        segments = _content(message, where, max_pixels)
+        if runs and runs[-1][0] == role:
+            runs[-1][1].extend([Text("\n"), *segments])
+        else:
+            runs.append((role, segments))
+    empty = [role for role, segments in runs if not segments]
+    if empty:
+        raise GenerationError(f"a {empty[0]} message has no content")
+    try:
+        return ChatPrompt([Turn(role, Document(segments)) for role, segments in runs])
+    except DocumentError as exc:
+        raise GenerationError(f"messages: {exc}") from exc
 
 
 def _content(message: Any, where: str, max_pixels: int) -> list[Text | Image]:

@@ -12,6 +12,9 @@ user (or a system turn) says, images included, is prompt: read, never trained on
 may hold images too; then the model is trained to draw them.
 
 A one-turn ``{"prompt", "answer"}`` record is the conversation ``user: prompt, assistant: answer``.
+
+A :class:`ChatPrompt` is a chat so far, ending with the user: generation lays it out the same way,
+an end-of-turn token after every turn, so the model's next tokens are the assistant's turn.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from chameleon_sdk.errors import DocumentError
 if TYPE_CHECKING:
     from chameleon_sdk.tokenizer import DocumentTokenizer
 
-__all__ = ["ROLES", "TRAINED_ROLE", "Conversation", "Turn", "chat_tokens"]
+__all__ = ["ROLES", "TRAINED_ROLE", "ChatPrompt", "Conversation", "Turn", "chat_prompt_tokens", "chat_tokens"]
 
 #: the roles a turn may have; only the assistant's turns are trained on
 ROLES = ("system", "user", "assistant")
@@ -60,19 +63,30 @@ def _turns(value: Iterable[Turn]) -> tuple[Turn, ...]:
     return tuple(value)
 
 
-def _structure(instance: object, attribute: attrs.Attribute, turns: tuple[Turn, ...]) -> None:
+def _alternating(turns: tuple[Turn, ...], what: str, last: str) -> None:
+    """An optional system turn, then user and assistant turns alternating from the user, ending with ``last``."""
     if not all(isinstance(t, Turn) for t in turns):
-        raise DocumentError("a conversation's turns must be Turn objects")
+        raise DocumentError(f"a {what}'s turns must be Turn objects")
     roles = [t.role for t in turns]
-    if TRAINED_ROLE not in roles:
-        raise DocumentError(f"a conversation needs at least one assistant turn (nothing to train on), got {roles}")
-    if roles[-1] != TRAINED_ROLE:
-        raise DocumentError(f"a conversation must end with an assistant turn, got roles {roles}")
+    spoken = [r for r in roles if r != "system"]
+    if not spoken or spoken[-1] != last:
+        raise DocumentError(f"a {what} must end with the {last}'s turn, got roles {roles}")
     if "system" in roles[1:]:
         raise DocumentError(f"a system turn may only come first, got roles {roles}")
-    spoken = [r for r in roles if r != "system"]
     if spoken[0] != "user" or any(a == b for a, b in itertools.pairwise(spoken)):
         raise DocumentError(f"user and assistant turns must alternate, starting with the user, got roles {roles}")
+
+
+def _structure(instance: object, attribute: attrs.Attribute, turns: tuple[Turn, ...]) -> None:
+    _alternating(turns, "conversation", TRAINED_ROLE)
+
+
+def _prompt_structure(instance: object, attribute: attrs.Attribute, turns: tuple[Turn, ...]) -> None:
+    _alternating(turns, "chat prompt", "user")
+
+
+def _turns_of(pairs: Sequence[tuple[str, Any]]) -> list[Turn]:
+    return [Turn(role, c if isinstance(c, Document) else Document.of(*_items(c))) for role, c in pairs]
 
 
 @attrs.frozen
@@ -91,11 +105,7 @@ class Conversation:
     def of(cls, *pairs: tuple[str, Any]) -> Conversation:
         """``Conversation.of(("user", "hi"), ("assistant", "hello"))``; content as for :meth:`Document.of`
         (a string, an image, a list of segments...)."""
-        turns = []
-        for role, content in pairs:
-            doc = content if isinstance(content, Document) else Document.of(*_items(content))
-            turns.append(Turn(role, doc))
-        return cls(turns)
+        return cls(_turns_of(pairs))
 
     def to_json(self, *, base_dir: str | os.PathLike[str] | None = None, image_dir: str = "images") -> dict[str, Any]:
         """``{"turns": [{"role", "segments"}, ...]}``; images as in :meth:`Document.to_json`."""
@@ -132,6 +142,20 @@ class Conversation:
         return cls((Turn("user", prompt), Turn(TRAINED_ROLE, answer)))
 
 
+@attrs.frozen
+class ChatPrompt:
+    """A chat so far, for the model to answer as the assistant: an optional system turn, then user
+    and assistant turns alternating, ending with the user. ``Pipeline.generate(ChatPrompt(...))``
+    lays it out as fine-tuning lays out a :class:`Conversation`: an end-of-turn token after every turn."""
+
+    turns: tuple[Turn, ...] = attrs.field(converter=_turns, validator=_prompt_structure)
+
+    @classmethod
+    def of(cls, *pairs: tuple[str, Any]) -> ChatPrompt:
+        """``ChatPrompt.of(("user", "hi"), ("assistant", "hello"), ("user", [picture, "and this?"]))``."""
+        return cls(_turns_of(pairs))
+
+
 def _items(content: Any) -> Sequence[Any]:
     return content if isinstance(content, (list, tuple)) else (content,)
 
@@ -143,15 +167,29 @@ def chat_tokens(pipe: DocumentTokenizer, conversations: Sequence[Conversation]) 
     conversations in one :meth:`~chameleon_sdk.MixedModalTokenizer.tokenize_batch` call, so images
     are encoded in batches.
     """
+    return _laid_out(pipe, [c.turns for c in conversations], answered=True)
+
+
+def chat_prompt_tokens(pipe: DocumentTokenizer, prompts: Sequence[ChatPrompt]) -> list[list[int]]:
+    """Token ids of each chat prompt: its turns as :func:`chat_tokens` lays them out, each closed by
+    the end-of-turn token (the last too: the assistant's turn comes next)."""
+    return [ids for ids, _ in _laid_out(pipe, [p.turns for p in prompts], answered=False)]
+
+
+def _laid_out(
+    pipe: DocumentTokenizer, chats: Sequence[tuple[Turn, ...]], *, answered: bool
+) -> list[tuple[list[int], list[int]]]:
+    """``[bos]``, then every turn and its closing token: end-of-turn, or eos after the last turn of an
+    ``answered`` chat; with the 0/1 loss mask of the assistant's tokens."""
     specials = pipe.vocabulary.specials
     bos, eos, eot = specials["bos"], specials["eos"], specials.get("eot", specials["eos"])
-    pieces = iter(pipe.tokenize_batch([t.content for c in conversations for t in c.turns], bos=False, eos=False))
+    pieces = iter(pipe.tokenize_batch([t.content for turns in chats for t in turns], bos=False, eos=False))
     out = []
-    for conversation in conversations:
+    for turns in chats:
         ids, mask = [bos], [0]
-        last = len(conversation.turns) - 1
-        for i, turn in enumerate(conversation.turns):
-            body = [*next(pieces), eos if i == last else eot]
+        last = len(turns) - 1
+        for i, turn in enumerate(turns):
+            body = [*next(pieces), eos if answered and i == last else eot]
             ids += body
             mask += [int(turn.role == TRAINED_ROLE)] * len(body)
         out.append((ids, mask))

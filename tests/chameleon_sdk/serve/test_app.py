@@ -166,3 +166,37 @@ def test_a_closed_stream_frees_its_row(served_pipe, live_server, monkeypatch):
         time.sleep(0.01)
     load = app.state.server.batcher.load()
     assert load["running"] == 0 and load["steps"] < 480
+
+
+def test_chat_messages_are_turns_closed_by_end_of_turn(served_pipe):
+    """A multi-turn chat is the ChatPrompt of its turns (consecutive messages of one role make one
+    turn), as chat fine-tuning lays conversations out; a single user message is the document with
+    chat=True."""
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "a red"},
+        {"role": "user", "content": [{"type": "text", "text": "square"}]},
+        {"role": "assistant", "content": "a square"},
+        {"role": "user", "content": "and then?"},
+    ]
+    prompt = cs.ChatPrompt.of(
+        ("system", "be brief"), ("user", ["a red", "\n", "square"]), ("assistant", "a square"), ("user", "and then?")
+    )
+    expected = served_pipe.generate(prompt, max_new_tokens=10, sampler="greedy")
+    with _client(served_pipe) as client:
+        body = {"messages": messages, "max_tokens": 10, "temperature": 0}
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] == expected.text
+        eot = served_pipe.vocabulary.specials["eot"]
+        assert response.json()["usage"]["prompt_tokens"] == 1 + sum(  # bos, then each turn and its eot
+            len(served_pipe.tokenize(turn.content, bos=False)) + 1 for turn in prompt.turns
+        )
+        one = served_pipe.generate("a red square", max_new_tokens=10, sampler="greedy", chat=True)
+        single = cs.ChatPrompt.of(("user", "a red square"))
+        assert served_pipe.generate(single, max_new_tokens=10, sampler="greedy") == one
+        assert eot in served_pipe.prepare_stream(prompt).decoder.physical_prompts[0]
+        bad = client.post("/v1/chat/completions", json={"messages": [*messages, {"role": "assistant", "content": "x"}]})
+        assert bad.status_code == 400 and "must end with the user's turn" in bad.json()["error"]["message"]
+        bad = client.post("/v1/chat/completions", json={"messages": [{"role": "tool", "content": "x"}]})
+        assert bad.status_code == 400 and "role must be one of" in bad.json()["error"]["message"]

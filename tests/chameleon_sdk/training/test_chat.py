@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chameleon_sdk as cs
-from chameleon_sdk.training.chat import chat_tokens
+from chameleon_sdk.training.chat import chat_prompt_tokens, chat_tokens
 from chameleon_sdk.training.data import IGNORE, MixtureData
 
 segments = st.one_of(
@@ -47,6 +47,30 @@ def test_tokens_are_the_turns_between_end_of_turn_tokens_and_only_the_assistant_
     answers = [[*pipe.tokenize(t.content, bos=False), eot] for t in conversation.turns if t.role == "assistant"]
     answers[-1][-1] = eos
     assert counted == [t for answer in answers for t in answer]
+
+
+@settings(max_examples=40)
+@given(conversation=conversations())
+def test_a_chat_prompt_is_the_conversation_up_to_the_last_answer(pipe, conversation):
+    """What generation reads for a chat so far is exactly what fine-tuning put before that answer."""
+    ((ids, mask),) = chat_tokens(pipe, [conversation])
+    (prompt,) = chat_prompt_tokens(pipe, [cs.ChatPrompt(conversation.turns[:-1])])
+    answer = len(pipe.tokenize(conversation.turns[-1].content, bos=False)) + 1  # and its closing eos
+    assert prompt == ids[:-answer]
+    assert prompt[-1] == pipe.vocabulary.specials["eot"] and mask[len(prompt)] == 1
+
+
+@pytest.mark.parametrize(
+    ("turns", "message"),
+    [
+        ([("user", "hi"), ("assistant", "yo")], "must end with the user's turn"),
+        ([("assistant", "yo"), ("user", "hi")], "must alternate, starting with the user"),
+        ([("system", "be brief")], "must end with the user's turn"),
+    ],
+)
+def test_bad_chat_prompts_are_refused(turns, message):
+    with pytest.raises(cs.DocumentError, match=message):
+        cs.ChatPrompt.of(*turns)
 
 
 @settings(max_examples=20)
@@ -101,8 +125,8 @@ def test_images_in_user_turns_are_prompt_and_in_assistant_turns_are_trained(pipe
 @pytest.mark.parametrize(
     ("turns", "message"),
     [
-        ([("user", "hi")], "at least one assistant turn"),
-        ([("user", "hi"), ("assistant", "yo"), ("user", "bye")], "must end with an assistant turn"),
+        ([("user", "hi")], "must end with the assistant's turn"),
+        ([("user", "hi"), ("assistant", "yo"), ("user", "bye")], "must end with the assistant's turn"),
         ([("assistant", "yo")], "must alternate, starting with the user"),
         ([("user", "a"), ("user", "b"), ("assistant", "c")], "must alternate"),
         ([("user", "a"), ("system", "b"), ("assistant", "c")], "system turn may only come first"),
