@@ -18,12 +18,7 @@ from chameleon_sdk.plugins import KINDS, get_registry
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    registry = get_registry()
-    with warnings.catch_warnings():  # each load error is printed once, below, not also as a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        records = registry.records(args.kind)
-    for error in registry.load_errors:
-        print(f"warning: {error}", file=sys.stderr)
+    records = get_registry().records(args.kind)  # entry points loaded, and their errors reported, by main
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=2))
         return 0
@@ -321,7 +316,7 @@ def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
     """The subcommands plugins add through the ``register_commands`` hook; one that fails is reported
     as a warning and left out, a name already taken is an error naming the plugin."""
     registry = get_registry()
-    with warnings.catch_warnings():  # a plugin that fails to load is reported by the command that needs it
+    with warnings.catch_warnings():  # main reports each load error once, as a message
         warnings.simplefilter("ignore", RuntimeWarning)
         registry.load()
     for impl in registry.pm.hook.register_commands.get_hookimpls():
@@ -372,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChameleonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for error in get_registry().load_errors:  # every command, --help too, says which plugin is missing
+        print(f"warning: {error}", file=sys.stderr)
     args = parser.parse_args(argv)
     if args.command is None:  # bare `chameleon`: what git and pip do
         parser.print_help()

@@ -116,13 +116,18 @@ def test_a_broken_plugin_is_reported_once(tmp_path):
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[chameleon_sdk]\nbroken = no_such_module_anywhere\n")
-    result = _chameleon("plugins", cwd=tmp_path, env={"PYTHONPATH": str(site)})
-    assert result.returncode == 0, result.stderr
-    assert [line for line in result.stderr.splitlines() if "'broken'" in line] == [
+    expected = [
         "warning: plugin entry point 'broken' (no_such_module_anywhere) from distribution 'broken-plugin' failed "
         "to load: ModuleNotFoundError: No module named 'no_such_module_anywhere'"
-    ], result.stderr
+    ]
+    result = _chameleon("plugins", cwd=tmp_path, env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "'broken'" in line] == expected, result.stderr
     assert "Traceback" not in result.stderr and "KIND" in result.stdout
+    # any other command says it too (the entry points load while the commands are collected)
+    result = _chameleon("--help", cwd=tmp_path, env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "'broken'" in line] == expected, result.stderr
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
