@@ -130,10 +130,11 @@ def load_adapter(
     :raises CheckpointError: the folder is not an adapter, its tensors do not fit ``model``, or
         ``model`` carries a different adapter.
     """
-    from chameleon_sdk.storage import read_safetensors
+    from chameleon_sdk.storage import read_safetensors, verify_manifest
 
     path = Path(directory)
     spec = read_adapter_spec(path)
+    verify_manifest(path)  # a damaged file is named, never loaded (a folder without a manifest is read as it is)
     tensors = read_safetensors(path / ADAPTER_WEIGHTS_FILE)
     if has_adapter(model):
         carried, _ = _attached(model, "load_adapter")

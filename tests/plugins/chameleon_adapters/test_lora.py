@@ -118,6 +118,11 @@ def test_an_adapter_that_does_not_fit_is_a_checkpoint_error(tmp_path):
         cs.load_adapter(other, path)
     with pytest.raises(cs.CheckpointError, match="not an adapter folder"):
         cs.load_adapter(_model(), tmp_path)
+    weights = path / "adapter.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, one bit flipped
+    with pytest.raises(cs.CheckpointError, match="corrupt: its SHA-256"):
+        cs.load_adapter(_model(), path)
 
 
 class _Repeat:
