@@ -39,8 +39,6 @@ from chameleon_sdk.vocabulary import Vocabulary
 
 __all__ = ["StepOutput", "TokenDecoder", "generate_tokens"]
 
-#: prompts decoded together at most, unless ``max_batch`` says otherwise: every row holds a KV cache
-
 SamplerChoice = str | ComponentSpec | Mapping[str, Any] | Sampler
 
 

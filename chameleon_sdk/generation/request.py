@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_BATCH", "DecodeRequest", "Guidance", "check_batch_size", "expand_modes", "is_int"]
 
-#: prompts per call unless ``max_batch`` says otherwise (each row holds a KV cache of max_seq_len)
+#: prompts decoded together at most, unless ``max_batch`` says otherwise: every row holds a KV cache
+#: of ``prompt + max_new_tokens`` slots per layer, so an unbounded batch is an unbounded allocation
 DEFAULT_MAX_BATCH = 256
 
 

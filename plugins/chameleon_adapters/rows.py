@@ -30,7 +30,8 @@ class RowLoRA(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The base weight, for readers of ``output.weight`` (the update is not folded in)."""
+        """The base weight, as peft's wrapped layers expose theirs: readers take the head's shape from
+        it (the decoder's vocabulary size); the update is not folded in."""
         return self.base_layer.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
