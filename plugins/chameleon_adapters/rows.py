@@ -37,7 +37,7 @@ class RowLoRA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
         update = (self.dropout(x) @ self.rows_A.t() @ self.rows_B.t()) * self.scaling
-        return out.index_add(-1, self.rows, update.to(out.dtype))
+        return out.index_add_(-1, self.rows, update.to(out.dtype))  # in place: no second [tokens, vocab] tensor
 
     def merged(self) -> nn.Linear:
         """Fold the update into the base weight's rows (in place) and return the base layer."""

@@ -344,3 +344,21 @@ def test_a_lora_runs_checkpoints_hold_the_adapter_and_resume_exactly(tmp_path):
     other = cs.attach_adapter(_model(), {"name": "lora", "options": {"rank": 2, "targets": ["attention"]}})
     with pytest.raises(cs.CheckpointError, match="already carries"):
         trainer.fit(other, _Repeat(), steps=6, out_dir=tmp_path / "resumed")
+
+
+def test_row_lora_gradients_are_those_of_its_formula():
+    """RowLoRA adds its update into the base output in place; autograd gives what the plain formula does."""
+    from chameleon_adapters.rows import RowLoRA
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(8, 20, bias=False)
+    layer = RowLoRA(base, torch.tensor([3, 5, 7, 11]), rank=2, alpha=4.0, dropout=0.0)
+    with torch.no_grad():
+        layer.rows_B.normal_()
+    x = torch.randn(3, 8, requires_grad=True)
+    grads = torch.autograd.grad(layer(x).square().sum(), (x, layer.rows_A, layer.rows_B))
+    update = (x @ layer.rows_A.t() @ layer.rows_B.t()) * layer.scaling
+    reference = base(x).index_add(-1, layer.rows, update)
+    expected = torch.autograd.grad(reference.square().sum(), (x, layer.rows_A, layer.rows_B))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
