@@ -58,9 +58,10 @@ def compile_decode_step(model: torch.nn.Module, cache: Any, device: torch.device
     per batch size and cache length; later decoders of the same shapes reuse the compiled code.
     """
     for name in ("keys", "values", "lengths", "next_position", "document_ids", "span_ids"):
-        tensor = getattr(cache, name, None)
-        if isinstance(tensor, torch.Tensor):
-            torch._dynamo.mark_static_address(tensor)
+        found = getattr(cache, name, None)
+        for tensor in found if isinstance(found, list) else [found]:
+            if isinstance(tensor, torch.Tensor):
+                torch._dynamo.mark_static_address(tensor)
     if device.type == "cuda":
         return torch.compile(model, mode="reduce-overhead", fullgraph=True, dynamic=False)
     return torch.compile(model, backend=cpu_decode_backend, fullgraph=True, dynamic=False)

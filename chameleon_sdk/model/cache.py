@@ -16,7 +16,8 @@ __all__ = ["KVCache"]
 
 
 class KVCache:
-    """Keys and values of every layer for ``batch`` rows of up to ``max_len`` tokens.
+    """Keys and values of every layer for ``batch`` rows of up to ``max_len`` tokens:
+    ``keys[layer]`` and ``values[layer]`` are ``[batch, kv_heads, max_len, head_dim]``.
 
     :param config: the model shape (layers, kv heads, head dim).
     :param batch: number of rows.
@@ -46,9 +47,12 @@ class KVCache:
         counts = (batch, max_len)
         if any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in counts):
             raise ConfigError(f"KVCache: batch and max_len must be > 0, got batch={batch}, max_len={max_len}")
-        shape = (config.num_layers, batch, config.kv_heads, max_len, config.head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        # one buffer per layer, not one [layers, ...] tensor: a compiled step then writes each
+        # layer's new key in place, where a write into a view of a shared tensor was compiled as a
+        # copy of the whole cache per layer (a cost that grew with layers x cache length)
+        shape = (batch, config.kv_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
         self.next_position = torch.zeros(batch, dtype=torch.long, device=device)
         self.documents = documents
@@ -58,11 +62,19 @@ class KVCache:
 
     @property
     def batch(self) -> int:
-        return self.keys.shape[1]
+        return self.keys[0].shape[0]
 
     @property
     def max_len(self) -> int:
-        return self.keys.shape[3]
+        return self.keys[0].shape[2]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.keys[0].dtype
+
+    def _layout(self) -> tuple[int, int, int]:
+        """(layers, kv heads, head dim): what two caches must share to exchange rows."""
+        return len(self.keys), self.keys[0].shape[1], self.keys[0].shape[3]
 
     def reset(self) -> None:
         """Forget every row's content (buffers are kept)."""
@@ -77,14 +89,14 @@ class KVCache:
         """Make ``rows`` of this cache hold what ``source_rows`` of ``source`` hold (content, lengths,
         positions, document and span ids); ``source`` may be this cache. A continuous-batching
         scheduler uses it to admit a request prefilled in its own cache and to keep live rows packed."""
-        if source.max_len > self.max_len or source.keys.shape[::2] != self.keys.shape[::2]:
+        if source.max_len > self.max_len or source._layout() != self._layout():
             raise ConfigError(
-                f"KVCache.copy_rows: a source of {source.max_len} slots per row and layout "
-                f"{tuple(source.keys.shape)} does not fit this cache {tuple(self.keys.shape)}"
+                f"KVCache.copy_rows: a source of {source.max_len} slots per row and (layers, kv heads, head dim) "
+                f"{source._layout()} does not fit this cache's {self.max_len} slots and {self._layout()}"
             )
         width = source.max_len
-        self.keys[:, rows, :, :width] = source.keys[:, source_rows]
-        self.values[:, rows, :, :width] = source.values[:, source_rows]
+        for mine, theirs in zip(self.keys + self.values, source.keys + source.values, strict=True):
+            mine[rows, :, :width] = theirs[source_rows]
         self.lengths[rows] = source.lengths[source_rows]
         self.next_position[rows] = source.next_position[source_rows]
         for name in ("document_ids", "span_ids"):
@@ -102,7 +114,7 @@ class KVCache:
         view = object.__new__(KVCache)
         view.__dict__.update(self.__dict__)
         for name in ("keys", "values"):
-            setattr(view, name, getattr(self, name)[:, :count])
+            setattr(view, name, [layer[:count] for layer in getattr(self, name)])
         for name in ("lengths", "next_position", "document_ids", "span_ids"):
             tensor = getattr(self, name)
             setattr(view, name, None if tensor is None else tensor[:count])
@@ -151,10 +163,11 @@ class KVCache:
         self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``k``, ``v`` ``[B, KV, T, Dh]`` of ``layer`` at ``slots`` ``[B, T]``; return the full buffers."""
-        index = slots[:, None, :, None].expand_as(k)
         keys, values = self.keys[layer], self.values[layer]
-        keys.scatter_(2, index, k.to(keys.dtype))
-        values.scatter_(2, index, v.to(values.dtype))
+        # an index_put_ (not scatter_): a compiled step does it in place on the cache buffer
+        rows = torch.arange(slots.shape[0], device=slots.device).unsqueeze(1)
+        keys[rows, :, slots] = k.transpose(1, 2).to(keys.dtype)
+        values[rows, :, slots] = v.transpose(1, 2).to(values.dtype)
         return keys, values
 
     def advance(self, q_len: int, positions: torch.Tensor) -> None:

@@ -393,7 +393,7 @@ def test_cache_works_under_bf16_autocast():
         full = model(ids).logits.float()
         cache = model.new_cache(2, 16, dtype=torch.bfloat16)
         parts = [model(ids[:, :5], cache=cache).logits, model(ids[:, 5:], cache=cache).logits]
-    assert cache.keys.dtype == torch.bfloat16
+    assert cache.dtype == torch.bfloat16
     torch.testing.assert_close(torch.cat(parts, 1).float(), full, atol=3e-2, rtol=3e-2)
 
 

@@ -59,7 +59,7 @@ def test_bf16_decode_starts_with_the_argmax_of_its_own_forward():
     with torch.no_grad():
         first = int(model(torch.tensor([prompt])).logits[0, -1].argmax())
     assert tokens.shape == (10,) and int(tokens[0]) == first
-    assert model.new_cache(1, 8).keys.dtype == torch.bfloat16
+    assert model.new_cache(1, 8).dtype == torch.bfloat16
 
 
 @pytest.fixture
