@@ -2,9 +2,11 @@
 
 Config (the issue's "bench config"): vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate
 1,376; the same random weights on both sides. Every figure is the median of ``--repeats`` runs,
-interleaved with its baseline in one process; every row also prints the bytes a decode step reads
-(weights + KV cache, ``roofline.py``), the bandwidth measured just before it, and the fraction of
-that limit the row reached. Sections:
+interleaved with its baseline in one process. ``tok/s`` is the decode rate: the tokens after the
+first over the time they took (each run is also timed for one token, the prompt's forward pass,
+printed as ``1st ms``); ``e2e tok/s`` counts the prompt's pass too. Every row also prints the bytes a
+decode step reads (weights + KV cache, ``roofline.py``), the bandwidth measured just before it, and
+the fraction of that limit the decode rate reached. Sections:
 
 1. batch 1: ours eager and compiled (``compile=True``), ``transformers``, fp32 and bf16 weights,
    weight-only int8 (the ``int8-weight-only`` quantization plugin, torchao), with greedy agreement
@@ -75,26 +77,51 @@ class Bench:
     def median(self, fn: Callable[[], Any]) -> float:
         return statistics.median(timed(fn, self.device) for _ in range(self.args.repeats))
 
-    def interleaved(self, runs: dict[str, Callable[[], Any]]) -> dict[str, float]:
-        """Median seconds of each run over ``repeats`` rounds that run each once, in turn, so that
-        load from other processes falls on all of them alike."""
-        times: dict[str, list[float]] = {name: [] for name in runs}
+    def interleaved(self, runs: dict[str, Callable[[int], Any]]) -> dict[str, Timing]:
+        """Each run timed for ``tokens`` new tokens and for 1 (the prompt's forward pass and the first
+        token), median over ``repeats`` rounds that run each once, in turn, so that load from other
+        processes falls on all of them alike."""
+        n = self.args.tokens
+        whole: dict[str, list[float]] = {name: [] for name in runs}
+        first: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(self.args.repeats):
             for name, fn in runs.items():
-                times[name].append(timed(fn, self.device))
-        return {name: statistics.median(t) for name, t in times.items()}
+                whole[name].append(timed(lambda f=fn: f(n), self.device))
+                first[name].append(timed(lambda f=fn: f(1), self.device))
+        return {name: Timing(n, statistics.median(whole[name]), statistics.median(first[name])) for name in runs}
 
-    def row(self, label: str, tokens_per_s: float, bytes_per_step: float, rows: int, note: str = "") -> None:
+    def row(self, label: str, timing: Timing, bytes_per_step: float, rows: int, note: str = "") -> None:
+        """A table row; the fraction of the limit is the decode rate's (the tokens after the first)."""
         bandwidth = read_bandwidth(self.device)
-        fraction = fraction_of_limit(tokens_per_s / rows, bytes_per_step, bandwidth)
-        limit = rows * bandwidth / bytes_per_step
+        fraction = fraction_of_limit(timing.decode_rate, bytes_per_step, bandwidth)
+        limit = bandwidth / bytes_per_step
         print(
-            f"{label:<34} {tokens_per_s:>9.1f} {bytes_per_step / 1e6:>8.1f} {bandwidth / 1e9:>6.1f} "
-            f"{limit:>9.1f} {fraction:>6.1%}  {note}"
+            f"{label:<34} {rows * timing.decode_rate:>9.1f} {rows * timing.rate:>9.1f} {timing.first * 1e3:>7.1f} "
+            f"{bytes_per_step / 1e6:>8.1f} {bandwidth / 1e9:>6.1f} {rows * limit:>9.1f} {fraction:>6.1%}  {note}"
         )
 
 
-HEADER = f"{'row':<34} {'tok/s':>9} {'MB/step':>8} {'GB/s':>6} {'limit':>9} {'frac':>6}"
+@attrs.frozen
+class Timing:
+    """Median seconds for ``tokens`` new tokens (``whole``) and for the first one alone (``first``:
+    the prompt's forward pass, which is not a decode step)."""
+
+    tokens: int
+    whole: float
+    first: float
+
+    @property
+    def rate(self) -> float:
+        """End to end: new tokens per second, prompt included."""
+        return self.tokens / self.whole
+
+    @property
+    def decode_rate(self) -> float:
+        """Decode steps per second: the tokens after the first over the time they took."""
+        return (self.tokens - 1) / (self.whole - self.first)
+
+
+HEADER = f"{'row':<34} {'tok/s':>9} {'e2e tok/s':>9} {'1st ms':>7} {'MB/step':>8} {'GB/s':>6} {'limit':>9} {'frac':>6}"
 
 
 def decode(model, prompt, n: int, **options: Any) -> torch.Tensor:
@@ -127,10 +154,10 @@ def batch_one(bench: Bench, theirs) -> None:
     models = {"fp32": bench.load(), "bf16": bench.load(torch.bfloat16)}
     if not args.skip_int8:
         models["int8"] = bench.load(torch.bfloat16, quantize="int8-weight-only")
-    runs: dict[str, Callable[[], Any]] = {"transformers fp32 generate": lambda: hf_generate(theirs, prompt, n)}
+    runs: dict[str, Callable[[int], Any]] = {"transformers fp32 generate": lambda k: hf_generate(theirs, prompt, k)}
     tokens: dict[str, torch.Tensor] = {}
     for name, model in models.items():
-        runs[f"ours {name} eager"] = lambda m=model: decode(m, prompt, n)
+        runs[f"ours {name} eager"] = lambda k, m=model: decode(m, prompt, k)
         tokens[name] = decode(model, prompt, n)[0]
         if args.compile:
             start = time.perf_counter()
@@ -139,20 +166,20 @@ def batch_one(bench: Bench, theirs) -> None:
                 f"compiled the {name} step in {time.perf_counter() - start:.0f} s; its tokens equal eager's: "
                 f"{torch.equal(compiled, tokens[name])}"
             )
-            runs[f"ours {name} compile=True"] = lambda m=model: decode(m, prompt, n, compile=True)
-    seconds = bench.interleaved(runs)
+            runs[f"ours {name} compile=True"] = lambda k, m=model: decode(m, prompt, k, compile=True)
+    timings = bench.interleaved(runs)
     print(HEADER)
     previous = {"fp32": "transformers", "bf16": "fp32", "int8": "bf16"}  # each precision against the one before
-    for label, elapsed in seconds.items():
+    for label, timing in timings.items():
         kind, name, mode = label.split(" ", 2)
         notes = []
         if kind == "ours":
             base = "transformers fp32 generate" if name == "fp32" else f"ours {previous[name]} {mode}"
-            notes.append(f"{seconds[base] / elapsed:.2f}x {base}")
+            notes.append(f"{timing.decode_rate / timings[base].decode_rate:.2f}x {base}")
         if mode == "compile=True":
-            notes.append(f"{seconds[f'ours {name} eager'] / elapsed:.2f}x eager")
+            notes.append(f"{timing.decode_rate / timings[f'ours {name} eager'].decode_rate:.2f}x eager")
         step = decode_bytes(models[name], prompt=args.prompt, tokens=n)
-        bench.row(label, n / elapsed, step, 1, ", ".join(notes))
+        bench.row(label, timing, step, 1, ", ".join(notes))
     context = torch.cat([prompt[0], tokens["fp32"]]).unsqueeze(0)
     pairs = [("bf16", "fp32")] + ([("int8", "bf16")] if "int8" in models else [])
     for name, reference in pairs:
@@ -170,22 +197,22 @@ def batch_scaling(bench: Bench) -> None:
     model = bench.load()
     print(f"\n## batch scaling: fp32, {n} tokens per row, tok/s of all rows")
     modes = ("eager", "compile=True") if args.compile else ("eager",)
-    runs: dict[str, Callable[[], Any]] = {}
+    runs: dict[str, Callable[[int], Any]] = {}
     for batch in args.batches:
         prompt = bench.prompt(batch)
         for mode in modes:
-            run = lambda p=prompt, c=(mode != "eager"): decode(model, p, n, compile=c)  # noqa: E731
+            run = lambda k, p=prompt, c=(mode != "eager"): decode(model, p, k, compile=c)  # noqa: E731
             if mode != "eager":
-                run()  # compile and warm up
+                run(n)  # compile and warm up
             runs[f"batch {batch} {mode}"] = run
-    seconds = bench.interleaved(runs)
+    timings = bench.interleaved(runs)
     print(HEADER)
-    for label, elapsed in seconds.items():
+    for label, timing in timings.items():
         batch, mode = int(label.split()[1]), label.split()[2]
-        rate = batch * n / elapsed
-        base = args.batches[0] * n / seconds[f"batch {args.batches[0]} {mode}"]
+        base = timings[f"batch {args.batches[0]} {mode}"]
+        ratio = batch * timing.decode_rate / (args.batches[0] * base.decode_rate)
         step = decode_bytes(model, prompt=args.prompt, tokens=n, rows=batch)
-        bench.row(label, rate, step, batch, f"{rate / base:.2f}x batch {args.batches[0]}")
+        bench.row(label, timing, step, batch, f"{ratio:.2f}x batch {args.batches[0]}")
 
 
 def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
@@ -208,8 +235,8 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
             elapsed = bench.median(run)
             step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
             label = f"{name} {str(dtype).removeprefix('torch.')}{' compile=True' if args.compile else ' eager'}"
-            note = f"{elapsed:.2f} s per image (tok/s: one token per step)"
-            bench.row(label, (codes + 1) / elapsed, step, 1, note)
+            note = f"{elapsed:.2f} s per image (tok/s: one token per step, prompt included)"
+            bench.row(label, Timing(codes + 1, elapsed, 0.0), step, 1, note)
 
 
 def main() -> None:

@@ -31,11 +31,22 @@ __all__ = ["REDUCTION_MAX_ROWS", "compile_decode_step", "cpu_decode_backend"]
 REDUCTION_MAX_ROWS = 4
 
 
+def _materialized(a: torch.Tensor) -> torch.Tensor:
+    """``a`` computed into its own buffer before a reduction reads it.
+
+    Without this inductor inlines the producer of ``a`` (an RMSNorm, a SwiGLU) into the reduction's
+    inner loop, so it is recomputed for every output row: for the LM head 16,384 times per step,
+    which made the bf16 step compute-bound. Inductor's own prim for a fixed layout realizes its input.
+    """
+    force = getattr(torch.ops.prims, "inductor_force_stride_order", None)
+    return a if force is None else force(a, a.stride())
+
+
 def _mm_as_reduction(a: torch.Tensor, b: torch.Tensor) -> Any:
     """``a @ b`` for ``a`` ``[M, K]`` with few rows as a fused multiply-and-sum over ``K``."""
     if a.shape[0] > REDUCTION_MAX_ROWS or a.dtype != b.dtype or not a.dtype.is_floating_point:
         return NotImplemented  # inductor keeps aten.mm
-    products = a.unsqueeze(2).to(torch.float32) * b.unsqueeze(0).to(torch.float32)
+    products = _materialized(a.to(torch.float32)).unsqueeze(2) * b.unsqueeze(0).to(torch.float32)
     return products.sum(1).to(a.dtype)
 
 

@@ -55,3 +55,12 @@ def test_compiled_cfg_image_block_equals_eager_and_is_not_recompiled(vocab):
     again = generate_tokens(model, [0, 7, 8], **options, compile=True)  # same shapes: the compiled code is reused
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     assert torch.equal(again, generate_tokens(model, [0, 7, 8], **options))
+
+
+def test_the_prim_that_materializes_activations_exists():
+    # without it the compiled CPU step still decodes correctly but recomputes each matmul's input
+    # per output row (see chameleon_sdk.generation.compiled._materialized): fail loudly if torch drops it
+    import torch._inductor.inductor_prims  # registers inductor's prims
+
+    a = torch.randn(2, 3)
+    assert torch.equal(torch.ops.prims.inductor_force_stride_order(a, a.stride()), a)
