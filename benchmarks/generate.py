@@ -2,10 +2,11 @@
 
 Config (the issue's "bench config"): vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate
 1,376; the same random weights on both sides. Every figure is the median of ``--repeats`` runs,
-interleaved with its baseline in one process. ``tok/s`` is the decode rate: the tokens after the
+interleaved with its baseline in one process; the bandwidth is measured at the start of every round
+and a row's limit uses the median of its rounds. ``tok/s`` is the decode rate: the tokens after the
 first over the time they took (each run is also timed for one token, the prompt's forward pass,
 printed as ``1st ms``); ``e2e tok/s`` counts the prompt's pass too. Every row also prints the bytes a
-decode step reads (weights + KV cache, ``roofline.py``), the bandwidth measured just before it, and
+decode step reads (weights + KV cache, ``roofline.py``), that bandwidth, and
 the fraction of that limit the decode rate reached. Sections:
 
 1. batch 1: ours eager and compiled (``compile=True``), ``transformers``, fp32 and bf16 weights,
@@ -63,6 +64,9 @@ class Bench:
     args: argparse.Namespace
     checkpoint: Path
     device: torch.device
+    #: the read bandwidth measured at the start of every round (``interleaved``, ``median``): a row's
+    #: limit is the median of its section's rounds, so it reflects the load while the rows ran
+    bandwidths: list[float] = attrs.field(factory=list)
 
     def load(self, dtype: torch.dtype = torch.float32, quantize: str | None = None, path: Path | None = None):
         return cs.load_model(path or self.checkpoint, dtype=dtype, quantize=quantize).to(self.device)
@@ -75,7 +79,11 @@ class Bench:
         return prompt.to(self.device)
 
     def median(self, fn: Callable[[], Any]) -> float:
-        return statistics.median(timed(fn, self.device) for _ in range(self.args.repeats))
+        times = []
+        for _ in range(self.args.repeats):
+            self.bandwidths.append(read_bandwidth(self.device))
+            times.append(timed(fn, self.device))
+        return statistics.median(times)
 
     def interleaved(self, runs: dict[str, Callable[[int], Any]]) -> dict[str, Timing]:
         """Each run timed for ``tokens`` new tokens and for 1 (the prompt's forward pass and the first
@@ -85,6 +93,7 @@ class Bench:
         whole: dict[str, list[float]] = {name: [] for name in runs}
         first: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(self.args.repeats):
+            self.bandwidths.append(read_bandwidth(self.device))
             for name, fn in runs.items():
                 whole[name].append(timed(lambda f=fn: f(n), self.device))
                 first[name].append(timed(lambda f=fn: f(1), self.device))
@@ -92,7 +101,7 @@ class Bench:
 
     def row(self, label: str, timing: Timing, bytes_per_step: float, rows: int, note: str = "") -> None:
         """A table row; the fraction of the limit is the decode rate's (the tokens after the first)."""
-        bandwidth = read_bandwidth(self.device)
+        bandwidth = statistics.median(self.bandwidths[-self.args.repeats :])
         fraction = fraction_of_limit(timing.decode_rate, bytes_per_step, bandwidth)
         limit = bandwidth / bytes_per_step
         print(

@@ -275,7 +275,7 @@ class TokenDecoder:
 
     def finish(self, row: int, reason: FinishReason) -> None:
         """End ``row`` now (for example on a stop string found by the caller)."""
-        if not self.done[row]:
+        if self.reasons[row] is None:
             self.done[row] = True
             self.reasons[row] = reason
 
@@ -356,14 +356,19 @@ class TokenDecoder:
         step of this generator.
         """
         cache, logits = self._prefill()
-        while not bool(self.done.all()):
+        while not self.ended:
             active = ~self.done
             tokens = self._choose(logits)
             finished = self._record(tokens, active)
             yield StepOutput(tokens=tokens, active=active, finished=finished)
-            if bool(self.done.all()):
+            if self.ended:
                 break
             logits = self._step(cache, tokens)
+
+    @property
+    def ended(self) -> bool:
+        """Every row has finished. Read from the host-side reasons, so asking costs no device sync."""
+        return None not in self.reasons
 
     #: when several reasons end a row in the same step, the first of these is the one reported
     PRIORITY = (FinishReason.STOP, FinishReason.DONE, FinishReason.MAX_TOKENS, FinishReason.MAX_TIME)

@@ -214,7 +214,7 @@ class ContinuousBatcher:
                 continue
             if events:
                 job.sink(events)
-            if bool(decoder.done.all()):
+            if decoder.ended:
                 ended.append(job)
         if ended:
             with self._cond:

@@ -314,3 +314,30 @@ def test_finish_reasons_are_strings_in_json():
 
     assert json.dumps({"reason": cs.FinishReason.MAX_TIME}) == '{"reason": "max_time"}'
     assert cs.FinishReason("stop_string") is cs.FinishReason.STOP_STRING
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    max_new_tokens=st.integers(1, 6),
+    finish_at=st.dictionaries(st.integers(0, 3), st.integers(0, 5), max_size=3),
+)
+def test_ended_agrees_with_the_done_rows(model, vocab, rows, max_new_tokens, finish_at):
+    # ``ended`` is read from the host-side reasons (no device sync); it must say what ``done`` says
+    decoder = TokenDecoder(
+        model,
+        [[0, 3 + r] for r in range(rows)],
+        max_new_tokens=max_new_tokens,
+        modes=["text"] * rows,
+        vocabulary=vocab,
+        samplers={"text": lambda logits, **_: torch.full((logits.shape[0],), 5)},
+        stop_ids=[],
+    )
+    assert decoder.ended is False
+    for step, _ in enumerate(decoder.steps()):
+        assert decoder.ended == bool(decoder.done.all())
+        for row, at in finish_at.items():
+            if row < rows and at == step:
+                decoder.finish(row, cs.FinishReason.STOP)
+                assert decoder.ended == bool(decoder.done.all())
+    assert decoder.ended and bool(decoder.done.all())
