@@ -46,8 +46,12 @@ def _mm_as_reduction(a: torch.Tensor, b: torch.Tensor) -> Any:
     """``a @ b`` for ``a`` ``[M, K]`` with few rows as a fused multiply-and-sum over ``K``."""
     if a.shape[0] > REDUCTION_MAX_ROWS or a.dtype != b.dtype or not a.dtype.is_floating_point:
         return NotImplemented  # inductor keeps aten.mm
-    products = _materialized(a.to(torch.float32)).unsqueeze(2) * b.unsqueeze(0).to(torch.float32)
-    return products.sum(1).to(a.dtype)
+    # [N, M, K] summed over K: the loop runs over the weight's rows outermost, so each weight row is
+    # read from memory once for all M rows of ``a`` (with M outermost the LM head was streamed M
+    # times, once per classifier-free-guidance row)
+    weight = b.t().to(torch.float32)  # [N, K]: nn.Linear's weight, contiguous along K
+    products = weight.unsqueeze(1) * _materialized(a.to(torch.float32)).unsqueeze(0)
+    return products.sum(2).t().to(a.dtype)
 
 
 def cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
