@@ -66,6 +66,7 @@ def build_model(
     """
     stability = tuple(stability)
     if file_shapes is not None:
+        _check_layer_count(config, file_shapes, source)
         probe = _on_meta(config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary)
         expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
         plugin_api.check_shapes(expected, file_shapes, source=source)
@@ -93,6 +94,17 @@ def load_into_new_model(
     )
     plugin_api.load_weights(model, state, source=source, dtype=dtype)
     return model
+
+
+def _check_layer_count(config: ModelConfig, file_shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
+    """Refuse a config whose layer count differs from the weights' before the meta probe is built: on
+    the meta device every layer still costs its Python objects, so a config claiming 65,536 layers
+    took minutes and gigabytes before the shape check could refuse it."""
+    found = {key.split(".")[1] for key in file_shapes if key.startswith("layers.")}
+    if found and len(found) != config.num_layers:
+        raise CheckpointError(
+            f"checkpoint {source!r}: the config says {config.num_layers} layers, the weights hold {len(found)}"
+        )
 
 
 def _on_meta(config: ModelConfig, **parts: Any) -> nn.Module:

@@ -340,6 +340,24 @@ def test_a_huge_claimed_shape_is_refused_before_allocation(saved_checkpoints, tm
     outcomes.expect_error("6 checkpoint configs", lambda: cs.load_model(target, verify=False), names="shape")
 
 
+@pytest.mark.parametrize("fmt", ["native", "hf", "original"])
+def test_a_huge_layer_count_is_refused_before_building(saved_checkpoints, tmp_path, fmt, monkeypatch):
+    # on the meta device a model of 65,536 layers still takes minutes and gigabytes to build: the
+    # layer count is compared with the weights' first, so no model is built at all
+    target = tmp_path / fmt
+    shutil.copytree(saved_checkpoints[fmt], target)
+    config_file = target / CONFIG_FILES[fmt]
+    data = json.loads(config_file.read_text())
+    changed = {**_set_everywhere(data, "n_layers", 65_536)}
+    changed = _set_everywhere(_set_everywhere(changed, "num_hidden_layers", 65_536), "num_layers", 65_536)
+    assert changed != data
+    config_file.write_text(json.dumps(changed))
+    built = []
+    monkeypatch.setattr(cs.ChameleonModel, "__init__", lambda self, *a, **k: built.append(1) or 1 / 0)
+    outcomes.expect_error("6 checkpoint configs", lambda: cs.load_model(target, verify=False), names="layer")
+    assert not built
+
+
 @SOME
 @given(content=st.sampled_from([b"hello", b"", b"PK\x03\x04garbage", b"\x80\x02}q\x00.", b"\x80\x04K\x01."]))
 def test_text_and_junk_named_as_torch_files(content):
