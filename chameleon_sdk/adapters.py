@@ -134,15 +134,15 @@ def load_adapter(
 
     path = Path(directory)
     spec = read_adapter_spec(path)
+    carried = getattr(model, _ATTACHED, None)
+    if carried is not None and to_dict(carried[0]) != to_dict(spec):  # refused before any weight is read
+        raise CheckpointError(
+            f"adapter {str(path)!r} is {to_dict(spec)}, but the model already carries {to_dict(carried[0])}"
+        )
     verify_manifest(path)  # a damaged file is named, never loaded (a folder without a manifest is read as it is)
+    # read before attaching: a bad file leaves the model as it was
     tensors = read_safetensors(path / ADAPTER_WEIGHTS_FILE)
-    if has_adapter(model):
-        carried, _ = _attached(model, "load_adapter")
-        if to_dict(carried) != to_dict(spec):
-            raise CheckpointError(
-                f"adapter {str(path)!r} is {to_dict(spec)}, but the model already carries {to_dict(carried)}"
-            )
-    else:
+    if carried is None:
         attach_adapter(model, spec, registry=registry)
     _, method = _attached(model, "load_adapter")
     device = next(model.parameters()).device
