@@ -104,8 +104,9 @@ class Bench:
         bandwidth = statistics.median(self.bandwidths[-self.args.repeats :])
         fraction = fraction_of_limit(timing.decode_rate, bytes_per_step, bandwidth)
         limit = bandwidth / bytes_per_step
+        first = "-" if timing.first is None else f"{timing.first * 1e3:.1f}"
         print(
-            f"{label:<34} {rows * timing.decode_rate:>9.1f} {rows * timing.rate:>9.1f} {timing.first * 1e3:>7.1f} "
+            f"{label:<34} {rows * timing.decode_rate:>9.1f} {rows * timing.rate:>9.1f} {first:>7} "
             f"{bytes_per_step / 1e6:>8.1f} {bandwidth / 1e9:>6.1f} {rows * limit:>9.1f} {fraction:>6.1%}  {note}"
         )
 
@@ -113,11 +114,12 @@ class Bench:
 @attrs.frozen
 class Timing:
     """Median seconds for ``tokens`` new tokens (``whole``) and for the first one alone (``first``:
-    the prompt's forward pass, which is not a decode step)."""
+    the prompt's forward pass, which is not a decode step; None when it was not timed apart, and
+    then the decode rate counts the prompt's pass too)."""
 
     tokens: int
     whole: float
-    first: float
+    first: float | None = None
 
     @property
     def rate(self) -> float:
@@ -127,7 +129,7 @@ class Timing:
     @property
     def decode_rate(self) -> float:
         """Decode steps per second: the tokens after the first over the time they took."""
-        return (self.tokens - 1) / (self.whole - self.first)
+        return (self.tokens - 1) / (self.whole - (self.first or 0.0))
 
 
 HEADER = f"{'row':<34} {'tok/s':>9} {'e2e tok/s':>9} {'1st ms':>7} {'MB/step':>8} {'GB/s':>6} {'limit':>9} {'frac':>6}"
@@ -245,7 +247,7 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
             step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
             label = f"{name} {str(dtype).removeprefix('torch.')}{' compile=True' if args.compile else ' eager'}"
             note = f"{elapsed:.2f} s per image (tok/s: one token per step, prompt included)"
-            bench.row(label, Timing(codes + 1, elapsed, 0.0), step, 1, note)
+            bench.row(label, Timing(codes + 1, elapsed), step, 1, note)
 
 
 def main() -> None:

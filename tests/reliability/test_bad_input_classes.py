@@ -348,8 +348,9 @@ def test_a_huge_layer_count_is_refused_before_building(saved_checkpoints, tmp_pa
     shutil.copytree(saved_checkpoints[fmt], target)
     config_file = target / CONFIG_FILES[fmt]
     data = json.loads(config_file.read_text())
-    changed = {**_set_everywhere(data, "n_layers", 65_536)}
-    changed = _set_everywhere(_set_everywhere(changed, "num_hidden_layers", 65_536), "num_layers", 65_536)
+    changed = data
+    for key in ("n_layers", "num_hidden_layers", "num_layers"):  # the layer count as each format spells it
+        changed = _set_everywhere(changed, key, 65_536)
     assert changed != data
     config_file.write_text(json.dumps(changed))
     built = []
