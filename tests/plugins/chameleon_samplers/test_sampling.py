@@ -86,6 +86,44 @@ def test_seeded_draws_reproduce_and_follow_the_distribution():
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
 
 
+probabilities = st.sampled_from([0.0, 0.0, 1e-30, 1e-7, 0.01, 0.3, 1.0, 7.5])
+probability_rows = st.lists(probabilities, min_size=1, max_size=12).filter(lambda r: sum(r) > 0)
+
+
+@given(probability_rows, st.floats(0.0, 1.0, exclude_max=True, width=32))
+def test_the_picked_token_is_the_one_whose_interval_holds_the_uniform_number(row, u):
+    from chameleon_samplers.sampling import pick_by_uniform
+
+    probs = torch.tensor([row])
+    token = int(pick_by_uniform(probs, torch.tensor([[u]])))
+    assert probs[0, token] > 0
+    # exact arithmetic: the interval [cdf before, cdf through) of the token holds u * total, or the
+    # scaled number rounded up to the total and the token is the last one that can be drawn
+    before, through = math.fsum(row[:token]), math.fsum(row[: token + 1])
+    target = u * math.fsum(row)
+    last = max(i for i, p in enumerate(row) if p > 0)
+    assert target >= before * (1 - 1e-6)
+    assert target < through * (1 + 1e-6) or token == last
+
+
+def test_a_uniform_number_that_rounds_up_to_the_total_picks_the_last_possible_token():
+    from chameleon_samplers.sampling import pick_by_uniform
+
+    probs = torch.tensor([[0.25, 0.5, 0.25, 0.0, 0.0]])
+    assert pick_by_uniform(probs, torch.tensor([[1.0]])).tolist() == [2]
+    assert pick_by_uniform(probs, torch.tensor([[0.0]])).tolist() == [0]
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_draw_never_picks_an_impossible_token(seed):
+    from chameleon_samplers.sampling import draw
+
+    probs = torch.zeros(6, 50)
+    probs[:, ::7] = torch.rand(6, 8, generator=torch.Generator().manual_seed(seed)) + 1e-3
+    tokens = draw(probs, torch.Generator().manual_seed(seed))
+    assert (probs.gather(1, tokens[:, None]) > 0).all()
+
+
 def test_temperature_sharpens():
     logits = torch.tensor([[1.0, 0.0]]).repeat(4000, 1)
     g = torch.Generator().manual_seed(0)
