@@ -111,13 +111,26 @@ class KVCache:
         batch of ``count`` live rows runs without touching the rest."""
         if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= self.batch:
             raise ConfigError(f"KVCache.first_rows: count must be in [1, {self.batch}], got {count!r}")
+        return self._view(rows=count, slots=self.max_len)
+
+    def first_slots(self, count: int) -> KVCache:
+        """A cache over slots ``0..count-1`` of every row that shares this one's buffers (writes go
+        through, lengths and positions included). An eager forward attends over this view, so its
+        cost follows the longest row, not the capacity (a server's cache has thousands of slots per
+        row while its rows hold tens)."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count <= self.max_len:
+            raise ConfigError(f"KVCache.first_slots: count must be in [1, {self.max_len}], got {count!r}")
+        return self._view(rows=self.batch, slots=count)
+
+    def _view(self, *, rows: int, slots: int) -> KVCache:
         view = object.__new__(KVCache)
         view.__dict__.update(self.__dict__)
         for name in ("keys", "values"):
-            setattr(view, name, [layer[:count] for layer in getattr(self, name)])
-        for name in ("lengths", "next_position", "document_ids", "span_ids"):
+            setattr(view, name, [layer[:rows, :, :slots] for layer in getattr(self, name)])
+        view.lengths, view.next_position = self.lengths[:rows], self.next_position[:rows]
+        for name in ("document_ids", "span_ids"):
             tensor = getattr(self, name)
-            setattr(view, name, None if tensor is None else tensor[:count])
+            setattr(view, name, None if tensor is None else tensor[:rows, :slots])
         return view
 
     def truncate(self, lengths: torch.Tensor) -> None:

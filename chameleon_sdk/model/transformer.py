@@ -299,18 +299,25 @@ class ChameleonModel(nn.Module):
         """
         if targets is not None and cache is not None:
             raise ConfigError("forward: targets (a training loss) cannot be combined with a KV cache")
+        attended = cache
         if not torch.compiler.is_compiling():
             self._check_inputs(input_ids, positions, document_ids, span_ids, cache, targets, ignore_index)
-        mask, positions, slots = self._attention_inputs(input_ids, positions, document_ids, span_ids, cache)
-        h, stats = self._trunk(input_ids, positions, mask, cache, slots)
+            if cache is not None:
+                # eager attention reads the slots up to the longest row's new end, not the whole
+                # capacity; a compiled step keeps the full cache (its shapes must not change). An
+                # overflow is refused with the cache's own numbers when the mask is built.
+                end = int(cache.lengths.max()) + input_ids.shape[1]
+                attended = cache.first_slots(min(end, cache.max_len))
+        mask, positions, slots = self._attention_inputs(input_ids, positions, document_ids, span_ids, attended)
+        h, stats = self._trunk(input_ids, positions, mask, attended, slots)
         if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
             chunked = self._loss_in_chunks(h, targets, ignore_index, stats if self.collect_stats else None)
             return ModelOutput(logits=None, cache=None, stats=stats, loss=chunked)
         logits = self.output(h)
         for trick in self._logit_tricks:
             logits = trick.transform_logits(logits)
-        if cache is not None:
-            cache.advance(input_ids.shape[1], positions)
+        if attended is not None:
+            attended.advance(input_ids.shape[1], positions)
         if self.collect_stats:
             stats["mean_log_z"] = torch.logsumexp(logits.detach().float(), dim=-1).mean()
         loss = None if targets is None else self._loss(logits, targets, ignore_index)  # checked above

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,3 +48,28 @@ def test_each_layer_has_its_own_buffer():
     assert len(pointers) == 2 * CONFIG.num_layers
     assert cache.keys[0].shape == (2, CONFIG.kv_heads, 8, CONFIG.head_dim)
     assert (cache.batch, cache.max_len, cache.dtype) == (2, 8, torch.float32)
+
+
+@settings(max_examples=30, deadline=None)
+@given(count=st.integers(1, 16), lengths=st.lists(st.integers(0, 12), min_size=2, max_size=2), seed=st.integers(0, 99))
+def test_first_slots_is_a_window_onto_the_same_buffers(count, lengths, seed):
+    cache = KVCache(CONFIG, batch=2, max_len=16, documents=True, spans=True)
+    cache.lengths.copy_(torch.tensor(lengths))
+    view = cache.first_slots(count)
+    assert view.max_len == count and view.batch == 2
+    assert all(v.shape[2] == count and v.data_ptr() == c.data_ptr() for v, c in zip(view.keys, cache.keys, strict=True))
+    assert view.document_ids.shape == (2, count) and view.span_ids.shape == (2, count)
+    # writes through the view, lengths and positions included, land in the cache
+    slots = view.lengths.clamp(max=count - 1).unsqueeze(1)
+    k = torch.randn(2, CONFIG.kv_heads, 1, CONFIG.head_dim, generator=torch.Generator().manual_seed(seed))
+    view.write_kv(1, slots, k, k)
+    assert torch.equal(cache.keys[1][torch.arange(2), :, slots[:, 0]], k[:, :, 0])
+    view.advance(1, torch.zeros(2, 1, dtype=torch.long))
+    assert cache.lengths.tolist() == [n + 1 for n in lengths]
+
+
+def test_first_slots_refuses_a_count_outside_the_capacity():
+    cache = KVCache(CONFIG, batch=1, max_len=8)
+    for bad in (0, 9, True, 2.0):
+        with pytest.raises(cs.ConfigError, match="first_slots"):
+            cache.first_slots(bad)

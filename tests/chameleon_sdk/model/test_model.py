@@ -150,6 +150,29 @@ def test_rows_of_different_lengths_decode_independently():
     assert cache.lengths.tolist() == [6, 9]
 
 
+def test_eager_attention_reads_only_up_to_the_longest_row_not_the_capacity():
+    model = tiny_model()
+    seen: list[int] = []
+
+    def recording(backend):
+        def attend(q, k, v, mask, scale):
+            seen.append(k.shape[2])
+            return backend(q, k, v, mask, scale)
+
+        return attend
+
+    for block in model.layers:
+        block.attention.backend = recording(block.attention.backend)
+    with torch.no_grad():
+        cache = model.new_cache(2, 64)
+        model(torch.zeros(2, 5, dtype=torch.long), cache=cache)
+        cache.truncate(torch.tensor([3, 5]))
+        model(torch.zeros(2, 1, dtype=torch.long), cache=cache)
+    layers = len(model.layers)
+    assert seen == [5] * layers + [6] * layers  # the prompt's 5 slots, then the longer row's 5 + 1
+    assert cache.lengths.tolist() == [4, 6] and cache.max_len == 64
+
+
 def test_cache_with_packed_documents_matches_full_forward():
     model = tiny_model()
     ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(2))
