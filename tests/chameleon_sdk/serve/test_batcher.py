@@ -148,3 +148,26 @@ def test_close_ends_everything(served_pipe):
     assert all(s.ended.is_set() and s.end.status in ("cancelled", "finished") for s in sinks)
     with pytest.raises(cs.ChameleonError, match="shutting down"):
         batcher.submit(served_pipe.prepare_stream("a", max_new_tokens=5), Collector(), timeout=60)
+
+
+def test_the_cache_is_allocated_on_the_decode_thread_and_a_failure_reaches_the_caller(served_pipe, monkeypatch):
+    model = served_pipe.model
+    threads: list[str] = []
+    new_cache = model.new_cache
+
+    def recording_new_cache(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return new_cache(*args, **kwargs)
+
+    monkeypatch.setattr(model, "new_cache", recording_new_cache)
+    batcher = ContinuousBatcher(model, max_rows=2, max_context=64, max_queue=1)
+    batcher.close()
+    # the one thread that runs torch's parallel CPU ops (see ContinuousBatcher._run)
+    assert threads == ["chameleon-decode"] and batcher.cache.batch == 2
+
+    def failing_new_cache(*args, **kwargs):
+        raise MemoryError("no room for the cache")
+
+    monkeypatch.setattr(model, "new_cache", failing_new_cache)
+    with pytest.raises(MemoryError, match="no room"):
+        ContinuousBatcher(model, max_rows=2, max_context=64, max_queue=1)
