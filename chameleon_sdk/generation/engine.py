@@ -32,12 +32,12 @@ from chameleon_sdk.generation.request import (
     expand_modes,
     is_int,
 )
-from chameleon_sdk.model import ChameleonModel
+from chameleon_sdk.model import ChameleonModel, KVCache
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 from chameleon_sdk.validation import check_int64
 from chameleon_sdk.vocabulary import Vocabulary
 
-__all__ = ["StepOutput", "TokenDecoder", "generate_tokens"]
+__all__ = ["StepOutput", "TokenDecoder", "generate_tokens", "prefill_prompts"]
 
 SamplerChoice = str | ComponentSpec | Mapping[str, Any] | Sampler
 
@@ -136,6 +136,25 @@ def check_model(model: Any) -> None:
     config = getattr(model, "config", None)
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "new_cache") or not hasattr(config, "max_seq_len"):
         raise GenerationError(f"model must be a ChameleonModel (or one like it), got {type(model).__name__}")
+
+
+@torch.no_grad()
+def prefill_prompts(
+    model: ChameleonModel, prompts: Sequence[Sequence[int]], *, pad_id: int, room: int
+) -> tuple[KVCache, torch.Tensor]:
+    """One forward pass over ``prompts`` (right-padded with ``pad_id`` to the longest): a new cache
+    holding each prompt in its row, with ``room`` more slots per row, and the float logits
+    ``[rows, V]`` of each prompt's last position."""
+    device = model_device(model)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    width = int(lengths.max())
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)] = torch.tensor(p, device=device)
+    cache = model.new_cache(len(prompts), width + room)
+    logits = model(ids, cache=cache).logits
+    cache.truncate(lengths)  # drop each row's padding: its slots are overwritten by new tokens
+    return cache, logits[torch.arange(len(prompts), device=device), lengths - 1].float()
 
 
 class TokenDecoder:
@@ -279,21 +298,11 @@ class TokenDecoder:
             self.done[row] = True
             self.reasons[row] = reason
 
-    @torch.no_grad()
     def _prefill(self) -> tuple[Any, torch.Tensor]:
-        prompts = self.physical_prompts
-        lengths = torch.tensor([len(p) for p in prompts], device=self.device)
-        width = int(lengths.max())
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=self.device)
-        for i, p in enumerate(prompts):
-            ids[i, : len(p)] = torch.tensor(p, device=self.device)
-        cache = self.model.new_cache(len(prompts), width + self.max_new_tokens)
+        cache, logits = prefill_prompts(self.model, self.physical_prompts, pad_id=self.pad_id, room=self.max_new_tokens)
         if self.compile:
             self._step_model = compile_decode_step(self.model, cache, self.device)
-        logits = self.model(ids, cache=cache).logits
-        cache.truncate(lengths)  # drop each row's padding: its slots are overwritten by new tokens
-        last = logits[torch.arange(len(prompts), device=self.device), lengths - 1]
-        return cache, last.float()
+        return cache, logits
 
     @torch.no_grad()
     def _step(self, cache: Any, tokens: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import attrs
 import torch
 
 from chameleon_sdk.errors import ChameleonError, GenerationError
+from chameleon_sdk.generation.engine import prefill_prompts
 from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import DocumentStream
 from chameleon_sdk.model import ChameleonModel, KVCache
@@ -73,6 +74,29 @@ class Job:
         """Cache slots per row: the longest physical prompt plus the new tokens."""
         decoder = self.stream.decoder
         return max(len(p) for p in decoder.physical_prompts) + decoder.max_new_tokens
+
+
+#: jobs prefilled together waste at most this share of the forward pass on padding
+PREFILL_PADDING_LIMIT = 0.5
+
+
+def prefill_groups(jobs: list[Job]) -> list[list[Job]]:
+    """``jobs`` (in row order) in runs that are prefilled in one forward pass each: a run grows while
+    padding every prompt to its longest keeps the padding under :data:`PREFILL_PADDING_LIMIT`.
+
+    One pass over several prompts costs less than a pass per prompt (on the development CPU, 8
+    prompts of ~40 tokens: 135 ms instead of 235), but a long prompt among short ones would make
+    every row as long as it."""
+    groups: list[list[Job]] = []
+    for job in jobs:
+        if groups:
+            prompts = [p for j in (*groups[-1], job) for p in j.stream.decoder.physical_prompts]
+            padded = len(prompts) * max(map(len, prompts))
+            if sum(map(len, prompts)) >= (1 - PREFILL_PADDING_LIMIT) * padded:
+                groups[-1].append(job)
+                continue
+        groups.append([job])
+    return groups
 
 
 class ContinuousBatcher:
@@ -160,8 +184,8 @@ class ContinuousBatcher:
                 admitted = self._next_round()
                 if admitted is None:
                     break
-                for job in admitted:
-                    self._admit(job)
+                for group in prefill_groups(admitted):
+                    self._admit(group)
                 self._step()
         for job in [*self._running, *self._waiting]:
             job.sink(JobEnd("cancelled", "the server is shutting down"))
@@ -199,18 +223,38 @@ class ContinuousBatcher:
             for job in cancelled:
                 job.sink(JobEnd("cancelled"))
 
-    def _admit(self, job: Job) -> None:
-        """Prefill the job's prompts in their own cache and copy them into the job's rows."""
+    def _admit(self, jobs: list[Job]) -> None:
+        """Prefill the jobs' prompts in one forward pass, in a cache of their own, and copy them into
+        the jobs' rows (consecutive: ``_next_round`` hands them out in order). If the shared pass
+        fails, each job is prefilled alone, so only a job whose own prefill fails ends."""
+        ready: list[tuple[Job, list[GenerationEvent]]] = []
+        for job in jobs:
+            try:
+                ready.append((job, list(job.stream.opening_events())))
+            except Exception as exc:
+                self._fail(job, exc)
+        if ready:
+            self._prefill(ready)
+
+    def _prefill(self, ready: list[tuple[Job, list[GenerationEvent]]]) -> None:
+        prompts = [p for job, _ in ready for p in job.stream.decoder.physical_prompts]
         try:
-            events = list(job.stream.opening_events())
-            cache, job.logits = job.stream.decoder.prefill()
-            rows = torch.arange(job.start, job.start + job.num_rows, device=self.cache.lengths.device)
-            self.cache.copy_rows(rows, cache, torch.arange(job.num_rows, device=rows.device))
+            cache, logits = prefill_prompts(self.model, prompts, pad_id=ready[0][0].stream.decoder.pad_id, room=0)
         except Exception as exc:
-            self._fail(job, exc)
+            if len(ready) == 1:
+                self._fail(ready[0][0], exc)
+            else:
+                for item in ready:
+                    self._prefill([item])
             return
-        if events:
-            job.sink(events)
+        source = 0
+        for job, events in ready:
+            rows = torch.arange(job.start, job.start + job.num_rows, device=self.cache.lengths.device)
+            self.cache.copy_rows(rows, cache, rows - job.start + source)
+            job.logits = logits[source : source + job.num_rows]
+            source += job.num_rows
+            if events:
+                job.sink(events)
 
     def _step(self) -> None:
         """Every running job samples from its logits; one forward pass makes everyone's next logits."""

@@ -3,6 +3,7 @@ results as decoding each one alone."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -171,3 +172,52 @@ def test_the_cache_is_allocated_on_the_decode_thread_and_a_failure_reaches_the_c
     monkeypatch.setattr(model, "new_cache", failing_new_cache)
     with pytest.raises(MemoryError, match="no room"):
         ContinuousBatcher(model, max_rows=2, max_context=64, max_queue=1)
+
+
+def test_requests_admitted_together_are_prefilled_in_one_pass_and_match_decoding_alone(served_pipe, monkeypatch):
+    import chameleon_sdk.serve.batcher as batcher_module
+
+    passes: list[int] = []
+    prefill = batcher_module.prefill_prompts
+
+    def counting_prefill(model, prompts, **kwargs):
+        passes.append(len(prompts))
+        return prefill(model, prompts, **kwargs)
+
+    monkeypatch.setattr(batcher_module, "prefill_prompts", counting_prefill)
+    picks = [0, 1, 2, 0]  # text, text, image with 3-row guidance, text: 6 rows
+    expected = [served_pipe.generate(REQUESTS[i][0], sampler="greedy", **REQUESTS[i][1]) for i in picks]
+    batcher = ContinuousBatcher(served_pipe.model, max_rows=8, max_context=256, max_queue=8)
+    try:
+        sinks = [Collector() for _ in picks]
+        with batcher._cond:  # the decode thread waits for this lock: every request joins the same round
+            for i, sink in zip(picks, sinks):
+                prompt, options = REQUESTS[i]
+                batcher.submit(served_pipe.prepare_stream(prompt, sampler="greedy", **options), sink, timeout=60)
+        assert [s.document() for s in sinks] == expected
+    finally:
+        batcher.close()
+    assert sum(passes) == 6 and len(passes) < len(picks)
+
+
+class _Prompts:
+    """What prefill_groups reads of a job: its physical prompts."""
+
+    def __init__(self, lengths: list[int]) -> None:
+        self.stream = type("S", (), {"decoder": type("D", (), {"physical_prompts": [[0] * n for n in lengths]})})
+
+
+@given(st.lists(st.lists(st.integers(1, 300), min_size=1, max_size=3), min_size=1, max_size=10))
+def test_prefill_groups_keep_order_and_bound_the_padding(lengths):
+    from chameleon_sdk.serve.batcher import PREFILL_PADDING_LIMIT, prefill_groups
+
+    jobs = [_Prompts(n) for n in lengths]
+    groups = prefill_groups(jobs)  # type: ignore[arg-type]
+    assert [j for g in groups for j in g] == jobs
+    for group in groups:
+        prompts = [len(p) for j in group for p in j.stream.decoder.physical_prompts]
+        assert len(group) == 1 or sum(prompts) >= (1 - PREFILL_PADDING_LIMIT) * len(prompts) * max(prompts)
+    # a job joins the run before it whenever the padding allows it
+    for before, after in itertools.pairwise(groups):
+        prompts = [len(p) for j in (*before, after[0]) for p in j.stream.decoder.physical_prompts]
+        assert sum(prompts) < (1 - PREFILL_PADDING_LIMIT) * len(prompts) * max(prompts)
