@@ -26,6 +26,7 @@ from chameleon_sdk.generation.engine import prefill_prompts
 from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import DocumentStream
 from chameleon_sdk.model import ChameleonModel, KVCache
+from chameleon_sdk.serve.openmp import release_thread_workers
 
 __all__ = ["BatcherClosedError", "ContinuousBatcher", "Job", "JobEnd", "QueueFullError"]
 
@@ -116,7 +117,8 @@ class ContinuousBatcher:
         self._cond = threading.Condition()
         self._closed = False
         self.steps = 0  #: decode steps run (a forward pass over the live rows each)
-        # the decode thread allocates the cache itself: see _run
+        # the decode thread allocates the cache itself, and this thread's OpenMP workers go: see _run
+        release_thread_workers()
         self._ready: concurrent.futures.Future[KVCache] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name="chameleon-decode", daemon=True)
         self._thread.start()
@@ -168,11 +170,8 @@ class ContinuousBatcher:
     # -- the decode thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        # Every torch op of the batcher runs on this thread, the cache's allocation included: a thread
-        # that runs torch's parallel CPU ops keeps its own pool of OpenMP workers, and while pools
-        # of two threads exist on a machine with fewer cores than their workers, libgomp stops
-        # spin-waiting between parallel regions, so every op of a decode step waits for a wake-up
-        # (measured: 25 ms instead of 16 per batch-8 step of the bench config on 2 cores).
+        # Every torch op of the batcher runs on this thread, the cache's allocation included, so that
+        # its pool of OpenMP workers is the only one (see chameleon_sdk.serve.openmp).
         try:
             self._ready.set_result(self.model.new_cache(self.max_rows, self.max_context))
         except Exception as exc:

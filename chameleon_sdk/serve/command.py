@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import os
 
 import attrs
@@ -51,13 +50,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import torch
 
     dtype = None if args.dtype is None else getattr(torch, args.dtype)
-    # loaded on a thread that then exits: a thread that ran torch's parallel CPU ops keeps a pool of
-    # OpenMP workers for life, and while two such pools exist (this one and the decode thread's) on
-    # a machine with fewer cores than their threads, libgomp stops spin-waiting between parallel
-    # regions; every decode step then paid a wake-up per op (measured: 25 ms instead of 16 per
-    # batch-8 step of the bench config on 2 cores)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as loader:
-        pipe = loader.submit(Pipeline.from_pretrained, args.model, device=args.device, dtype=dtype).result()
+    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
     app = create_app(pipe, options)
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

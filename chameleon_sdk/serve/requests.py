@@ -15,6 +15,7 @@ from chameleon_sdk.errors import ChameleonError
 from chameleon_sdk.generation.events import Finished, GenerationEvent
 from chameleon_sdk.generation.stream import DocumentStream
 from chameleon_sdk.serve.batcher import ContinuousBatcher, Job, JobEnd
+from chameleon_sdk.serve.openmp import release_thread_workers
 from chameleon_sdk.serve.options import ServeOptions
 
 if TYPE_CHECKING:
@@ -60,11 +61,19 @@ class ServedGeneration:
         asked = options.get("max_time")  # a malformed value is refused by prepare_stream
         if asked is None or (isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > timeout):
             options["max_time"] = timeout
-        stream = await asyncio.to_thread(self.pipeline.prepare_stream, prompt, **options)
+        stream = await asyncio.to_thread(self._prepare, prompt, options)
         self._stream = stream
         self.usage.prompt_tokens = len(stream.decoder.physical_prompts[0])
         remaining = max(0.0, timeout - (time.monotonic() - self.arrived))
         self._job = self.batcher.submit(stream, self._put, timeout=remaining)
+
+    def _prepare(self, prompt: Document, options: dict[str, Any]) -> DocumentStream:
+        """In a worker thread: tokenizing an image runs parallel ops, and the worker's OpenMP pool
+        would slow the decode thread's (see chameleon_sdk.serve.openmp)."""
+        try:
+            return self.pipeline.prepare_stream(prompt, **options)
+        finally:
+            release_thread_workers()
 
     def _put(self, item: list[GenerationEvent] | JobEnd) -> None:
         """Called from the decode thread."""
