@@ -303,11 +303,7 @@ class ChameleonModel(nn.Module):
         if not torch.compiler.is_compiling():
             self._check_inputs(input_ids, positions, document_ids, span_ids, cache, targets, ignore_index)
             if cache is not None:
-                # eager attention reads the slots up to the longest row's new end, not the whole
-                # capacity; a compiled step keeps the full cache (its shapes must not change). An
-                # overflow is refused with the cache's own numbers when the mask is built.
-                end = int(cache.lengths.max()) + input_ids.shape[1]
-                attended = cache.first_slots(min(end, cache.max_len))
+                attended = self._written_slots(cache, input_ids.shape[1])
         mask, positions, slots = self._attention_inputs(input_ids, positions, document_ids, span_ids, attended)
         h, stats = self._trunk(input_ids, positions, mask, attended, slots)
         if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
@@ -343,6 +339,19 @@ class ChameleonModel(nn.Module):
                 f"input_ids hold {input_ids.shape[1]} positions, more than the model's max_seq_len "
                 f"({self.config.max_seq_len})"
             )
+
+    @staticmethod
+    def _written_slots(cache: KVCache, new_tokens: int) -> KVCache:
+        """The slots of ``cache`` up to the longest row's end after ``new_tokens`` more: eager
+        attention reads those, not the whole capacity (a compiled step keeps the full cache, whose
+        shapes must not change)."""
+        longest = int(cache.lengths.max())
+        if longest + new_tokens > cache.max_len:
+            raise ConfigError(
+                f"cache overflow: a row holds {longest} of {cache.max_len} slots and {new_tokens} more tokens "
+                "were given"
+            )
+        return cache.first_slots(longest + new_tokens)
 
     def _attention_inputs(
         self,
@@ -444,11 +453,6 @@ class ChameleonModel(nn.Module):
                 raise ConfigError("document_ids with a cache need a cache made with documents=True")
             if span_ids is not None and not cache.spans:
                 raise ConfigError("span_ids with a cache need a cache made with spans=True")
-            if int(cache.lengths.max()) + length > cache.max_len:
-                raise ConfigError(
-                    f"cache overflow: a row holds {int(cache.lengths.max())} of {cache.max_len} slots and "
-                    f"{length} more tokens were given"
-                )
         offset = cache.lengths.clone()
         slots = cache.slots(length)
         q_docs = None
