@@ -151,3 +151,22 @@ def test_a_format_without_image_tokenizer_methods_is_refused_by_name(registry, r
     assert isinstance(checkpoint, ImageTokenizerCheckpoint)
     chameleon_sdk.save_image_tokenizer(checkpoint, tmp_path / "plain")  # a checkpoint is accepted as it is
     assert chameleon_sdk.detect_image_tokenizer_format(tmp_path / "plain") == "native"
+
+
+def test_the_original_vqgan_file_is_mapped_not_read_into_memory(tmp_path, monkeypatch):
+    """A released VQGAN is ~270 MB and loading a release reads it twice (architecture, modality)."""
+    import chameleon_checkpoint.vqgan as vqgan
+
+    from chameleon_sdk.tiny_release import write_tiny_release
+
+    calls: list[dict] = []
+    read = vqgan.read_torch_file
+
+    def recording_read(path, **options):
+        calls.append(options)
+        return read(path, **options)
+
+    monkeypatch.setattr(vqgan, "read_torch_file", recording_read)
+    release = write_tiny_release(tmp_path / "release", "meta")
+    checkpoint = chameleon_sdk.read_image_tokenizer(release / "tokenizer", format="original")
+    assert calls == [{"mmap": True}] and checkpoint.state_dict
