@@ -223,9 +223,9 @@ class ContinuousBatcher:
                 job.sink(JobEnd("cancelled"))
 
     def _admit(self, jobs: list[Job]) -> None:
-        """Prefill the jobs' prompts in one forward pass, in a cache of their own, and copy them into
-        the jobs' rows (consecutive: ``_next_round`` hands them out in order). If the shared pass
-        fails, each job is prefilled alone, so only a job whose own prefill fails ends."""
+        """Prefill the jobs' prompts in one forward pass, in a cache of their own, and copy each job's
+        rows into its place in the batch. If the shared pass fails, each job is prefilled alone, so
+        only a job whose own prefill fails ends."""
         ready: list[tuple[Job, list[GenerationEvent]]] = []
         for job in jobs:
             try:
