@@ -15,24 +15,33 @@ import ctypes
 import functools
 from pathlib import Path
 
+import torch
+
 __all__ = ["release_thread_workers"]
 
 _OMP_PAUSE_HARD = 2
 
 
+def pick_libgomp(mapped: list[str], torch_dir: str) -> str | None:
+    """Of the libraries in ``mapped`` (paths), the GNU OpenMP runtime torch runs on: the copy inside
+    ``torch_dir`` first (another package may have loaded a libgomp of its own), None without one.
+    Only GNU's: LLVM's libomp implements a hard pause as a shutdown of the whole runtime."""
+    gomp = sorted(path for path in set(mapped) if Path(path).name.startswith("libgomp"))
+    gomp.sort(key=lambda path: not path.startswith(torch_dir))
+    return gomp[0] if gomp else None
+
+
 @functools.cache
 def _libgomp() -> ctypes.CDLL | None:
-    """The libgomp this process has loaded (torch's own copy), or None (another runtime or OS)."""
+    """The libgomp this process has loaded for torch, or None (another runtime or OS)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return None
-    paths = {line.split()[-1] for line in maps.splitlines() if "/libgomp" in line}
-    # only GNU's runtime: LLVM's libomp implements a hard pause as a shutdown of the whole runtime
-    for path in sorted(paths):
-        if Path(path).name.startswith("libgomp"):
-            return ctypes.CDLL(path)  # already loaded: the same library, no second copy
-    return None
+    # a line is "address perms offset dev inode [path]", and a path may hold spaces
+    fields = [line.split(maxsplit=5) for line in maps.splitlines()]
+    path = pick_libgomp([f[5] for f in fields if len(f) == 6], str(Path(torch.__file__).parent))
+    return None if path is None else ctypes.CDLL(path)  # already loaded: the same library, no second copy
 
 
 def release_thread_workers() -> bool:

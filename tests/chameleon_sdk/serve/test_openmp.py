@@ -53,3 +53,17 @@ def test_releasing_a_thread_without_a_pool_is_harmless():
     thread.start()
     thread.join()
     assert result == [_libgomp() is not None]
+
+
+def test_torch_s_own_libgomp_is_picked_before_another_package_s():
+    from chameleon_sdk.serve.openmp import pick_libgomp
+
+    mapped = [
+        "/usr/lib/x86_64-linux-gnu/libgomp.so.1",
+        "/venv/site-packages/scikit_learn.libs/libgomp-a34b3233.so.1.0.0",
+        "/venv/site-packages/torch/lib/libgomp.so.1",
+        "/venv/site-packages/torch/lib/libtorch_cpu.so",
+    ]
+    assert pick_libgomp(mapped, "/venv/site-packages/torch") == "/venv/site-packages/torch/lib/libgomp.so.1"
+    assert pick_libgomp(mapped[:1], "/venv/site-packages/torch") == mapped[0]  # torch on the system's
+    assert pick_libgomp(["/venv/site-packages/torch/lib/libomp.so"], "/venv/site-packages/torch") is None
