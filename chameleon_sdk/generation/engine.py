@@ -146,11 +146,10 @@ def prefill_prompts(
     holding each prompt in its row, with ``room`` more slots per row, and the float logits
     ``[rows, V]`` of each prompt's last position."""
     device = model_device(model)
+    width = max(len(p) for p in prompts)
+    # padded on the host: one transfer, not one per prompt, and no device read for the width
+    ids = torch.tensor([[*p, *[pad_id] * (width - len(p))] for p in prompts], dtype=torch.long, device=device)
     lengths = torch.tensor([len(p) for p in prompts], device=device)
-    width = int(lengths.max())
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        ids[i, : len(p)] = torch.tensor(p, device=device)
     cache = model.new_cache(len(prompts), width + room)
     logits = model(ids, cache=cache).logits
     cache.truncate(lengths)  # drop each row's padding: its slots are overwritten by new tokens
@@ -298,12 +297,6 @@ class TokenDecoder:
             self.done[row] = True
             self.reasons[row] = reason
 
-    def _prefill(self) -> tuple[Any, torch.Tensor]:
-        cache, logits = prefill_prompts(self.model, self.physical_prompts, pad_id=self.pad_id, room=self.max_new_tokens)
-        if self.compile:
-            self._step_model = compile_decode_step(self.model, cache, self.device)
-        return cache, logits
-
     @torch.no_grad()
     def _step(self, cache: Any, tokens: torch.Tensor) -> torch.Tensor:
         ids = tokens.repeat_interleave(self.k).unsqueeze(1)
@@ -344,7 +337,10 @@ class TokenDecoder:
         """The prompts' forward pass: a new cache holding every physical row's prompt and the float
         logits ``[physical rows, V]`` of each prompt's last position. For a scheduler that runs the
         decode steps of several decoders in one batch and calls :meth:`advance` itself."""
-        return self._prefill()
+        cache, logits = prefill_prompts(self.model, self.physical_prompts, pad_id=self.pad_id, room=self.max_new_tokens)
+        if self.compile:
+            self._step_model = compile_decode_step(self.model, cache, self.device)
+        return cache, logits
 
     def advance(self, logits: torch.Tensor) -> StepOutput:
         """One step from next-token ``logits`` ``[physical rows, V]`` computed elsewhere: guidance,
@@ -364,7 +360,7 @@ class TokenDecoder:
         torch.is_grad_enabled()``). Gradient mode is per thread, and torch restores it around every
         step of this generator.
         """
-        cache, logits = self._prefill()
+        cache, logits = self.prefill()
         while not self.ended:
             active = ~self.done
             tokens = self._choose(logits)
