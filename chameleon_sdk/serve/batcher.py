@@ -119,10 +119,10 @@ class ContinuousBatcher:
         self.steps = 0  #: decode steps run (a forward pass over the live rows each)
         # the decode thread allocates the cache itself, and this thread's OpenMP workers go: see _run
         release_thread_workers()
-        self._ready: concurrent.futures.Future[KVCache] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, name="chameleon-decode", daemon=True)
+        ready: concurrent.futures.Future[KVCache] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="chameleon-decode", daemon=True)
         self._thread.start()
-        self.cache = self._ready.result()  # a cache too large for memory fails here, in the caller
+        self.cache = ready.result()  # a cache too large for memory fails here, in the caller
 
     # -- the request side (any thread) --------------------------------------------------------------
 
@@ -169,13 +169,13 @@ class ContinuousBatcher:
 
     # -- the decode thread --------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, ready: concurrent.futures.Future[KVCache]) -> None:
         # Every torch op of the batcher runs on this thread, the cache's allocation included, so that
         # its pool of OpenMP workers is the only one (see chameleon_sdk.serve.openmp).
         try:
-            self._ready.set_result(self.model.new_cache(self.max_rows, self.max_context))
+            ready.set_result(self.model.new_cache(self.max_rows, self.max_context))
         except Exception as exc:
-            self._ready.set_exception(exc)
+            ready.set_exception(exc)
             return
         self.model.eval()
         with torch.no_grad():
