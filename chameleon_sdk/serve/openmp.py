@@ -26,9 +26,8 @@ def pick_libgomp(mapped: list[str], torch_dir: str) -> str | None:
     """Of the libraries in ``mapped`` (paths), the GNU OpenMP runtime torch runs on: the copy inside
     ``torch_dir`` first (another package may have loaded a libgomp of its own), None without one.
     Only GNU's: LLVM's libomp implements a hard pause as a shutdown of the whole runtime."""
-    gomp = sorted(path for path in set(mapped) if Path(path).name.startswith("libgomp"))
-    gomp.sort(key=lambda path: not path.startswith(torch_dir))
-    return gomp[0] if gomp else None
+    gomp = [path for path in set(mapped) if Path(path).name.startswith("libgomp")]
+    return min(gomp, key=lambda path: (not path.startswith(torch_dir), path), default=None)
 
 
 @functools.cache
