@@ -151,9 +151,9 @@ def prefill_prompts(
     ids = torch.tensor([[*p, *[pad_id] * (width - len(p))] for p in prompts], dtype=torch.long, device=device)
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     cache = model.new_cache(len(prompts), width + room)
-    logits = model(ids, cache=cache).logits
+    logits = model(ids, cache=cache, logits_at=(lengths - 1).unsqueeze(1)).logits
     cache.truncate(lengths)  # drop each row's padding: its slots are overwritten by new tokens
-    return cache, logits[torch.arange(len(prompts), device=device), lengths - 1].float()
+    return cache, logits[:, 0].float()
 
 
 class TokenDecoder:

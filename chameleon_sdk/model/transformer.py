@@ -43,8 +43,9 @@ __all__ = ["ChameleonModel", "LossOutput", "ModelOutput", "document_positions"]
 class ModelOutput:
     """What :meth:`ChameleonModel.forward` returns.
 
-    :ivar logits: ``[B, T, V]``; None when ``forward`` was given ``targets`` and computed the loss
-        in chunks without them (``model.chunked_loss``).
+    :ivar logits: ``[B, T, V]`` (``[B, K, V]`` when ``forward`` was given ``logits_at`` ``[B, K]``);
+        None when ``forward`` was given ``targets`` and computed the loss in chunks without them
+        (``model.chunked_loss``).
     :ivar cache: the :class:`KVCache` passed in (now advanced), or None.
     :ivar stats: monitor values when ``model.collect_stats`` is on, else empty:
         ``layer_output_norm`` ``[L]`` (mean L2 norm of each block's output over the call's tokens),
@@ -279,6 +280,7 @@ class ChameleonModel(nn.Module):
         cache: KVCache | None = None,
         targets: torch.Tensor | None = None,
         ignore_index: int = -100,
+        logits_at: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Logits for ``input_ids`` ``[B, T]``, and the loss when ``targets`` are given.
 
@@ -296,12 +298,20 @@ class ChameleonModel(nn.Module):
             time and ``output.logits`` is None: same loss and gradients, without the ``[B, T, V]``
             logits in memory, and positions without a target skip the LM head. Training only: not
             with a ``cache``. Under ``torch.compile`` the logits are computed as usual.
+        :param logits_at: ``[B, K]`` indices into each row's ``T`` positions: only those positions go
+            through the output head, and ``output.logits`` is ``[B, K, V]``. A prefill that needs
+            each prompt's last logits passes ``lengths - 1`` (``[B, 1]``) and skips the head's work
+            on every other position. Not with ``targets``.
         """
         if targets is not None and cache is not None:
             raise ConfigError("forward: targets (a training loss) cannot be combined with a KV cache")
+        if targets is not None and logits_at is not None:
+            raise ConfigError("forward: targets (a loss over every position) cannot be combined with logits_at")
         attended = cache
         if not torch.compiler.is_compiling():
             self._check_inputs(input_ids, positions, document_ids, span_ids, cache, targets, ignore_index)
+            if logits_at is not None:
+                self._check_logits_at(logits_at, input_ids.shape)
             if cache is not None:
                 attended = self._written_slots(cache, input_ids.shape[1])
         mask, positions, slots = self._attention_inputs(input_ids, positions, document_ids, span_ids, attended)
@@ -309,6 +319,8 @@ class ChameleonModel(nn.Module):
         if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
             chunked = self._loss_in_chunks(h, targets, ignore_index, stats if self.collect_stats else None)
             return ModelOutput(logits=None, cache=None, stats=stats, loss=chunked)
+        if logits_at is not None:
+            h = h.gather(1, logits_at.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         logits = self.output(h)
         for trick in self._logit_tricks:
             logits = trick.transform_logits(logits)
@@ -339,6 +351,21 @@ class ChameleonModel(nn.Module):
                 f"input_ids hold {input_ids.shape[1]} positions, more than the model's max_seq_len "
                 f"({self.config.max_seq_len})"
             )
+
+    @staticmethod
+    def _check_logits_at(logits_at: torch.Tensor, shape: torch.Size) -> None:
+        batch, length = shape
+        if (
+            not isinstance(logits_at, torch.Tensor)
+            or logits_at.dtype not in (torch.int32, torch.int64)
+            or logits_at.dim() != 2
+            or logits_at.shape[0] != batch
+        ):
+            raise ConfigError(
+                f"logits_at must be an integer tensor [B={batch}, K] of positions, got {_describe_value(logits_at)}"
+            )
+        if logits_at.numel() and not bool(((logits_at >= 0) & (logits_at < length)).all()):
+            raise ConfigError(f"logits_at holds a position outside the {length} input positions [0, {length})")
 
     @staticmethod
     def _written_slots(cache: KVCache, new_tokens: int) -> KVCache:

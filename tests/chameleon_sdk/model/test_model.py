@@ -130,6 +130,42 @@ def test_prefill_then_steps_equal_full_forward(prompt, steps, kv_heads, seed):
     assert cache.lengths.tolist() == [prompt + steps] * 2
 
 
+@settings(max_examples=20)
+@given(
+    length=st.integers(1, 8),
+    keep=st.integers(1, 3),
+    cached=st.booleans(),
+    stability=st.sampled_from([[], ["qk-norm", "z-loss"]]),
+    seed=st.integers(0, 2**16),
+)
+def test_logits_at_equal_the_full_logits_at_those_positions(length, keep, cached, stability, seed):
+    model = tiny_model(stability=stability)
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 64, (3, length), generator=gen)
+    at = torch.randint(0, length, (3, keep), generator=gen)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model.new_cache(3, 16) if cached else None
+        kept = model(ids, logits_at=at, cache=cache).logits
+    assert kept.shape == (3, keep, 64)
+    torch.testing.assert_close(kept, full.gather(1, at.unsqueeze(-1).expand(-1, -1, 64)), atol=1e-5, rtol=1e-5)
+    if cache is not None:
+        assert cache.lengths.tolist() == [length] * 3  # the cache holds every position, not only the kept ones
+
+
+def test_logits_at_refusals():
+    model = tiny_model()
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    for bad in (torch.zeros(2, dtype=torch.long), torch.zeros(3, 1, dtype=torch.long), torch.zeros(2, 1), [[0], [1]]):
+        with pytest.raises(ConfigError, match=r"logits_at must be an integer tensor \[B=2, K\]"):
+            model(ids, logits_at=bad)
+    for position in (-1, 4):
+        with pytest.raises(ConfigError, match=r"outside the 4 input positions"):
+            model(ids, logits_at=torch.tensor([[0], [position]]))
+    with pytest.raises(ConfigError, match="cannot be combined with logits_at"):
+        model(ids, targets=ids, logits_at=torch.zeros(2, 1, dtype=torch.long))
+
+
 def test_rows_of_different_lengths_decode_independently():
     model = tiny_model()
     gen = torch.Generator().manual_seed(1)
