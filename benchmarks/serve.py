@@ -1,7 +1,7 @@
 """chameleon serve under concurrent streaming clients, and a soak with random cancellations.
 
 The server is a separate process (``chameleon serve``) on 127.0.0.1 serving the bench config model
-(vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, fp32, random weights) with a
+(vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, random weights; fp32 unless ``--dtype``) with a
 sentencepiece text tokenizer. Clients stream text through ``POST /v1/stream``.
 
 Part 1, for 1, 4, 8 and 16 concurrent clients (each runs ``--requests`` requests of ``--tokens`` new
@@ -14,6 +14,7 @@ random number of events. Every request must finish or be cancelled as asked, the
 afterwards (``/healthz``), and the server's resident memory must return to its baseline.
 
     .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
+    .venv/bin/python benchmarks/serve.py --dtype bfloat16   # the released checkpoints' dtype
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
     .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
 """
@@ -239,6 +240,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=900, help="seconds; later requests are not started")
     parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
     parser.add_argument("--device", default="cpu", help="where the server (and the in-process batcher) decode")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the served weights")
     args = parser.parse_args()
     shape = SMALL if args.small else FULL
     if args.small:
@@ -254,7 +256,7 @@ def main() -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
         cmd = [sys.executable, "-m", "chameleon_sdk", "serve", "--model", str(Path(tmp) / "pipe"), "--port", str(port)]
-        cmd += ["--device", args.device]
+        cmd += ["--device", args.device, "--dtype", args.dtype]
         server = subprocess.Popen([*cmd, *limits], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -268,7 +270,7 @@ def main() -> None:
             where = f"{args.threads} threads" if args.device == "cpu" else args.device
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
                   f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
-                  f"server on 127.0.0.1 with {where}")  # fmt: skip
+                  f"{args.dtype} weights, server on 127.0.0.1 with {where}")  # fmt: skip
             header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
                       f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
             print(header)
@@ -291,7 +293,7 @@ def main() -> None:
                 print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
-            pipe.model = pipe.model.to(args.device)
+            pipe.model = pipe.model.to(args.device, getattr(torch, args.dtype))
             batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
             if args.object_check:
                 object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)
