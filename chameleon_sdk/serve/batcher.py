@@ -26,6 +26,7 @@ from chameleon_sdk.generation.engine import prefill_prompts
 from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import DocumentStream
 from chameleon_sdk.model import ChameleonModel, KVCache
+from chameleon_sdk.serve.memory import release_free_memory
 from chameleon_sdk.serve.openmp import release_thread_workers
 
 __all__ = ["BatcherClosedError", "ContinuousBatcher", "Job", "JobEnd", "QueueFullError"]
@@ -116,6 +117,7 @@ class ContinuousBatcher:
         self._running: list[Job] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._busy_since_trim = False  # requests ran since the heap was last trimmed
         self.steps = 0  #: decode steps run (a forward pass over the live rows each)
         # the decode thread allocates the cache itself, and this thread's OpenMP workers go: see _run
         release_thread_workers()
@@ -200,7 +202,11 @@ class ContinuousBatcher:
                     return None
                 if self._running or self._waiting:
                     break
+                if self._busy_since_trim:  # the batch just emptied: give what its requests freed back
+                    self._busy_since_trim = False
+                    release_free_memory()
                 self._cond.wait()
+            self._busy_since_trim = True
             free = self.max_rows - sum(j.num_rows for j in self._running)
             admitted = []
             while self._waiting and self._waiting[0].num_rows <= free:

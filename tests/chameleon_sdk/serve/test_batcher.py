@@ -221,3 +221,30 @@ def test_prefill_groups_keep_order_and_bound_the_padding(lengths):
     for before, after in itertools.pairwise(groups):
         prompts = [len(p) for j in (*before, after[0]) for p in j.stream.decoder.physical_prompts]
         assert sum(prompts) < (1 - PREFILL_PADDING_LIMIT) * len(prompts) * max(prompts)
+
+
+def test_the_heap_is_trimmed_once_each_time_the_batch_empties(served_pipe, monkeypatch):
+    import chameleon_sdk.serve.batcher as batcher_module
+
+    trims: list[int] = []
+    batcher = ContinuousBatcher(served_pipe.model, max_rows=2, max_context=64, max_queue=2)
+    monkeypatch.setattr(batcher_module, "release_free_memory", lambda: trims.append(batcher.load()["running"]))
+
+    def run_one(runs: int) -> None:
+        sink = Collector()
+        job = batcher.submit(served_pipe.prepare_stream("a red", max_new_tokens=4), sink, timeout=60)
+        sink.document()
+        for _ in range(500):  # the decode thread trims after it has handed the end over
+            if len(trims) == runs:
+                break
+            threading.Event().wait(0.01)
+        batcher.cancel(job)  # a wake-up with nothing to do: no second trim
+
+    try:
+        assert trims == []  # nothing ran yet: nothing to give back
+        for runs in (1, 2):
+            run_one(runs)
+            threading.Event().wait(0.05)
+            assert trims == [0] * runs  # once per emptying, with no request running
+    finally:
+        batcher.close()
