@@ -9,8 +9,8 @@ things stand between eager PyTorch and that limit on a CPU:
   ``sgemm`` streamed weights at ~10 GB/s on the development CPU (AMD EPYC, AVX-512), a quarter of
   what a plain ``tensor.sum()`` reads. Inductor's vectorised reduction over ``K`` (the weight's
   contiguous axis), written as ``(x[:, None, :] * w[None]).sum(-1)``, read the bench config's LM
-  head at 53 GB/s where MKL read it at 9. So on CPU the compiled step decomposes matmuls with at most
-  :data:`REDUCTION_MAX_ROWS` rows into that reduction (accumulating in fp32 for every weight dtype);
+  head at 53 GB/s where MKL read it at 9. So on CPU the compiled step decomposes one-row matmuls
+  (:data:`REDUCTION_MAX_ROWS`) into that reduction (accumulating in fp32 for every weight dtype);
   larger batches keep the library matmul, which reuses each weight across rows.
 
 On CUDA the step is captured as a CUDA graph (``mode="reduce-overhead"``) and matmuls stay cuBLAS's.
@@ -26,9 +26,10 @@ import torch
 
 __all__ = ["REDUCTION_MAX_ROWS", "compile_decode_step", "cpu_decode_backend"]
 
-#: matmuls with at most this many rows become a reduction on CPU (measured: 1-4 rows gained,
-#: at 8 rows MKL and the reduction were even, above it MKL won)
-REDUCTION_MAX_ROWS = 4
+#: matmuls with at most this many rows become a reduction on CPU. With 2-4 rows (a batch, or one
+#: image row with classifier-free guidance) inductor 2.13 generated one loop nest for the whole step,
+#: and a bench config step took 3x as long as with the library matmul (fp32, 2 rows: 19.4 vs 6.0 ms)
+REDUCTION_MAX_ROWS = 1
 
 
 def _materialized(a: torch.Tensor) -> torch.Tensor:
