@@ -204,26 +204,29 @@ def batch_one(bench: Bench, theirs) -> None:
 
 
 def batch_scaling(bench: Bench) -> None:
+    """Each dtype's own series: in fp32, MKL's sgemm gets slower per weight byte with more rows on the
+    development CPU; in bf16 oneDNN's matmul costs about the same for 1 to 16 rows."""
     args, n = bench.args, bench.args.tokens
-    model = bench.load()
-    print(f"\n## batch scaling: fp32, {n} tokens per row, tok/s of all rows")
     modes = ("eager", "compile=True") if args.compile else ("eager",)
-    runs: dict[str, Callable[[int], Any]] = {}
-    for batch in args.batches:
-        prompt = bench.prompt(batch)
-        for mode in modes:
-            run = lambda k, p=prompt, c=(mode != "eager"): decode(model, p, k, compile=c)  # noqa: E731
-            if mode != "eager":
-                run(n)  # compile and warm up
-            runs[f"batch {batch} {mode}"] = run
-    timings = bench.interleaved(runs)
-    print(HEADER)
-    for label, timing in timings.items():
-        batch, mode = int(label.split()[1]), label.split()[2]
-        base = timings[f"batch {args.batches[0]} {mode}"]
-        ratio = batch * timing.decode_rate / (args.batches[0] * base.decode_rate)
-        step = decode_bytes(model, prompt=args.prompt, tokens=n, rows=batch)
-        bench.row(label, timing, step, batch, f"{ratio:.2f}x batch {args.batches[0]}")
+    for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        model = bench.load(dtype)
+        print(f"\n## batch scaling: {name}, {n} tokens per row, tok/s of all rows")
+        runs: dict[str, Callable[[int], Any]] = {}
+        for batch in args.batches:
+            prompt = bench.prompt(batch)
+            for mode in modes:
+                run = lambda k, m=model, p=prompt, c=(mode != "eager"): decode(m, p, k, compile=c)  # noqa: E731
+                if mode != "eager":
+                    run(n)  # compile and warm up
+                runs[f"{name} batch {batch} {mode}"] = run
+        timings = bench.interleaved(runs)
+        print(HEADER)
+        for label, timing in timings.items():
+            batch, mode = int(label.split()[2]), label.split()[3]
+            base = timings[f"{name} batch {args.batches[0]} {mode}"]
+            ratio = batch * timing.decode_rate / (args.batches[0] * base.decode_rate)
+            step = decode_bytes(model, prompt=args.prompt, tokens=n, rows=batch)
+            bench.row(label, timing, step, batch, f"{ratio:.2f}x batch {args.batches[0]}")
 
 
 def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
