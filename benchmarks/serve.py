@@ -14,7 +14,7 @@ random number of events. Every request must finish or be cancelled as asked, the
 afterwards (``/healthz``), and the server's resident memory must return to its baseline.
 
     .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
-    .venv/bin/python benchmarks/serve.py --dtype bfloat16   # the released checkpoints' dtype
+    .venv/bin/python benchmarks/serve.py --dtype bfloat16   # the weights in bf16
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
     .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
 """
