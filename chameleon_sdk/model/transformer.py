@@ -370,8 +370,8 @@ class ChameleonModel(nn.Module):
     @staticmethod
     def _written_slots(cache: KVCache, new_tokens: int) -> KVCache:
         """The slots of ``cache`` up to the longest row's end after ``new_tokens`` more: eager
-        attention reads those, not the whole capacity (a compiled step keeps the full cache, whose
-        shapes must not change)."""
+        attention reads those, not the whole capacity (a compiled step passes the view itself; see
+        :func:`~chameleon_sdk.generation.compiled.compile_decode_step`)."""
         longest = int(cache.lengths.max())
         if longest + new_tokens > cache.max_len:
             raise ConfigError(

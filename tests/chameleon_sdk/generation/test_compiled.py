@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import chameleon_sdk as cs
 from chameleon_sdk.generation import Guidance, generate_tokens
 from chameleon_sdk.generation.compiled import REDUCTION_MAX_ROWS, _mm_as_reduction
+from chameleon_sdk.plugin_api import KVCache
 
 
 @given(
@@ -55,6 +56,33 @@ def test_compiled_cfg_image_block_equals_eager_and_is_not_recompiled(vocab):
     again = generate_tokens(model, [0, 7, 8], **options, compile=True)  # same shapes: the compiled code is reused
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     assert torch.equal(again, generate_tokens(model, [0, 7, 8], **options))
+
+
+@pytest.mark.slow
+def test_the_cpu_step_attends_over_the_written_slots_with_one_graph_for_every_length(vocab, monkeypatch):
+    torch.manual_seed(0)
+    config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=vocab.size, max_seq_len=64)
+    model = cs.build_model(config).eval()
+    torch._dynamo.reset()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    attended: list[int] = []
+    first_slots = KVCache.first_slots
+
+    def recording(cache, count):  # called outside the compiled graph, by the step and by eager forwards
+        attended.append(count)
+        return first_slots(cache, count)
+
+    for prompt, tokens in (([0, 5, 9], 6), ([0, 5, 9, 11, 4], 9), ([0, 7], 3)):
+        eager = generate_tokens(model, prompt, max_new_tokens=tokens, vocabulary=vocab, mode="text")
+        monkeypatch.setattr(KVCache, "first_slots", recording)
+        attended.clear()
+        compiled = generate_tokens(model, prompt, max_new_tokens=tokens, vocabulary=vocab, mode="text", compile=True)
+        monkeypatch.setattr(KVCache, "first_slots", first_slots)
+        assert torch.equal(eager, compiled)
+        # the prompt's eager pass, then one step per further token over the slots written so far
+        assert attended == list(range(len(prompt), len(prompt) + len(compiled))), attended
+    # one graph for three prompt lengths and cache sizes
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
 
 
 def test_the_prim_that_materializes_activations_exists():
