@@ -122,6 +122,17 @@ class KVCache:
             raise ConfigError(f"KVCache.first_slots: count must be in [1, {self.max_len}], got {count!r}")
         return self._view(rows=self.batch, slots=count)
 
+    def written_slots(self, new_tokens: int) -> KVCache:
+        """:meth:`first_slots` up to the longest row's end after ``new_tokens`` more: what a forward
+        pass of ``new_tokens`` per row attends over (eager and compiled CPU steps alike). Raises
+        :class:`ConfigError` when that end is past the capacity."""
+        longest = int(self.lengths.max())
+        if longest + new_tokens > self.max_len:
+            raise ConfigError(
+                f"cache overflow: a row holds {longest} of {self.max_len} slots and {new_tokens} more tokens were given"
+            )
+        return self.first_slots(longest + new_tokens)
+
     def _view(self, *, rows: int, slots: int) -> KVCache:
         view = object.__new__(KVCache)
         view.__dict__.update(self.__dict__)

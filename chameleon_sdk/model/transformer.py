@@ -313,7 +313,7 @@ class ChameleonModel(nn.Module):
             if logits_at is not None:
                 self._check_logits_at(logits_at, input_ids.shape)
             if cache is not None:
-                attended = self._written_slots(cache, input_ids.shape[1])
+                attended = cache.written_slots(input_ids.shape[1])
         mask, positions, slots = self._attention_inputs(input_ids, positions, document_ids, span_ids, attended)
         h, stats = self._trunk(input_ids, positions, mask, attended, slots)
         if targets is not None and self.chunked_loss and not torch.compiler.is_compiling():
@@ -366,19 +366,6 @@ class ChameleonModel(nn.Module):
             )
         if logits_at.numel() and not bool(((logits_at >= 0) & (logits_at < length)).all()):
             raise ConfigError(f"logits_at holds a position outside the {length} input positions [0, {length})")
-
-    @staticmethod
-    def _written_slots(cache: KVCache, new_tokens: int) -> KVCache:
-        """The slots of ``cache`` up to the longest row's end after ``new_tokens`` more: eager
-        attention reads those, not the whole capacity (a compiled step passes the view itself; see
-        :func:`~chameleon_sdk.generation.compiled.compile_decode_step`)."""
-        longest = int(cache.lengths.max())
-        if longest + new_tokens > cache.max_len:
-            raise ConfigError(
-                f"cache overflow: a row holds {longest} of {cache.max_len} slots and {new_tokens} more tokens "
-                "were given"
-            )
-        return cache.first_slots(longest + new_tokens)
 
     def _attention_inputs(
         self,

@@ -73,3 +73,17 @@ def test_first_slots_refuses_a_count_outside_the_capacity():
     for bad in (0, 9, True, 2.0):
         with pytest.raises(cs.ConfigError, match="first_slots"):
             cache.first_slots(bad)
+
+
+@settings(max_examples=30, deadline=None)
+@given(lengths=st.lists(st.integers(0, 16), min_size=1, max_size=3), new=st.integers(1, 4))
+def test_written_slots_reach_the_longest_row_after_the_new_tokens_and_no_further(lengths, new):
+    cache = KVCache(CONFIG, batch=len(lengths), max_len=16)
+    cache.lengths.copy_(torch.tensor(lengths))
+    if max(lengths) + new > 16:
+        with pytest.raises(cs.ConfigError, match=rf"cache overflow: a row holds {max(lengths)} of 16 slots"):
+            cache.written_slots(new)
+        return
+    view = cache.written_slots(new)
+    assert view.max_len == max(lengths) + new and view.batch == len(lengths)
+    assert view.keys[0].data_ptr() == cache.keys[0].data_ptr()
