@@ -1,8 +1,10 @@
 """chameleon serve under concurrent streaming clients, and a soak with random cancellations.
 
 The server is a separate process (``chameleon serve``) on 127.0.0.1 serving the bench config model
-(vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, random weights; fp32 unless ``--dtype``) with a
-sentencepiece text tokenizer. Clients stream text through ``POST /v1/stream``.
+(vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, random weights, saved in fp32)
+with a sentencepiece text tokenizer, with the weights in the dtype ``chameleon serve --dtype`` gives
+them (default ``auto``: bf16 on a CPU or GPU that computes it natively, else fp32). Clients stream
+text through ``POST /v1/stream``.
 
 Part 1, for 1, 4, 8 and 16 concurrent clients (each runs ``--requests`` requests of ``--tokens`` new
 tokens one after the other), in ``--repeats`` interleaved rounds: aggregate tokens/s (the median of
@@ -14,7 +16,7 @@ random number of events. Every request must finish or be cancelled as asked, the
 afterwards (``/healthz``), and the server's resident memory must return to its baseline.
 
     .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
-    .venv/bin/python benchmarks/serve.py --dtype bfloat16   # the weights in bf16
+    .venv/bin/python benchmarks/serve.py --dtype float32   # the weights in fp32 whatever the CPU
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
     .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
 """
@@ -39,6 +41,7 @@ import torch
 
 import chameleon_sdk as cs
 from chameleon_sdk import bundled_corpus
+from chameleon_sdk.serve.dtype import DTYPE_CHOICES, serving_dtype
 
 FULL = {"dim": 512, "num_layers": 8, "num_heads": 8, "ffn_dim": 1376, "vocab_size": 16384}
 SMALL = {"dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 344, "vocab_size": 4096}
@@ -240,8 +243,9 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=900, help="seconds; later requests are not started")
     parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
     parser.add_argument("--device", default="cpu", help="where the server (and the in-process batcher) decode")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the served weights")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the weights (as chameleon serve)")
     args = parser.parse_args()
+    dtype = serving_dtype(args.dtype, torch.device(args.device))  # what the server resolves it to
     shape = SMALL if args.small else FULL
     if args.small:
         args.tokens, args.repeats = min(args.tokens, 32), 1
@@ -270,7 +274,8 @@ def main() -> None:
             where = f"{args.threads} threads" if args.device == "cpu" else args.device
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
                   f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
-                  f"{args.dtype} weights, server on 127.0.0.1 with {where}")  # fmt: skip
+                  f"{str(dtype).removeprefix('torch.')} weights (--dtype {args.dtype}), server on 127.0.0.1 "
+                  f"with {where}")  # fmt: skip
             header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
                       f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
             print(header)
@@ -293,7 +298,7 @@ def main() -> None:
                 print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
-            pipe.model = pipe.model.to(args.device, getattr(torch, args.dtype))
+            pipe.model = pipe.model.to(args.device, dtype)
             batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
             if args.object_check:
                 object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)

@@ -328,7 +328,7 @@ class Pipeline:
         :raises ConfigError: ``device`` is not a device torch knows, or names CUDA where there is none.
         """
         if device is not None:
-            _checked_device(device)  # before anything is read
+            checked_device(device)  # before anything is read
         if not isinstance(path, (str, os.PathLike)):
             raise CheckpointError(f"Pipeline.from_pretrained: expected a directory path, got {path!r:.80}")
         if dtype is not None and not isinstance(dtype, torch.dtype):
@@ -382,7 +382,7 @@ class Pipeline:
 
         :raises ConfigError: ``device`` is not a device torch knows, or names CUDA where there is none.
         """
-        device = _checked_device(device)
+        device = checked_device(device)
         if self.model is not None:
             self.model.to(device)
         for modality in self.modalities.values():
@@ -396,7 +396,7 @@ class Pipeline:
         return f"Pipeline(text_tokenizer={self.config.text_tokenizer.name!r}, modalities=[{mods}])"
 
 
-def _checked_device(device: object) -> torch.device:
+def checked_device(device: object) -> torch.device:
     """``device`` as a ``torch.device``, or a :class:`ConfigError` that names it."""
     try:
         checked = torch.device(device)  # type: ignore[call-overload]

@@ -123,6 +123,7 @@ class Server:
         limits = {name: getattr(self.options, name) for name in LIMITS}
         return {
             "model": model,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "vocabulary_size": pipe.vocabulary.size,
             "modalities": sorted(pipe.modalities),
             "modes": ["text", "interleaved", *sorted(pipe.modalities)],

@@ -8,6 +8,7 @@ import os
 import attrs
 
 from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.serve.dtype import DTYPE_CHOICES
 from chameleon_sdk.serve.options import ServeOptions
 
 __all__ = ["add_serve_command"]
@@ -21,7 +22,10 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1... (default: cpu)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast the weights (default: as stored)")
+    p.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default="auto",
+        help="the weights' dtype (default: auto, bfloat16 where the device computes it natively, else float32)",
+    )  # fmt: skip
     p.add_argument(
         "--api-key", default=os.environ.get("CHAMELEON_API_KEY"),
         help="require 'Authorization: Bearer KEY' on the API (default: $CHAMELEON_API_KEY, else none)",
@@ -40,18 +44,20 @@ def run_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as exc:
         raise ConfigError(f"chameleon serve needs the serve extra: pip install 'chameleon-sdk[serve]' ({exc})") from exc
-    from chameleon_sdk.pipeline import Pipeline
+    from chameleon_sdk.pipeline import Pipeline, checked_device
     from chameleon_sdk.serve import create_app
+    from chameleon_sdk.serve.dtype import serving_dtype
+    from chameleon_sdk.serve.memory import bound_kernel_caches
 
     limits = {f.name: getattr(args, f.name) for f in attrs.fields(ServeOptions)}
     options = ServeOptions(**limits)  # before loading anything: bad limits fail at once
     if not 0 <= args.port < 65536:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
-    import torch
-
-    dtype = None if args.dtype is None else getattr(torch, args.dtype)
+    bound_kernel_caches()  # before the first matmul, when the libraries read it
+    dtype = serving_dtype(args.dtype, checked_device(args.device))
     pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
     app = create_app(pipe, options)
-    print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    weights = str(dtype).removeprefix("torch.") + " weights" + (" (--dtype auto)" if args.dtype == "auto" else "")
+    print(f"serving {args.model} with {weights} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

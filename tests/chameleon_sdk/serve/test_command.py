@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
+from starlette.testclient import TestClient
 
 import chameleon_sdk as cs
 from chameleon_sdk.cli import main
@@ -32,25 +36,42 @@ def test_create_app_names_an_unknown_option(served_pipe):
         cs.serve.create_app(served_pipe, max_row=3)
 
 
-def test_serve_loads_on_the_device_and_dtype_asked(served_pipe, tmp_path, monkeypatch):
+@pytest.fixture
+def served(served_pipe, tmp_path, monkeypatch):
+    """``chameleon serve`` with uvicorn and ``Pipeline.from_pretrained`` spied on: what it ran and loaded."""
     served_pipe.save_pretrained(tmp_path / "pipe")
-    seen = {}
+    seen: dict = {"loaded": []}
 
     def fake_run(app, **kwargs):  # stands in for uvicorn
-        seen["kwargs"] = kwargs
+        seen["app"], seen["kwargs"] = app, kwargs
 
     monkeypatch.setattr("uvicorn.run", fake_run)
-    loaded = []
     original = cs.Pipeline.from_pretrained
 
     def spy(path, **kwargs):
-        loaded.append(kwargs)
+        seen["loaded"].append(kwargs)
         return original(path, **kwargs)
 
     monkeypatch.setattr(cs.Pipeline, "from_pretrained", spy)
-    assert main(["serve", "--model", str(tmp_path / "pipe"), "--device", "cpu", "--dtype", "bfloat16"]) == 0
-    assert loaded[0]["device"] == "cpu" and loaded[0]["dtype"] == torch.bfloat16
-    assert seen["kwargs"]["port"] == 8000
+    seen["model"] = str(tmp_path / "pipe")
+    return seen
+
+
+def test_serve_loads_on_the_device_and_dtype_asked(served):
+    assert main(["serve", "--model", served["model"], "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert served["loaded"][0]["device"] == "cpu" and served["loaded"][0]["dtype"] == torch.bfloat16
+    assert served["kwargs"]["port"] == 8000
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_serve_picks_bf16_by_default_where_the_cpu_computes_it(served, monkeypatch, capsys, native):
+    monkeypatch.setattr("chameleon_sdk.serve.dtype.native_bfloat16", lambda device: native)
+    assert main(["serve", "--model", served["model"]]) == 0
+    expected = torch.bfloat16 if native else torch.float32
+    assert served["loaded"][0]["dtype"] == expected
+    assert f"with {str(expected).removeprefix('torch.')} weights (--dtype auto)" in capsys.readouterr().out
+    with TestClient(served["app"]) as client:
+        assert client.get("/v1/info").json()["dtype"] == str(expected).removeprefix("torch.")
 
 
 def test_serve_names_a_bad_device(served_pipe, tmp_path, capsys):
@@ -58,3 +79,15 @@ def test_serve_names_a_bad_device(served_pipe, tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "pipe"), "--device", "gpu0"]) in (1, 2)
     err = capsys.readouterr().err
     assert err.startswith("error:") and "gpu0" in err and "Traceback" not in err
+
+
+def test_the_clis_help_does_not_import_torch():
+    script = (
+        "import contextlib, io, sys\n"
+        "from chameleon_sdk.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr

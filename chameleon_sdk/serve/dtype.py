@@ -1,0 +1,50 @@
+"""The dtype a server keeps the weights in: ``chameleon serve --dtype`` and its default, ``auto``.
+
+``auto`` serves in bf16 where the device computes bf16 matmuls in hardware, and in fp32 elsewhere.
+Meta's reference inference builds Chameleon in bf16, and vLLM's ``--dtype auto`` also serves an fp32
+checkpoint in 16 bits. The weights take half the memory, and a batch of rows is cheaper: on a CPU
+oneDNN's bf16 matmul costs about the same for 1 to 8 rows, where MKL's fp32 one slows down from 4
+rows on (docs/serving.md has the measurements, and what one client alone gives up).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chameleon_sdk.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DTYPE_CHOICES", "native_bfloat16", "serving_dtype"]
+
+#: what ``--dtype`` accepts
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+
+#: torch's checks for CPU instructions that compute bf16 products natively
+_CPU_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matmuls in hardware: a CUDA GPU that supports bf16, or a CPU
+    with AVX512-BF16 or AMX. Elsewhere torch emulates bf16 arithmetic, slower than fp32."""
+    import torch  # here, so that the CLI's argument parser (which lists DTYPE_CHOICES) stays light
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return any(bool(getattr(torch.cpu, check, lambda: False)()) for check in _CPU_BF16_CHECKS)
+    return False
+
+
+def serving_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype for ``--dtype choice`` on ``device``: ``auto`` is bf16 where
+    :func:`native_bfloat16` holds and fp32 elsewhere (a bf16 checkpoint included, since emulated bf16
+    is slower); ``float32`` and ``bfloat16`` are themselves."""
+    if choice not in DTYPE_CHOICES:
+        raise ConfigError(f"--dtype must be one of {list(DTYPE_CHOICES)}, got {choice!r}")
+    import torch
+
+    if choice == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return getattr(torch, choice)  # type: ignore[no-any-return]
