@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from starlette.testclient import TestClient
 
 import chameleon_sdk as cs
 from chameleon_sdk.cli import main
+from chameleon_sdk.serve.memory import _KERNEL_CACHE_VARIABLES
 
 
 def test_serve_refuses_bad_limits_before_loading(tmp_path, capsys):
@@ -40,6 +42,8 @@ def test_create_app_names_an_unknown_option(served_pipe):
 def served(served_pipe, tmp_path, monkeypatch):
     """``chameleon serve`` with uvicorn and ``Pipeline.from_pretrained`` spied on: what it ran and loaded."""
     served_pipe.save_pretrained(tmp_path / "pipe")
+    for name in _KERNEL_CACHE_VARIABLES:  # run_serve sets them; monkeypatch puts them back afterwards
+        monkeypatch.delenv(name, raising=False)
     seen: dict = {"loaded": []}
 
     def fake_run(app, **kwargs):  # stands in for uvicorn
@@ -69,6 +73,7 @@ def test_serve_picks_bf16_by_default_where_the_cpu_computes_it(served, monkeypat
     assert main(["serve", "--model", served["model"]]) == 0
     expected = torch.bfloat16 if native else torch.float32
     assert served["loaded"][0]["dtype"] == expected
+    assert all(os.environ[name] == "64" for name in _KERNEL_CACHE_VARIABLES)  # set before loading
     assert f"with {str(expected).removeprefix('torch.')} weights (--dtype auto)" in capsys.readouterr().out
     with TestClient(served["app"]) as client:
         assert client.get("/v1/info").json()["dtype"] == str(expected).removeprefix("torch.")
