@@ -17,6 +17,7 @@ afterwards (``/healthz``), and the server's resident memory must return to its b
 
     .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
     .venv/bin/python benchmarks/serve.py --dtype float32   # the weights in fp32 whatever the CPU
+    .venv/bin/python benchmarks/serve.py --quantize onednn-packed   # bf16 weights packed for oneDNN
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
     .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
 """
@@ -244,6 +245,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
     parser.add_argument("--device", default="cpu", help="where the server (and the in-process batcher) decode")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the weights (as chameleon serve)")
+    parser.add_argument("--quantize", default=None, help="a quantization plugin, e.g. onednn-packed")
     args = parser.parse_args()
     dtype = serving_dtype(args.dtype, torch.device(args.device))  # what the server resolves it to
     shape = SMALL if args.small else FULL
@@ -260,7 +262,13 @@ def main() -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
         cmd = [sys.executable, "-m", "chameleon_sdk", "serve", "--model", str(Path(tmp) / "pipe"), "--port", str(port)]
-        cmd += ["--device", args.device, "--dtype", args.dtype]
+        cmd += [
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            *(["--quantize", args.quantize] if args.quantize else []),
+        ]
         server = subprocess.Popen([*cmd, *limits], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -274,7 +282,8 @@ def main() -> None:
             where = f"{args.threads} threads" if args.device == "cpu" else args.device
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
                   f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
-                  f"{str(dtype).removeprefix('torch.')} weights (--dtype {args.dtype}), server on 127.0.0.1 "
+                  f"{str(dtype).removeprefix('torch.')} weights (--dtype {args.dtype}, --quantize {args.quantize}), "
+                  "server on 127.0.0.1 "
                   f"with {where}")  # fmt: skip
             header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
                       f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
@@ -299,6 +308,8 @@ def main() -> None:
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
             pipe.model = pipe.model.to(args.device, dtype)
+            if args.quantize:
+                pipe.model = cs.quantize_model(pipe.model, args.quantize)
             batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
             if args.object_check:
                 object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)
@@ -306,12 +317,13 @@ def main() -> None:
             # and the worker threads exist by now; what the soak adds beyond it stayed behind)
             baseline_rss = rss_mib(server.pid)
             if args.soak:
-                # two halves: memory that only the first half adds is the allocator settling; a leak
-                # would grow again in the second
+                # in quarters: memory that only the first ones add is the allocator settling; a leak
+                # grows in every quarter
                 results, wall, rss = [], 0.0, []
-                for half, count in enumerate((args.soak // 2, args.soak - args.soak // 2)):
+                counts = [args.soak // 4 + (q < args.soak % 4) for q in range(4)]
+                for quarter, count in enumerate(counts):
                     done, seconds = run_clients(
-                        base, 16, count, args.tokens, deadline, cancel=args.cancel, seed=99 + half
+                        base, 16, count, args.tokens, deadline, cancel=args.cancel, seed=99 + quarter
                     )
                     results += done
                     wall += seconds
@@ -323,9 +335,8 @@ def main() -> None:
                 print(f"soak: {len(results)} requests from 16 clients in {wall:.1f}s: {outcomes}; lost {lost}")
                 print(f"soak: after it the batch holds running={load['running']} waiting={load['waiting']} "
                       f"rows_in_use={load['rows_in_use']} (decode steps {load['steps']})")  # fmt: skip
-                ratios = [f"{r:.0f} MiB ({r / baseline_rss:.3f}x)" for r in rss]
-                print(f"soak: server RSS {baseline_rss:.0f} MiB before it (baseline), after the first half "
-                      f"{ratios[0]}, after the second {ratios[1]}")  # fmt: skip
+                ratios = ", ".join(f"{r:.0f} MiB ({r / baseline_rss:.3f}x)" for r in rss)
+                print(f"soak: server RSS {baseline_rss:.0f} MiB before it (baseline), after each quarter: {ratios}")
         finally:
             server.terminate()
             server.wait(30)

@@ -245,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-image", type=float, default=1.2, help="guidance on the prompt's non-text segments")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
-    p.add_argument("--quantize", default=None, help="a quantization plugin, e.g. int8-weight-only (needs torchao)")
+    p.add_argument(
+        "--quantize", default=None,
+        help="a quantization plugin: onednn-packed (bf16 on a CPU), int8-weight-only (needs torchao)",
+    )  # fmt: skip
     p.add_argument("--compile", action="store_true", help="compile the decode step (pays for long outputs)")
     p.add_argument(
         "--out", default=None, help="output file: .html, .md or .json; '-' or none: the output as text on stdout"

@@ -27,6 +27,10 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         help="the weights' dtype (default: auto, bfloat16 where the device computes it natively, else float32)",
     )  # fmt: skip
     p.add_argument(
+        "--quantize", default=None,
+        help="a quantization plugin: onednn-packed (bf16 weights on a CPU: faster decoding), int8-weight-only",
+    )  # fmt: skip
+    p.add_argument(
         "--api-key", default=os.environ.get("CHAMELEON_API_KEY"),
         help="require 'Authorization: Bearer KEY' on the API (default: $CHAMELEON_API_KEY, else none)",
     )  # fmt: skip
@@ -55,9 +59,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
     bound_kernel_caches()  # before the first matmul, when the libraries read it
     dtype = serving_dtype(args.dtype, checked_device(args.device))
-    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
+    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype, quantize=args.quantize)
     app = create_app(pipe, options)
     weights = str(dtype).removeprefix("torch.") + " weights" + (" (--dtype auto)" if args.dtype == "auto" else "")
+    weights += f", {args.quantize}" if args.quantize else ""
     print(f"serving {args.model} with {weights} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -96,3 +96,18 @@ def test_the_clis_help_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_serve_applies_the_quantization_asked(served, capsys):
+    args = ["serve", "--model", served["model"], "--dtype", "bfloat16", "--quantize", "onednn-packed"]
+    assert main(args) == 0
+    assert served["loaded"][0]["quantize"] == "onednn-packed"
+    assert "with bfloat16 weights, onednn-packed on" in capsys.readouterr().out
+    with TestClient(served["app"]) as client:
+        assert client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 3}).status_code == 200
+
+
+def test_serve_names_an_unknown_quantization(served, capsys):
+    assert main(["serve", "--model", served["model"], "--quantize", "int3"]) == 2
+    err = capsys.readouterr().err
+    assert "no quantization plugin named 'int3'" in err and "Traceback" not in err

@@ -62,20 +62,6 @@ def test_bf16_decode_starts_with_the_argmax_of_its_own_forward():
     assert model.new_cache(1, 8).dtype == torch.bfloat16
 
 
-@pytest.fixture
-def saved_pipe(registry, registered_plugin, trained_sentencepiece, digits_plugin, tmp_path):
-    registered_plugin(digits_plugin, name="digits-plugin")
-    config = cs.PipelineConfig(
-        text_tokenizer={"name": "sentencepiece", "options": {"model_file": str(trained_sentencepiece)}},
-        modalities=({"name": "digits", "options": {"block": 3}},),
-        model=cs.ModelConfig(dim=32, num_layers=2, num_heads=4, max_seq_len=128),
-    )
-    pipe = cs.Pipeline.from_config(config)
-    torch.manual_seed(0)
-    pipe.model = pipe.build_model()
-    return pipe.save_pretrained(tmp_path / "p")
-
-
 @pytest.mark.parametrize(("dtype", "quantize"), [(torch.bfloat16, None), (torch.bfloat16, "int8-weight-only")])
 def test_pipeline_from_pretrained_loads_bf16_and_int8_and_generates(saved_pipe, dtype, quantize):
     pipe = cs.Pipeline.from_pretrained(saved_pipe, dtype=dtype, quantize=quantize)
