@@ -3,8 +3,9 @@
 The server is a separate process (``chameleon serve``) on 127.0.0.1 serving the bench config model
 (vocab 16,384, hidden 512, 8 layers, 8 heads, intermediate 1,376, random weights, saved in fp32)
 with a sentencepiece text tokenizer, with the weights in the dtype ``chameleon serve --dtype`` gives
-them (default ``auto``: bf16 on a CPU or GPU that computes it natively, else fp32). Clients stream
-text through ``POST /v1/stream``.
+them (default ``auto``: bf16 on a CPU or GPU that computes it natively, else fp32) and in the format
+``--quantize`` gives them (default ``auto``: bf16 on a CPU packed for oneDNN). Clients stream text
+through ``POST /v1/stream``.
 
 Part 1, for 1, 4, 8 and 16 concurrent clients (each runs ``--requests`` requests of ``--tokens`` new
 tokens one after the other), in ``--repeats`` interleaved rounds: aggregate tokens/s (the median of
@@ -17,7 +18,7 @@ afterwards (``/healthz``), and the server's resident memory must return to its b
 
     .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
     .venv/bin/python benchmarks/serve.py --dtype float32   # the weights in fp32 whatever the CPU
-    .venv/bin/python benchmarks/serve.py --quantize onednn-packed   # bf16 weights packed for oneDNN
+    .venv/bin/python benchmarks/serve.py --quantize none   # bf16 weights as loaded, not packed
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
     .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
 """
@@ -42,7 +43,7 @@ import torch
 
 import chameleon_sdk as cs
 from chameleon_sdk import bundled_corpus
-from chameleon_sdk.serve.dtype import DTYPE_CHOICES, serving_dtype
+from chameleon_sdk.serve.weights import DTYPE_CHOICES, serving_dtype, serving_quantization
 
 FULL = {"dim": 512, "num_layers": 8, "num_heads": 8, "ffn_dim": 1376, "vocab_size": 16384}
 SMALL = {"dim": 128, "num_layers": 2, "num_heads": 4, "ffn_dim": 344, "vocab_size": 4096}
@@ -245,9 +246,10 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a smaller model and fewer tokens (a quick check)")
     parser.add_argument("--device", default="cpu", help="where the server (and the in-process batcher) decode")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the weights (as chameleon serve)")
-    parser.add_argument("--quantize", default=None, help="a quantization plugin, e.g. onednn-packed")
+    parser.add_argument("--quantize", default="auto", help="a quantization plugin, or none (as chameleon serve)")
     args = parser.parse_args()
-    dtype = serving_dtype(args.dtype, torch.device(args.device))  # what the server resolves it to
+    dtype = serving_dtype(args.dtype, torch.device(args.device))  # what the server resolves them to
+    quantize = serving_quantization(args.quantize, dtype, torch.device(args.device), cs.get_registry())
     shape = SMALL if args.small else FULL
     if args.small:
         args.tokens, args.repeats = min(args.tokens, 32), 1
@@ -262,13 +264,7 @@ def main() -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
         cmd = [sys.executable, "-m", "chameleon_sdk", "serve", "--model", str(Path(tmp) / "pipe"), "--port", str(port)]
-        cmd += [
-            "--device",
-            args.device,
-            "--dtype",
-            args.dtype,
-            *(["--quantize", args.quantize] if args.quantize else []),
-        ]
+        cmd += ["--device", args.device, "--dtype", args.dtype, "--quantize", args.quantize]
         server = subprocess.Popen([*cmd, *limits], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -282,7 +278,8 @@ def main() -> None:
             where = f"{args.threads} threads" if args.device == "cpu" else args.device
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
                   f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
-                  f"{str(dtype).removeprefix('torch.')} weights (--dtype {args.dtype}, --quantize {args.quantize}), "
+                  f"{str(dtype).removeprefix('torch.')} weights, {quantize or 'not quantized'} (--dtype {args.dtype} "
+                  f"--quantize {args.quantize}), "
                   "server on 127.0.0.1 "
                   f"with {where}")  # fmt: skip
             header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
@@ -308,8 +305,8 @@ def main() -> None:
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
             pipe.model = pipe.model.to(args.device, dtype)
-            if args.quantize:
-                pipe.model = cs.quantize_model(pipe.model, args.quantize)
+            if quantize is not None:
+                pipe.model = cs.quantize_model(pipe.model, quantize)
             batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
             if args.object_check:
                 object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)

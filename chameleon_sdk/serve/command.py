@@ -8,8 +8,8 @@ import os
 import attrs
 
 from chameleon_sdk.errors import ConfigError
-from chameleon_sdk.serve.dtype import DTYPE_CHOICES
 from chameleon_sdk.serve.options import ServeOptions
+from chameleon_sdk.serve.weights import DTYPE_CHOICES
 
 __all__ = ["add_serve_command"]
 
@@ -27,8 +27,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         help="the weights' dtype (default: auto, bfloat16 where the device computes it natively, else float32)",
     )  # fmt: skip
     p.add_argument(
-        "--quantize", default=None,
-        help="a quantization plugin: onednn-packed (bf16 weights on a CPU: faster decoding), int8-weight-only",
+        "--quantize", default="auto",
+        help="a quantization plugin, or none (default: auto, onednn-packed for bf16 weights on a CPU, else none)",
     )  # fmt: skip
     p.add_argument(
         "--api-key", default=os.environ.get("CHAMELEON_API_KEY"),
@@ -49,20 +49,29 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"chameleon serve needs the serve extra: pip install 'chameleon-sdk[serve]' ({exc})") from exc
     from chameleon_sdk.pipeline import Pipeline, checked_device
+    from chameleon_sdk.plugins import get_registry
     from chameleon_sdk.serve import create_app
-    from chameleon_sdk.serve.dtype import serving_dtype
     from chameleon_sdk.serve.memory import bound_kernel_caches
+    from chameleon_sdk.serve.weights import serving_dtype, serving_quantization
 
     limits = {f.name: getattr(args, f.name) for f in attrs.fields(ServeOptions)}
     options = ServeOptions(**limits)  # before loading anything: bad limits fail at once
     if not 0 <= args.port < 65536:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
     bound_kernel_caches()  # before the first matmul, when the libraries read it
-    dtype = serving_dtype(args.dtype, checked_device(args.device))
-    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype, quantize=args.quantize)
+    device = checked_device(args.device)
+    dtype = serving_dtype(args.dtype, device)
+    quantize = serving_quantization(args.quantize, dtype, device, get_registry())
+    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype, quantize=quantize)
     app = create_app(pipe, options)
-    weights = str(dtype).removeprefix("torch.") + " weights" + (" (--dtype auto)" if args.dtype == "auto" else "")
-    weights += f", {args.quantize}" if args.quantize else ""
-    print(f"serving {args.model} with {weights} on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    weights = [_chosen(str(dtype).removeprefix("torch.") + " weights", "--dtype", args.dtype)]
+    weights += [] if quantize is None else [_chosen(quantize, "--quantize", args.quantize)]
+    where = f"http://{args.host}:{args.port}/"
+    print(f"serving {args.model} with {', '.join(weights)} on {where} (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _chosen(value: str, flag: str, choice: str) -> str:
+    """``value``, saying so when ``auto`` chose it."""
+    return f"{value} ({flag} auto)" if choice == "auto" else value

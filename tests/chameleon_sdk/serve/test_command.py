@@ -68,13 +68,15 @@ def test_serve_loads_on_the_device_and_dtype_asked(served):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_serve_picks_bf16_by_default_where_the_cpu_computes_it(served, monkeypatch, capsys, native):
-    monkeypatch.setattr("chameleon_sdk.serve.dtype.native_bfloat16", lambda device: native)
+def test_serve_picks_packed_bf16_by_default_where_the_cpu_computes_it(served, monkeypatch, capsys, native):
+    monkeypatch.setattr("chameleon_sdk.serve.weights.native_bfloat16", lambda device: native)
     assert main(["serve", "--model", served["model"]]) == 0
     expected = torch.bfloat16 if native else torch.float32
     assert served["loaded"][0]["dtype"] == expected
+    assert served["loaded"][0]["quantize"] == ("onednn-packed" if native else None)
     assert all(os.environ[name] == "64" for name in _KERNEL_CACHE_VARIABLES)  # set before loading
-    assert f"with {str(expected).removeprefix('torch.')} weights (--dtype auto)" in capsys.readouterr().out
+    weights = f"with {str(expected).removeprefix('torch.')} weights (--dtype auto)"
+    assert weights + (", onednn-packed (--quantize auto) on" if native else " on") in capsys.readouterr().out
     with TestClient(served["app"]) as client:
         assert client.get("/v1/info").json()["dtype"] == str(expected).removeprefix("torch.")
 
@@ -105,6 +107,11 @@ def test_serve_applies_the_quantization_asked(served, capsys):
     assert "with bfloat16 weights, onednn-packed on" in capsys.readouterr().out
     with TestClient(served["app"]) as client:
         assert client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 3}).status_code == 200
+
+
+def test_serve_quantize_none_keeps_the_weights_as_loaded(served):
+    assert main(["serve", "--model", served["model"], "--dtype", "bfloat16", "--quantize", "none"]) == 0
+    assert served["loaded"][0]["quantize"] is None
 
 
 def test_serve_names_an_unknown_quantization(served, capsys):

@@ -1,10 +1,14 @@
-"""The dtype a server keeps the weights in: ``chameleon serve --dtype`` and its default, ``auto``.
+"""How a server keeps the weights: ``chameleon serve --dtype`` and ``--quantize``, and their ``auto``.
 
-``auto`` serves in bf16 where the device computes bf16 matmuls in hardware, and in fp32 elsewhere.
+``--dtype auto`` serves in bf16 where the device computes bf16 matmuls in hardware, and in fp32
+elsewhere.
 Meta's reference inference builds Chameleon in bf16, and vLLM's ``--dtype auto`` also serves an fp32
 checkpoint in 16 bits. The weights take half the memory, and a batch of rows is cheaper: on a CPU
 oneDNN's bf16 matmul costs about the same for 1 to 8 rows, where MKL's fp32 one slows down from 4
-rows on (docs/serving.md has the measurements, and what one client alone gives up).
+rows on (docs/serving.md has the measurements).
+
+``--quantize auto`` packs bf16 weights on a CPU for oneDNN (the ``onednn-packed`` quantization):
+torch's bf16 matmul there otherwise reorders every weight on every call.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ from chameleon_sdk.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DTYPE_CHOICES", "native_bfloat16", "serving_dtype"]
+    from chameleon_sdk.plugins import PluginRegistry
+
+__all__ = ["DTYPE_CHOICES", "PACKED_QUANTIZATION", "native_bfloat16", "serving_dtype", "serving_quantization"]
 
 #: what ``--dtype`` accepts
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+
+#: the quantization ``--quantize auto`` picks for bf16 weights on a CPU
+PACKED_QUANTIZATION = "onednn-packed"
 
 #: torch's checks for CPU instructions that compute bf16 products natively
 _CPU_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -48,3 +57,18 @@ def serving_dtype(choice: str, device: torch.device) -> torch.dtype:
     if choice == "auto":
         return torch.bfloat16 if native_bfloat16(device) else torch.float32
     return getattr(torch, choice)  # type: ignore[no-any-return]
+
+
+def serving_quantization(choice: str, dtype: torch.dtype, device: torch.device, registry: PluginRegistry) -> str | None:
+    """The quantization plugin for ``--quantize choice`` (None: the weights as loaded): ``auto`` is
+    :data:`PACKED_QUANTIZATION` for bf16 weights on a CPU with oneDNN, where ``registry`` has it, and
+    none elsewhere; ``none`` is none; any other name is itself (the registry refuses an unknown one)."""
+    import torch
+
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return choice
+    packable = dtype == torch.bfloat16 and device.type == "cpu" and torch.backends.mkldnn.is_available()
+    registered = {record.name for record in registry.records("quantization")}
+    return PACKED_QUANTIZATION if packable and PACKED_QUANTIZATION in registered else None
