@@ -10,8 +10,9 @@ decode step reads (weights + KV cache, ``roofline.py``), that bandwidth, and
 the fraction of that limit the decode rate reached. Sections:
 
 1. batch 1: ours eager and compiled (``compile=True``), ``transformers``, fp32 and bf16 weights,
-   weight-only int8 (the ``int8-weight-only`` quantization plugin, torchao), with greedy agreement
-   between the precisions and the logits difference;
+   bf16 weights packed for oneDNN on a CPU (the ``onednn-packed`` quantization plugin), weight-only
+   int8 (the ``int8-weight-only`` quantization plugin, torchao), with greedy agreement between the
+   precisions and the logits difference;
 2. batch scaling: tokens/s of all rows at batch 1, 4, 8, 16 (``--batches``);
 3. image blocks: one block of ``--image-codes`` codes with 3-row classifier-free guidance on a
    demo-sized model and on the bench config, fp32 and bf16.
@@ -163,6 +164,8 @@ def batch_one(bench: Bench, theirs) -> None:
     prompt = bench.prompt(1)
     print(f"\n## batch 1: greedy decode of {n} tokens after a {args.prompt}-token prompt")
     models = {"fp32": bench.load(), "bf16": bench.load(torch.bfloat16)}
+    if bench.device.type == "cpu":
+        models["bf16-packed"] = bench.load(torch.bfloat16, quantize="onednn-packed")
     if not args.skip_int8:
         models["int8"] = bench.load(torch.bfloat16, quantize="int8-weight-only")
     runs: dict[str, Callable[[int], Any]] = {"transformers fp32 generate": lambda k: hf_generate(theirs, prompt, k)}
@@ -180,7 +183,8 @@ def batch_one(bench: Bench, theirs) -> None:
             runs[f"ours {name} compile=True"] = lambda k, m=model: decode(m, prompt, k, compile=True)
     timings = bench.interleaved(runs)
     print(HEADER)
-    previous = {"fp32": "transformers", "bf16": "fp32", "int8": "bf16"}  # each precision against the one before
+    # each precision against the one before
+    previous = {"fp32": "transformers", "bf16": "fp32", "bf16-packed": "bf16", "int8": "bf16"}
     for label, timing in timings.items():
         kind, name, mode = label.split(" ", 2)
         notes = []
@@ -192,7 +196,7 @@ def batch_one(bench: Bench, theirs) -> None:
         step = decode_bytes(models[name], prompt=args.prompt, tokens=n)
         bench.row(label, timing, step, 1, ", ".join(notes))
     context = torch.cat([prompt[0], tokens["fp32"]]).unsqueeze(0)
-    pairs = [("bf16", "fp32")] + ([("int8", "bf16")] if "int8" in models else [])
+    pairs = [("bf16", "fp32")] + [(name, "bf16") for name in ("bf16-packed", "int8") if name in models]
     for name, reference in pairs:
         worst, mean = logits_difference(models[reference], models[name], context)
         print(

@@ -45,9 +45,11 @@ def _tensor_bytes(tensor: torch.Tensor) -> int:
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights a decode step reads: every parameter but the input embedding table."""
+    """Bytes of the weights a decode step reads: every parameter but the input embedding table, and
+    the weights a quantization keeps as buffers (``onednn-packed``'s, in oneDNN's layout)."""
     skip = {id(model.tok_embeddings.weight)}
-    return sum(_tensor_bytes(p) for p in model.parameters() if id(p) not in skip)
+    packed = [b for b in model.buffers() if b.is_mkldnn]
+    return sum(_tensor_bytes(p) for p in [*model.parameters(), *packed] if id(p) not in skip)
 
 
 def kv_bytes(model: torch.nn.Module, length: float, *, rows: int = 1, dtype: torch.dtype | None = None) -> float:

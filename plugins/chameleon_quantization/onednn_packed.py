@@ -13,6 +13,8 @@ and LoRA adapters must be merged before. Under ``compile=True`` the packed matmu
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -57,6 +59,18 @@ class PackedLinear(nn.Module):
         # eagerly the op itself: through the custom op's Python dispatch, bf16 decoding of the bench
         # config ran at 104 tokens/s instead of 125 (57 linears a step)
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")  # type: ignore[no-any-return]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> PackedLinear:
+        # what .to(), .float(), .cuda() run on every tensor: torch's own error for a packed weight
+        # names an internal op and a backend, not the layer
+        try:
+            return super()._apply(fn, recurse)  # type: ignore[no-any-return]
+        except (NotImplementedError, RuntimeError) as exc:
+            raise ConfigError(
+                "onednn-packed weights stay as packed (bf16, CPU), and layers before this one may be converted "
+                f"already: load the model again in the dtype and on the device you want ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]})"
+            ) from None
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"

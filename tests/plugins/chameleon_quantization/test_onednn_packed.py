@@ -71,6 +71,14 @@ def test_one_fp32_layer_among_bf16_ones_is_named_and_nothing_is_packed():
     assert not any(isinstance(m, PackedLinear) for m in model.modules())
 
 
+def test_converting_packed_weights_is_a_clear_error_and_the_cpu_a_no_op():
+    model = cs.quantize_model(_model(), "onednn-packed")
+    assert model.to("cpu") is model
+    for convert in (lambda m: m.to(torch.float32), lambda m: m.half()):
+        with pytest.raises(cs.ConfigError, match="onednn-packed weights stay as packed"):
+            convert(model)
+
+
 def test_pipeline_and_cli_load_packed_weights(saved_pipe, tmp_path):
     from chameleon_sdk.cli import main
 
