@@ -1,11 +1,10 @@
 """How a server keeps the weights: ``chameleon serve --dtype`` and ``--quantize``, and their ``auto``.
 
 ``--dtype auto`` serves in bf16 where the device computes bf16 matmuls in hardware, and in fp32
-elsewhere.
-Meta's reference inference builds Chameleon in bf16, and vLLM's ``--dtype auto`` also serves an fp32
-checkpoint in 16 bits. The weights take half the memory, and a batch of rows is cheaper: on a CPU
-oneDNN's bf16 matmul costs about the same for 1 to 8 rows, where MKL's fp32 one slows down from 4
-rows on (docs/serving.md has the measurements).
+elsewhere. Meta's reference inference builds Chameleon in bf16, and vLLM's ``--dtype auto`` also
+serves an fp32 checkpoint in 16 bits. The weights take half the memory, and a batch of rows is
+cheaper: on a CPU oneDNN's bf16 matmul costs about the same for 1 to 8 rows, where MKL's fp32 one
+slows down from 4 rows on (docs/serving.md has the measurements).
 
 ``--quantize auto`` packs bf16 weights on a CPU for oneDNN (the ``onednn-packed`` quantization):
 torch's bf16 matmul there otherwise reorders every weight on every call.

@@ -6,8 +6,9 @@ This plugin reorders every bf16 ``nn.Linear`` weight once, with the ops inductor
 uses for compiled graphs (``mkldnn._reorder_linear_weight`` and ``mkldnn._linear_pointwise``), so
 a step reads each weight once. The logits are those of the plain bf16 model up to summation order.
 
-The packed weights are for inference: they take no gradients, cannot be saved or moved (``to()``),
-and LoRA adapters must be merged before. Under ``compile=True`` the packed matmul is one opaque op
+The packed weights are for inference: they take no gradients, cannot be saved or converted
+(``to()`` another dtype or device is a :class:`ConfigError`), and LoRA adapters must be merged
+before. Under ``compile=True`` the packed matmul is one opaque op
 (:func:`packed_linear`) that inductor calls as it is.
 """
 
