@@ -15,7 +15,7 @@ the fraction of that limit the decode rate reached. Sections:
    precisions and the logits difference;
 2. batch scaling: tokens/s of all rows at batch 1, 4, 8, 16 (``--batches``);
 3. image blocks: one block of ``--image-codes`` codes with 3-row classifier-free guidance on a
-   demo-sized model and on the bench config, fp32 and bf16.
+   demo-sized model and on the bench config, fp32, bf16 and (on a CPU) bf16 packed for oneDNN.
 
     .venv/bin/python benchmarks/generate.py              # everything (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/generate.py --quick      # fewer tokens, repeats and rows (a few minutes)
@@ -107,7 +107,7 @@ class Bench:
         limit = bandwidth / bytes_per_step
         first = "-" if timing.first is None else f"{timing.first * 1e3:.1f}"
         print(
-            f"{label:<34} {rows * timing.decode_rate:>9.1f} {rows * timing.rate:>9.1f} {first:>7} "
+            f"{label:<40} {rows * timing.decode_rate:>9.1f} {rows * timing.rate:>9.1f} {first:>7} "
             f"{bytes_per_step / 1e6:>8.1f} {bandwidth / 1e9:>6.1f} {rows * limit:>9.1f} {fraction:>6.1%}  {note}"
         )
 
@@ -133,7 +133,7 @@ class Timing:
         return (self.tokens - 1) / (self.whole - (self.first or 0.0))
 
 
-HEADER = f"{'row':<34} {'tok/s':>9} {'e2e tok/s':>9} {'1st ms':>7} {'MB/step':>8} {'GB/s':>6} {'limit':>9} {'frac':>6}"
+HEADER = f"{'row':<40} {'tok/s':>9} {'e2e tok/s':>9} {'1st ms':>7} {'MB/step':>8} {'GB/s':>6} {'limit':>9} {'frac':>6}"
 
 
 def decode(model, prompt, n: int, **options: Any) -> torch.Tensor:
@@ -239,9 +239,11 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
     print(f"\n## one image block of {codes} codes, 3-row classifier-free guidance (3 cache rows per step)")
     print(HEADER)
     models = (("demo-sized", demo_checkpoint, DEMO["vocab"]), ("bench", bench.checkpoint, FULL["vocab"]))
+    weights = [(torch.float32, None), (torch.bfloat16, None)]
+    weights += [(torch.bfloat16, "onednn-packed")] if bench.device.type == "cpu" else []
     for name, path, vocab in models:
-        for dtype in (torch.float32, torch.bfloat16):
-            model = bench.load(dtype, path=path)
+        for dtype, quantize in weights:
+            model = bench.load(dtype, quantize=quantize, path=path)
             v = model.vocabulary
             blocks = [attrs.evolve(b, block_length=codes) for b in v.blocks.values()]
             vocabulary = cs.Vocabulary(layout=v.layout, size=v.size, specials=v.specials, blocks=blocks)
@@ -252,7 +254,8 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
                 run()  # compile and warm up
             elapsed = bench.median(run)
             step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
-            label = f"{name} {str(dtype).removeprefix('torch.')}{' compile=True' if args.compile else ' eager'}"
+            precision = str(dtype).removeprefix("torch.") + ("-packed" if quantize else "")
+            label = f"{name} {precision}{' compile=True' if args.compile else ' eager'}"
             note = f"{elapsed:.2f} s per image (tok/s: one token per step, prompt included)"
             bench.row(label, Timing(codes + 1, elapsed), step, 1, note)
 
