@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from chameleon_sdk.document import png_bytes
     from chameleon_sdk.error_mapping import foreign_errors
     from chameleon_sdk.generation import FixedLengthBlock, VariableLengthBlock
+    from chameleon_sdk.hardware import native_bfloat16
     from chameleon_sdk.hookspecs import hookimpl
     from chameleon_sdk.image_io import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
     from chameleon_sdk.image_tokenizer import ImageTokenizerCheckpoint, VQGANArchitecture
@@ -147,6 +148,7 @@ __all__ = [
     "html_page",
     "lazy_module_attributes",
     "load_weights",
+    "native_bfloat16",
     "number_validator",
     "open_regular",
     "parameters_on_meta",

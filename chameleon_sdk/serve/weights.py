@@ -15,34 +15,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chameleon_sdk.errors import ConfigError
+from chameleon_sdk.hardware import native_bfloat16
 
 if TYPE_CHECKING:
     import torch
 
     from chameleon_sdk.plugins import PluginRegistry
 
-__all__ = ["DTYPE_CHOICES", "PACKED_QUANTIZATION", "native_bfloat16", "serving_dtype", "serving_quantization"]
+__all__ = ["DTYPE_CHOICES", "PACKED_QUANTIZATION", "serving_dtype", "serving_quantization"]
 
 #: what ``--dtype`` accepts
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
 
 #: the quantization ``--quantize auto`` picks for bf16 weights on a CPU
 PACKED_QUANTIZATION = "onednn-packed"
-
-#: torch's checks for CPU instructions that compute bf16 products natively
-_CPU_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 matmuls in hardware: a CUDA GPU that supports bf16, or a CPU
-    with AVX512-BF16 or AMX. Elsewhere torch emulates bf16 arithmetic, slower than fp32."""
-    import torch  # here, so that the CLI's argument parser (which lists DTYPE_CHOICES) stays light
-
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        return any(bool(getattr(torch.cpu, check, lambda: False)()) for check in _CPU_BF16_CHECKS)
-    return False
 
 
 def serving_dtype(choice: str, device: torch.device) -> torch.dtype:

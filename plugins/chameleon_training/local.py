@@ -8,7 +8,6 @@ from chameleon_training.loop import (
     LoopTrainer,
     apply_partial_training,
     enable_activation_checkpointing,
-    fast_bf16_available,
     parameter_groups,
     resolve_precision,
 )
@@ -17,7 +16,6 @@ __all__ = [
     "LocalTrainer",
     "apply_partial_training",
     "enable_activation_checkpointing",
-    "fast_bf16_available",
     "parameter_groups",
     "resolve_precision",
 ]

@@ -35,24 +35,12 @@ from chameleon_training.schedule import learning_rate
 from chameleon_training.state import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
-def fast_bf16_available(device: torch.device) -> bool:
-    """Whether bf16 autocast pays here: a bf16 GPU, or a CPU with AMX or AVX512-BF16 instructions
-    (the measurements behind the rule: docs/benchmarks.md, "Training step")."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return not {"amx_bf16", "avx512_bf16"}.isdisjoint(flags.split())
-
-
 def resolve_precision(options: TrainerOptions, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for full fp32."""
     if options.precision == "fp32":
         return None
-    if options.precision == "bf16" or fast_bf16_available(device):
+    # autocast pays where the hardware computes bf16 (measured: docs/benchmarks.md, "Training step")
+    if options.precision == "bf16" or plugin_api.native_bfloat16(device):
         return torch.bfloat16
     return None
 

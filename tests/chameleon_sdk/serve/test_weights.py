@@ -8,45 +8,24 @@ import torch
 import chameleon_sdk as cs
 from chameleon_sdk.plugins import get_registry
 from chameleon_sdk.serve import weights as serve_weights
-from chameleon_sdk.serve.weights import PACKED_QUANTIZATION, native_bfloat16, serving_dtype, serving_quantization
+from chameleon_sdk.serve.weights import PACKED_QUANTIZATION, serving_dtype, serving_quantization
 
 CPU = torch.device("cpu")
 
 
-def _cpu_with(monkeypatch: pytest.MonkeyPatch, *, avx512_bf16: bool, amx: bool) -> None:
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-
-
-@pytest.mark.parametrize(
-    ("avx512_bf16", "amx", "native"), [(True, False, True), (False, True, True), (False, False, False)]
-)
-def test_a_cpu_is_native_with_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
-    _cpu_with(monkeypatch, avx512_bf16=avx512_bf16, amx=amx)
-    assert native_bfloat16(CPU) is native
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_where_the_device_computes_it_natively(monkeypatch, native):
+    monkeypatch.setattr(serve_weights, "native_bfloat16", lambda device: native)
     assert serving_dtype("auto", CPU) == (torch.bfloat16 if native else torch.float32)
 
 
-def test_a_torch_without_the_cpu_checks_counts_as_not_native(monkeypatch):
-    for check in serve_weights._CPU_BF16_CHECKS:
-        monkeypatch.delattr(torch.cpu, check)
-    assert serving_dtype("auto", CPU) == torch.float32
-
-
-def test_cuda_asks_torch(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    for supported in (True, False):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
-        assert serving_dtype("auto", torch.device("cuda")) == (torch.bfloat16 if supported else torch.float32)
-
-
-def test_other_devices_stay_in_float32():
+def test_auto_asks_the_device_it_is_given():
     assert serving_dtype("auto", torch.device("meta")) == torch.float32
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_an_explicit_choice_is_kept_whatever_the_device(monkeypatch, native):
-    _cpu_with(monkeypatch, avx512_bf16=native, amx=False)
+    monkeypatch.setattr(serve_weights, "native_bfloat16", lambda device: native)
     assert serving_dtype("float32", CPU) == torch.float32
     assert serving_dtype("bfloat16", CPU) == torch.bfloat16
 

@@ -227,21 +227,12 @@ def test_anole_trains_only_the_image_rows_of_the_head(registry, trained_sentence
 
 
 def test_auto_precision_follows_the_measured_rule(monkeypatch, tmp_path):
-    import builtins
-    import io
-
     from chameleon_training.local import resolve_precision
     from chameleon_training.options import TrainerOptions
 
-    real_open = builtins.open
-
     def cpu_with(flags):
-        def fake_open(path, *args, **kwargs):
-            if str(path) == "/proc/cpuinfo":
-                return io.StringIO(f"processor : 0\nflags : fpu sse {flags}\n")
-            return real_open(path, *args, **kwargs)
-
-        monkeypatch.setattr(builtins, "open", fake_open)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: "avx512_bf16" in flags.split())
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: "amx_tile" in flags.split())
 
     cpu = torch.device("cpu")
     cpu_with("avx512f amx_bf16 amx_tile")
