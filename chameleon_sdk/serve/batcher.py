@@ -194,28 +194,34 @@ class ContinuousBatcher:
         self._waiting.clear()
 
     def _next_round(self) -> list[Job] | None:
-        """Under the lock: drop cancelled and expired jobs, wait for work, pick the jobs that fit."""
-        with self._cond:
-            while True:
+        """Drop cancelled and expired jobs, wait for work, pick the jobs that fit (under the lock)."""
+        while True:
+            with self._cond:
                 self._drop_ended()
                 if self._closed:
                     return None
                 if self._running or self._waiting:
-                    break
-                if self._busy_since_trim:  # the batch just emptied: give what its requests freed back
-                    self._busy_since_trim = False
-                    release_free_memory()
-                self._cond.wait()
-            self._busy_since_trim = True
-            free = self.max_rows - sum(j.num_rows for j in self._running)
-            admitted = []
-            while self._waiting and self._waiting[0].num_rows <= free:
-                job = self._waiting.popleft()
-                job.start = self.max_rows - free
-                free -= job.num_rows
-                admitted.append(job)
-                self._running.append(job)
-            return admitted
+                    self._busy_since_trim = True
+                    return self._admit_fitting()
+                if not self._busy_since_trim:
+                    self._cond.wait()
+                    continue
+                self._busy_since_trim = False
+            # the batch just emptied: give what its requests freed back, outside the lock, which
+            # submit() and load() wait for while the trim takes milliseconds
+            release_free_memory()
+
+    def _admit_fitting(self) -> list[Job]:
+        """Move the waiting jobs that fit in the free rows, in order, into the batch (caller holds the lock)."""
+        free = self.max_rows - sum(j.num_rows for j in self._running)
+        admitted = []
+        while self._waiting and self._waiting[0].num_rows <= free:
+            job = self._waiting.popleft()
+            job.start = self.max_rows - free
+            free -= job.num_rows
+            admitted.append(job)
+            self._running.append(job)
+        return admitted
 
     def _drop_ended(self) -> None:
         now = time.monotonic()
