@@ -248,8 +248,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the weights (as chameleon serve)")
     parser.add_argument("--quantize", default="auto", help="a quantization plugin, or none (as chameleon serve)")
     args = parser.parse_args()
-    dtype = serving_dtype(args.dtype, torch.device(args.device))  # what the server resolves them to
-    quantize = serving_quantization(args.quantize, dtype, torch.device(args.device), cs.get_registry())
+    device = torch.device(args.device)
+    dtype = serving_dtype(args.dtype, device)  # what the server resolves them to
+    quantize = serving_quantization(args.quantize, dtype, device, cs.get_registry())
     shape = SMALL if args.small else FULL
     if args.small:
         args.tokens, args.repeats = min(args.tokens, 32), 1
@@ -278,10 +279,8 @@ def main() -> None:
             where = f"{args.threads} threads" if args.device == "cpu" else args.device
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
                   f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
-                  f"{str(dtype).removeprefix('torch.')} weights, {quantize or 'not quantized'} (--dtype {args.dtype} "
-                  f"--quantize {args.quantize}), "
-                  "server on 127.0.0.1 "
-                  f"with {where}")  # fmt: skip
+                  f"{str(dtype).removeprefix('torch.')} weights, {quantize or 'not quantized'} "
+                  f"(--dtype {args.dtype} --quantize {args.quantize}), server on 127.0.0.1 with {where}")  # fmt: skip
             header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
                       f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
             print(header)

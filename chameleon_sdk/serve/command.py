@@ -62,7 +62,7 @@ def run_serve(args: argparse.Namespace) -> int:
     device = checked_device(args.device)
     dtype = serving_dtype(args.dtype, device)
     quantize = serving_quantization(args.quantize, dtype, device, get_registry())
-    pipe = Pipeline.from_pretrained(args.model, device=args.device, dtype=dtype, quantize=quantize)
+    pipe = Pipeline.from_pretrained(args.model, device=device, dtype=dtype, quantize=quantize)
     app = create_app(pipe, options)
     weights = [_chosen(str(dtype).removeprefix("torch.") + " weights", "--dtype", args.dtype)]
     weights += [] if quantize is None else [_chosen(quantize, "--quantize", args.quantize)]

@@ -63,7 +63,7 @@ def served(served_pipe, tmp_path, monkeypatch):
 
 def test_serve_loads_on_the_device_and_dtype_asked(served):
     assert main(["serve", "--model", served["model"], "--device", "cpu", "--dtype", "bfloat16"]) == 0
-    assert served["loaded"][0]["device"] == "cpu" and served["loaded"][0]["dtype"] == torch.bfloat16
+    assert served["loaded"][0]["device"] == torch.device("cpu") and served["loaded"][0]["dtype"] == torch.bfloat16
     assert served["kwargs"]["port"] == 8000
 
 
