@@ -299,9 +299,10 @@ class TokenDecoder:
 
     @torch.no_grad()
     def _step(self, cache: Any, tokens: torch.Tensor) -> torch.Tensor:
-        ids = tokens.repeat_interleave(self.k).unsqueeze(1)
+        ids = (tokens if self.k == 1 else tokens.repeat_interleave(self.k)).unsqueeze(1)
         model = self._step_model if self.compile else self.model
-        return model(ids, cache=cache).logits[:, -1].float().clone()
+        # a copy even in fp32: a CUDA graph's output buffer is overwritten by its next replay
+        return model(ids, cache=cache).logits[:, -1].to(torch.float32, copy=True)
 
     def _choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Guidance, constraints and sampling: physical logits -> one token per logical row."""

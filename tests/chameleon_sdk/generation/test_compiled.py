@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import chameleon_sdk as cs
 from chameleon_sdk.generation import Guidance, generate_tokens
-from chameleon_sdk.generation.compiled import REDUCTION_MAX_ROWS, _mm_as_reduction
+from chameleon_sdk.generation.compiled import REDUCTION_MAX_ROWS, _mm_as_reduction, compile_decode_step
 from chameleon_sdk.plugin_api import KVCache
 
 
@@ -83,6 +83,38 @@ def test_the_cpu_step_attends_over_the_written_slots_with_one_graph_for_every_le
         assert attended == list(range(len(prompt), len(prompt) + len(compiled))), attended
     # one graph for three prompt lengths and cache sizes
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
+
+
+@pytest.mark.slow
+def test_the_cpu_step_goes_through_dynamo_on_its_first_call_and_at_a_full_cache_only(vocab, monkeypatch):
+    torch.manual_seed(0)
+    model = cs.build_model(cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=vocab.size, max_seq_len=64))
+    model.eval()
+    real_compile = torch.compile
+    through_dynamo: list[int] = []  # the slot count of every call that went through dynamo's guards
+
+    def counting_compile(function, **options):
+        compiled = real_compile(function, **options)
+
+        def call(model, input_ids, cache):
+            through_dynamo.append(cache.keys[0].shape[2])
+            return compiled(model, input_ids, cache)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    prompt = torch.tensor([[0, 5, 9]])
+    eager_cache, cache = model.new_cache(1, 7), model.new_cache(1, 7)
+    with torch.no_grad():
+        model(prompt, cache=eager_cache)
+        model(prompt, cache=cache)
+        step = compile_decode_step(model, cache, torch.device("cpu"))
+        for token in (4, 8, 2, 7):  # over 4, 5, 6 and 7 slots: the last call fills the cache
+            ids = torch.tensor([[token]])
+            expected = model(ids, cache=eager_cache).logits
+            torch.testing.assert_close(step(ids, cache=cache).logits, expected, rtol=1e-5, atol=1e-5)
+    # the whole buffer is contiguous, unlike the views before it, so that call is checked again
+    assert through_dynamo == [4, 7]
 
 
 def test_the_prim_that_materializes_activations_exists():
