@@ -69,7 +69,10 @@ def cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> A
     from torch._inductor.decomposition import select_decomp_table
 
     decompositions = {**select_decomp_table(), torch.ops.aten.mm.default: _mm_as_reduction}
-    return compile_fx(gm, example_inputs, decompositions=decompositions)
+    # no per-call size and alignment asserts on the ~100 inputs: dynamo's guards checked them on the
+    # first call, and the step builds every later call's inputs the same way (6 % of a bf16 step)
+    unchecked = {"size_asserts": False, "alignment_asserts": False}
+    return compile_fx(gm, example_inputs, decompositions=decompositions, config_patches=unchecked)
 
 
 def _decode_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any) -> Any:
