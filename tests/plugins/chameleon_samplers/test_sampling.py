@@ -29,6 +29,20 @@ def test_greedy_is_argmax():
     assert get_registry().build("sampler", "greedy")(logits).tolist() == [1, 0]
 
 
+@given(
+    st.lists(st.lists(st.integers(-3, 3), min_size=1, max_size=40), min_size=1, max_size=4).filter(
+        lambda rows: len({len(r) for r in rows}) == 1
+    ),
+    st.sampled_from([torch.float32, torch.bfloat16]),
+    st.booleans(),
+)
+def test_greedy_equals_argmax_and_picks_the_first_of_equal_logits(rows, dtype, with_infinity):
+    logits = torch.tensor(rows, dtype=dtype)  # few distinct values: ties in most rows
+    if with_infinity:
+        logits[:, 0] = float("-inf")
+    assert torch.equal(get_registry().build("sampler", "greedy")(logits), logits.argmax(-1))
+
+
 @given(logit_rows, st.integers(0, 2**31 - 1))
 def test_zero_temperature_and_top_k_1_are_greedy(rows, seed):
     logits = torch.tensor(rows)
