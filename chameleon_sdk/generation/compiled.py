@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["REDUCTION_MAX_ROWS", "GuardFreeStep", "compile_decode_step", "cpu_decode_backend"]
+__all__ = ["REDUCTION_MAX_ROWS", "GuardFreeStep", "compile_decode_step", "cpu_decode_backend", "direct_integer_upcasts"]
 
 #: matmuls with at most this many rows become a reduction on CPU. With 2-4 rows (a batch, or one
 #: image row with classifier-free guidance) inductor 2.13 generated one loop nest for the whole step,
@@ -60,8 +60,68 @@ def _mm_as_reduction(a: torch.Tensor, b: torch.Tensor) -> Any:
     return products.sum(2).t().to(a.dtype)
 
 
+#: integer dtypes whose every value a 16-bit float holds exactly
+_EXACT_IN_HALF = (torch.int8, torch.uint8)
+
+
+def direct_integer_upcasts(graph: torch.fx.Graph) -> int:
+    """Rewrite ``float32(permute(bfloat16(w)))`` into ``float32(permute(w))`` for int8/uint8 ``w``.
+
+    A weight-only int8 matmul (torchao's) dequantizes to the activations' dtype, and
+    :func:`_mm_as_reduction` accumulates in fp32, so each weight element went int8 -> bf16 -> fp32
+    in the inner loop of every one-row matmul. The bf16 step is exact for these integers, so
+    skipping it changes no bit; it made the compiled int8 step 2.5-3.5x faster on the development
+    CPU. Returns the number of conversions rewritten. (The permute is optional.)
+    """
+    convert = torch.ops.prims.convert_element_type.default
+    permute = torch.ops.aten.permute.default
+    rewritten = 0
+    for node in list(graph.nodes):
+        if node.target is not convert or node.args[1] != torch.float32:
+            continue
+        source: Any = node.args[0]
+        dims: Any = None
+        if isinstance(source, torch.fx.Node) and source.target is permute:
+            source, dims = source.args[0], source.args[1]
+        if not isinstance(source, torch.fx.Node) or source.target is not convert:
+            continue
+        if source.args[1] not in (torch.bfloat16, torch.float16):
+            continue
+        integer: Any = source.args[0]
+        value = integer.meta.get("val") if isinstance(integer, torch.fx.Node) else None
+        if value is None or value.dtype not in _EXACT_IN_HALF:
+            continue
+        with graph.inserting_before(node):
+            if dims is not None:
+                permuted = graph.call_function(permute, (integer, dims))
+                permuted.meta["val"] = value.permute(dims)
+                integer = permuted
+            direct = graph.call_function(convert, (integer, torch.float32))
+            direct.meta["val"] = node.meta["val"]
+        node.replace_all_uses_with(direct)
+        graph.erase_node(node)
+        rewritten += 1
+    graph.eliminate_dead_code()
+    return rewritten
+
+
+def _direct_integer_upcasts_pass() -> Any:
+    """:func:`direct_integer_upcasts` as an inductor pass that its compile cache can key on."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+
+    class DirectIntegerUpcasts(CustomGraphPass):
+        def __call__(self, graph: torch.fx.Graph) -> None:
+            direct_integer_upcasts(graph)
+
+        def uuid(self) -> bytes:
+            return get_hash_for_files((__file__,))
+
+    return DirectIntegerUpcasts()
+
+
 def cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
-    """Inductor with small matmuls decomposed into reductions (see the module docstring).
+    """Inductor with small matmuls decomposed into reductions (see the module docstring) and
+    integer weights converted to fp32 directly (:func:`direct_integer_upcasts`).
 
     A module-level function, so every decoder that compiles with it shares dynamo's cache.
     """
@@ -69,10 +129,14 @@ def cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> A
     from torch._inductor.decomposition import select_decomp_table
 
     decompositions = {**select_decomp_table(), torch.ops.aten.mm.default: _mm_as_reduction}
-    # no per-call size and alignment asserts on the ~100 inputs: dynamo's guards checked them on the
-    # first call, and the step builds every later call's inputs the same way (6 % of a bf16 step)
-    unchecked = {"size_asserts": False, "alignment_asserts": False}
-    return compile_fx(gm, example_inputs, decompositions=decompositions, config_patches=unchecked)
+    patches = {
+        # no per-call size and alignment asserts on the ~100 inputs: dynamo's guards checked them on
+        # the first call, and the step builds every later call's inputs the same way (6 % of a step)
+        "size_asserts": False,
+        "alignment_asserts": False,
+        "post_grad_custom_pre_pass": _direct_integer_upcasts_pass(),
+    }
+    return compile_fx(gm, example_inputs, decompositions=decompositions, config_patches=patches)
 
 
 def _decode_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any) -> Any:

@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 import chameleon_sdk as cs
 from chameleon_sdk.generation import Guidance, generate_tokens
-from chameleon_sdk.generation.compiled import REDUCTION_MAX_ROWS, _mm_as_reduction, compile_decode_step
+from chameleon_sdk.generation.compiled import (
+    REDUCTION_MAX_ROWS,
+    _mm_as_reduction,
+    compile_decode_step,
+    direct_integer_upcasts,
+)
 from chameleon_sdk.plugin_api import KVCache
 
 
@@ -29,6 +34,43 @@ def test_reduction_equals_the_matmul(rows, inner, cols, dtype, seed):
     assert got.dtype == dtype and got.shape == (rows, cols)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got.float(), expected.to(dtype).float(), rtol=tolerance, atol=tolerance * inner**0.5)
+
+
+def _upcast_graph(integer_dtype, half_dtype, permuted):
+    """``float32([permute](half(w)))`` for an integer ``w``, as inductor's post-grad graph has it."""
+    convert, permute = torch.ops.prims.convert_element_type.default, torch.ops.aten.permute.default
+    graph = torch.fx.Graph()
+    weight = graph.placeholder("w")
+    weight.meta["val"] = torch.empty(3, 5, dtype=integer_dtype)
+    node = graph.call_function(convert, (weight, half_dtype))
+    if permuted:
+        node = graph.call_function(permute, (node, [1, 0]))
+    out = graph.call_function(convert, (node, torch.float32))
+    out.meta["val"] = torch.empty((5, 3) if permuted else (3, 5))
+    graph.output(out)
+    return graph
+
+
+@given(
+    integer_dtype=st.sampled_from([torch.int8, torch.uint8]),
+    half_dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+    permuted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_integer_weights_go_to_fp32_directly_and_every_value_is_unchanged(integer_dtype, half_dtype, permuted, seed):
+    info = torch.iinfo(integer_dtype)
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randint(info.min, info.max + 1, (3, 5), generator=generator, dtype=torch.int64).to(integer_dtype)
+    before = torch.fx.GraphModule(torch.nn.Module(), _upcast_graph(integer_dtype, half_dtype, permuted))(weight)
+    graph = _upcast_graph(integer_dtype, half_dtype, permuted)
+    assert direct_integer_upcasts(graph) == 1
+    assert [n.args[1] for n in graph.nodes if n.op == "call_function" and "convert" in str(n.target)] == [torch.float32]
+    assert torch.equal(torch.fx.GraphModule(torch.nn.Module(), graph)(weight), before)
+
+
+def test_float_and_wide_integer_upcasts_are_left_alone():
+    for source in (torch.float32, torch.int32):  # an int32 does not fit a 16-bit float exactly
+        assert direct_integer_upcasts(_upcast_graph(source, torch.bfloat16, permuted=True)) == 0
 
 
 def test_large_batches_and_integer_matmuls_keep_aten_mm():
