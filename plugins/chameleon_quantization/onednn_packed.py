@@ -7,14 +7,14 @@ uses for compiled graphs (``mkldnn._reorder_linear_weight`` and ``mkldnn._linear
 a step reads each weight once. The logits are those of the plain bf16 model up to summation order.
 
 The packed weights are for inference: they take no gradients, cannot be saved or converted
-(``to()`` another dtype or device is a :class:`ConfigError`), and LoRA adapters must be merged
-before. Under ``compile=True`` the packed matmul is one opaque op
+(``to()`` another dtype or device is a :class:`ConfigError`, raised before any layer of the model
+is converted), and LoRA adapters must be merged before. Under ``compile=True`` the packed matmul is one opaque op
 (:func:`packed_linear`) that inductor calls as it is.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -62,16 +62,26 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")  # type: ignore[no-any-return]
 
     def _apply(self, fn: Any, recurse: bool = True) -> PackedLinear:
-        # what .to(), .float(), .cuda() run on every tensor: torch's own error for a packed weight
-        # names an internal op and a backend, not the layer
+        # what .to(), .float(), .cuda() run on every tensor
+        self.check_conversion(fn, "this layer", checked_first=False)
+        return super()._apply(fn, recurse)  # type: ignore[no-any-return]
+
+    def check_conversion(self, fn: Any, name: str, *, checked_first: bool = True) -> None:
+        """Raise :class:`ConfigError` (naming the layer ``name``) if ``fn``, a tensor conversion that
+        ``nn.Module._apply`` runs, would change the packed weight; ``.to("cpu")`` passes.
+        ``checked_first``: called before the module converted anything, so the error says so."""
         try:
-            return super()._apply(fn, recurse)  # type: ignore[no-any-return]
-        except (NotImplementedError, RuntimeError) as exc:
+            unchanged = fn(self.weight) is self.weight
+        except (NotImplementedError, RuntimeError) as exc:  # torch's own error names an internal op
+            unchanged, reason = False, f" ({type(exc).__name__}: {str(exc).splitlines()[0].split('. ')[0]})"
+        else:
+            reason = ""
+        if not unchanged:
+            nothing = " nothing was converted;" if checked_first else ""
             raise ConfigError(
-                "onednn-packed weights stay as packed (bf16, CPU), and layers before this one may be converted "
-                f"already: load the model again in the dtype and on the device you want ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0]})"
-            ) from None
+                f"onednn-packed weights stay as packed (bf16, CPU), and {name} holds some:{nothing} "
+                f"load the model again in the dtype and on the device you want{reason}"
+            )
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
@@ -101,4 +111,22 @@ class OneDNNPacked:
                 )
         for parent, name, _, linear in linears:
             setattr(parent, name, PackedLinear(linear))
+        packed = [(path, cast(PackedLinear, model.get_submodule(path))) for _, _, path, _ in linears]
+        for path, module in model.named_modules():
+            below = [(p, layer) for p, layer in packed if path == "" or p.startswith(f"{path}.")]
+            if below:
+                _check_before_converting(module, below)
         return model
+
+
+def _check_before_converting(module: nn.Module, below: list[tuple[str, PackedLinear]]) -> None:
+    """``module``'s ``_apply`` (what ``.to()``, ``.float()``, ``.cuda()`` run) checks the packed layers
+    ``below`` it before converting anything, so a refused conversion leaves no layer converted."""
+    convert = type(module)._apply
+
+    def checked_apply(fn: Any, recurse: bool = True) -> nn.Module:
+        for path, layer in below:
+            layer.check_conversion(fn, path)
+        return convert(module, fn, recurse)  # type: ignore[no-any-return]
+
+    module._apply = checked_apply  # type: ignore[method-assign]

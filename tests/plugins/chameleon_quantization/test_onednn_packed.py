@@ -71,12 +71,19 @@ def test_one_fp32_layer_among_bf16_ones_is_named_and_nothing_is_packed():
     assert not any(isinstance(m, PackedLinear) for m in model.modules())
 
 
-def test_converting_packed_weights_is_a_clear_error_and_the_cpu_a_no_op():
+def test_converting_packed_weights_is_a_clear_error_that_converts_nothing_and_the_cpu_a_no_op():
     model = cs.quantize_model(_model(), "onednn-packed")
     assert model.to("cpu") is model
-    for convert in (lambda m: m.to(torch.float32), lambda m: m.half()):
-        with pytest.raises(cs.ConfigError, match="onednn-packed weights stay as packed"):
+    conversions = (lambda m: m.to(torch.float32), lambda m: m.half(), lambda m: m.layers.float())
+    for convert, first in zip(conversions, ("output", "output", "layers.0.attention.wq")):
+        with pytest.raises(cs.ConfigError, match=rf"stay as packed \(bf16, CPU\), and {first} holds some: nothing"):
             convert(model)
+        # the embedding and the norms come before the first packed layer: none of them was converted
+        assert {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()} == {torch.bfloat16}
+    with pytest.raises(cs.ConfigError, match="and this layer holds some"):
+        model.output.float()
+    model.norm.float()  # a module without packed layers converts as always
+    assert model.norm.weight.dtype == torch.float32
 
 
 def test_pipeline_and_cli_load_packed_weights(saved_pipe, tmp_path):
