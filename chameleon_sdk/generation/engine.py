@@ -319,14 +319,14 @@ class TokenDecoder:
                 allowed = torch.cat([allowed, allowed.new_zeros(self.rows, logits.shape[1] - allowed.shape[1])], 1)
             logits = logits.masked_fill(~allowed, float("-inf"))
         if self.states is None and self._all_live:  # one sampler for every row: no gather and scatter
-            return self.samplers["text"](logits, seen=self.seen, generator=self.generator)
+            return self.samplers["text"](logits, seen=self.seen, generator=self.generator).long()
         tokens = torch.full((self.rows,), self.pad_id, dtype=torch.long, device=self.device)
         groups = [("text", ~self.done)] if self.states is None else self._sampler_groups()
         for name, rows_mask in groups:
             rows = torch.nonzero(rows_mask).flatten()
             if rows.numel():
                 sampler = self.samplers.get(name, self.samplers["text"])
-                tokens[rows] = sampler(logits[rows], seen=self.seen[rows], generator=self.generator)
+                tokens[rows] = sampler(logits[rows], seen=self.seen[rows], generator=self.generator).long()
         return tokens
 
     def _sampler_groups(self) -> list[tuple[str, torch.Tensor]]:

@@ -78,6 +78,19 @@ def test_without_a_vocabulary_a_batch_whose_rows_stop_apart_equals_one_prompt_at
     assert lengths[0] == free.index(stop) + 1
 
 
+@pytest.mark.parametrize("vocabulary", [None, "vocab"])
+def test_a_sampler_may_return_ids_of_any_integer_dtype(model, vocab, vocabulary):
+    def int32_greedy(logits, *, seen=None, generator=None):
+        return logits.argmax(dim=-1).int()
+
+    options = {"max_new_tokens": 4, "modes": ["text", "text"], "stop_ids": []}
+    decoder = TokenDecoder(
+        model, [[0, 3], [0, 4]], **options, vocabulary=vocab if vocabulary else None, samplers={"text": int32_greedy}
+    )
+    expected = generate_tokens(model, [[0, 3], [0, 4]], max_new_tokens=4, vocabulary=vocab if vocabulary else None)
+    assert decoder.run() == expected.tolist()
+
+
 def test_image_mode_emits_exactly_one_block(model, vocab):
     block = vocab.block("image")
     out = generate_tokens(model, [[0, 7], [0, 8, 9, 10]], max_new_tokens=20, vocabulary=vocab, mode="image")
