@@ -1,6 +1,6 @@
 """The compiled CPU decode step with and without dynamo's guard check on every call.
 
-One process, the bench config (vocab 16,384, hidden 512, 8 layers), one cache: every round calls
+One process, the bench checkpoint of ``generate.py`` (vocab 16,384, hidden 512, 8 layers), one cache: every round calls
 the step through ``torch.compile`` (dynamo checks its guards over every weight and cache tensor) and
 through :class:`~chameleon_sdk.generation.compiled.GuardFreeStep` (what ``compile=True`` runs after
 a decoder's first step), in turn, at the same cache length (the written slot is dropped again after
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-from hf_reference import FULL
+from hf_reference import FULL, write_checkpoint
 
 import chameleon_sdk as cs
 from chameleon_sdk.generation.compiled import GuardFreeStep, _decode_forward, cpu_decode_backend
@@ -30,16 +32,9 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32, help="tokens in the cache when the steps run")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    torch.manual_seed(0)
-    config = cs.ModelConfig(
-        dim=FULL["hidden"],
-        num_layers=FULL["layers"],
-        num_heads=FULL["heads"],
-        ffn_dim=FULL["intermediate"],
-        vocab_size=FULL["vocab"],
-        max_seq_len=4096,
-    )
-    model = cs.build_model(config).eval().to(getattr(torch, args.dtype))
+    with tempfile.TemporaryDirectory() as directory:  # the bench checkpoint, as benchmarks/generate.py loads it
+        write_checkpoint(FULL, Path(directory))
+        model = cs.load_model(Path(directory), dtype=getattr(torch, args.dtype)).eval()
     cache = model.new_cache(1, args.prompt + 16)
     ids = torch.tensor([[5]])
     guarded = torch.compile(_decode_forward, backend=cpu_decode_backend, fullgraph=True, dynamic=False)
