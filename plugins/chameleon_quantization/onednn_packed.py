@@ -14,7 +14,7 @@ is converted), and LoRA adapters must be merged before. Under ``compile=True`` t
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,9 +109,11 @@ class OneDNNPacked:
                     f"{str(weight.dtype).removeprefix('torch.')} on {weight.device}: load the model with "
                     "dtype=torch.bfloat16 on the CPU"
                 )
-        for parent, name, _, linear in linears:
-            setattr(parent, name, PackedLinear(linear))
-        packed = [(path, cast(PackedLinear, model.get_submodule(path))) for _, _, path, _ in linears]
+        packed = []
+        for parent, name, path, linear in linears:
+            layer = PackedLinear(linear)
+            setattr(parent, name, layer)
+            packed.append((path, layer))
         for path, module in model.named_modules():
             below = [(p, layer) for p, layer in packed if path == "" or p.startswith(f"{path}.")]
             if below:
