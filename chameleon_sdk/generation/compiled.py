@@ -212,7 +212,7 @@ def compile_decode_step(model: torch.nn.Module, cache: Any, device: torch.device
                 if tensor is not None:
                     torch._dynamo.mark_dynamic(tensor, 1)  # [rows, slots]
             first = False
-        slots, capacity = written.keys[0].shape[2], cache.keys[0].shape[2]
-        return compiled(model, input_ids, written, guarded=slots < 2 or slots == capacity)
+        slots = written.keys[0].shape[2]
+        return compiled(model, input_ids, written, guarded=slots < 2 or slots == cache.max_len)
 
     return step
