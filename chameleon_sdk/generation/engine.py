@@ -318,14 +318,14 @@ class TokenDecoder:
             if allowed.shape[1] < logits.shape[1]:  # model ids beyond the vocabulary are never allowed
                 allowed = torch.cat([allowed, allowed.new_zeros(self.rows, logits.shape[1] - allowed.shape[1])], 1)
             logits = logits.masked_fill(~allowed, float("-inf"))
-        if self.states is None and self._all_live:  # one sampler for every row: no gather and scatter
-            return self.samplers["text"](logits, seen=self.seen, generator=self.generator).long()
         tokens = torch.full((self.rows,), self.pad_id, dtype=torch.long, device=self.device)
         groups = [("text", ~self.done)] if self.states is None else self._sampler_groups()
         for name, rows_mask in groups:
             rows = torch.nonzero(rows_mask).flatten()
+            sampler = self.samplers.get(name, self.samplers["text"])
+            if rows.numel() == self.rows:  # the groups are disjoint: one sampler for every row, no gather
+                return sampler(logits, seen=self.seen, generator=self.generator).long()
             if rows.numel():
-                sampler = self.samplers.get(name, self.samplers["text"])
                 tokens[rows] = sampler(logits[rows], seen=self.seen[rows], generator=self.generator).long()
         return tokens
 
@@ -372,11 +372,6 @@ class TokenDecoder:
             if self.ended:
                 break
             logits = self._step(cache, tokens)
-
-    @property
-    def _all_live(self) -> bool:
-        """No row has finished (from the host-side reasons, like :attr:`ended`)."""
-        return self.reasons.count(None) == self.rows
 
     @property
     def ended(self) -> bool:
