@@ -15,7 +15,8 @@ the fraction of that limit the decode rate reached. Sections:
    precisions and the logits difference;
 2. batch scaling: tokens/s of all rows at batch 1, 4, 8, 16 (``--batches``);
 3. image blocks: one block of ``--image-codes`` codes with 3-row classifier-free guidance on a
-   demo-sized model and on the bench config, fp32, bf16 and (on a CPU) bf16 packed for oneDNN.
+   demo-sized model and on the bench config, fp32, bf16, (on a CPU) bf16 packed for oneDNN, and
+   weight-only int8.
 
     .venv/bin/python benchmarks/generate.py              # everything (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/generate.py --quick      # fewer tokens, repeats and rows (a few minutes)
@@ -241,7 +242,9 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
     models = (("demo-sized", demo_checkpoint, DEMO["vocab"]), ("bench", bench.checkpoint, FULL["vocab"]))
     weights = [(torch.float32, None), (torch.bfloat16, None)]
     weights += [(torch.bfloat16, "onednn-packed")] if bench.device.type == "cpu" else []
+    weights += [] if args.skip_int8 else [(torch.bfloat16, "int8-weight-only")]
     for name, path, vocab in models:
+        fp32_seconds = None
         for dtype, quantize in weights:
             model = bench.load(dtype, quantize=quantize, path=path)
             v = model.vocabulary
@@ -253,10 +256,12 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
             if args.compile:
                 run()  # compile and warm up
             elapsed = bench.median(run)
+            fp32_seconds = fp32_seconds or elapsed
             step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
-            precision = str(dtype).removeprefix("torch.") + ("-packed" if quantize else "")
-            label = f"{name} {precision}{' compile=True' if args.compile else ' eager'}"
-            note = f"{elapsed:.2f} s per image (tok/s: one token per step, prompt included)"
+            precision = {None: str(dtype).removeprefix("torch."), "onednn-packed": "bfloat16-packed"}
+            label = f"{name} {precision.get(quantize, 'int8')}{' compile=True' if args.compile else ' eager'}"
+            speedup = fp32_seconds / elapsed
+            note = f"{elapsed:.2f} s per image, {speedup:.2f}x fp32 (tok/s: a token a step, prompt included)"
             bench.row(label, Timing(codes + 1, elapsed), step, 1, note)
 
 
