@@ -19,17 +19,37 @@ The results equal eager decoding up to float rounding (a different summation ord
 On CPU, after its first call, a decoder's step also skips dynamo's guard check
 (:class:`GuardFreeStep`): with ~100 tensors to check (every weight, every layer's cache) the check
 and its entry into the compiled region cost about a tenth of a bf16 step at the bench config.
+
+``compile="frozen"`` (CPU) compiles with the weights frozen in as constants (:data:`FROZEN_PATCHES`):
+inductor then packs them for its own C++ GEMM template where that times faster than the library
+matmul, which pays for 2+ rows in bf16 (at the bench config, 3 rows: 7.94 -> 3.17 ms a step). It
+costs a longer compile and memory for the packed copies; a model whose weights are replaced or
+written in place is compiled again (:func:`frozen_decode_forward`).
 """
 
 from __future__ import annotations
 
 import types
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, cast
 
+import attrs
 import torch
 
-__all__ = ["REDUCTION_MAX_ROWS", "GuardFreeStep", "compile_decode_step", "cpu_decode_backend", "direct_integer_upcasts"]
+__all__ = [
+    "FROZEN_PATCHES",
+    "REDUCTION_MAX_ROWS",
+    "CompileChoice",
+    "GuardFreeStep",
+    "compile_decode_step",
+    "cpu_decode_backend",
+    "direct_integer_upcasts",
+    "frozen_decode_forward",
+]
+
+#: the ``compile`` argument of the decoding functions: off, on, or on with the weights frozen in
+CompileChoice = bool | Literal["frozen"]
 
 #: matmuls with at most this many rows become a reduction on CPU. With 2-4 rows (a batch, or one
 #: image row with classifier-free guidance) inductor 2.13 generated one loop nest for the whole step,
@@ -139,13 +159,56 @@ def cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> A
     return compile_fx(gm, example_inputs, decompositions=decompositions, config_patches=patches)
 
 
+#: the inductor settings under which ``compile="frozen"`` compiles (dynamo reads ``freezing`` when it
+#: traces, so they wrap the call, not only the backend): the weights become constants of the
+#: compiled code, so inductor may lay them out for its own C++ GEMM template and choose, by timing
+#: each, between it and the library matmul for matmuls of 2+ rows
+FROZEN_PATCHES: dict[str, Any] = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+
+
 def _decode_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any) -> Any:
     """What the CPU step compiles: the model's forward for the next token of every row."""
     return model(input_ids, cache=cache)
 
 
+@attrs.define
+class _FrozenForward:
+    forward: Callable[..., Any]
+    weights: tuple[tuple[int, int], ...]
+
+
+#: each model's own copy of :func:`_decode_forward` for ``compile="frozen"``: dynamo keeps compiled
+#: code per code object, and frozen code holds one model's weights as they were when it compiled
+_FROZEN: weakref.WeakKeyDictionary[torch.nn.Module, _FrozenForward] = weakref.WeakKeyDictionary()
+
+
+def _weights_state(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """Where every weight lives and how often it was written in place: what freezing would miss."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def frozen_decode_forward(model: torch.nn.Module) -> Callable[..., Any]:
+    """``model``'s own :func:`_decode_forward` for frozen compiling. When its weights were replaced
+    or written in place since its code was compiled, that code is dropped, so the next call compiles
+    again with the weights as they are now. A write through ``tensor.data``, which torch does not
+    count as a write to the tensor, is not seen: replace ``.data`` or write under ``torch.no_grad()``."""
+    state = _weights_state(model)
+    frozen = _FROZEN.get(model)
+    if frozen is None:
+        code = _decode_forward.__code__.replace()  # the same code, a new object: a cache of its own
+        forward = types.FunctionType(code, _decode_forward.__globals__, "_frozen_decode_forward")
+        frozen = _FROZEN[model] = _FrozenForward(forward, state)
+    elif frozen.weights != state:
+        from torch._dynamo.eval_frame import reset_code
+
+        reset_code(cast(types.FunctionType, frozen.forward).__code__)
+        frozen.weights = state
+    return frozen.forward
+
+
 class GuardFreeStep:
-    """Calls :func:`_decode_forward` through ``torch.compile``, then without dynamo's guard check.
+    """Calls ``forward`` (:func:`_decode_forward` or a model's frozen copy of it) through
+    ``torch.compile``, then without dynamo's guard check.
 
     The first call goes through dynamo: it compiles (or finds) the code for these inputs and checks
     its guards. That call's cache entry is then looked up once, with its guards checked against the
@@ -157,8 +220,10 @@ class GuardFreeStep:
     step eagerly), every call stays guarded.
     """
 
-    def __init__(self, compiled: Callable[..., Any]) -> None:
+    def __init__(self, compiled: Callable[..., Any], forward: Callable[..., Any] = _decode_forward) -> None:
+        """:param compiled: ``torch.compile(forward, ...)``."""
         self._compiled = compiled
+        self._forward = forward
         self._code: Callable[..., Any] | None = None
         self._looked_up = False
 
@@ -168,21 +233,24 @@ class GuardFreeStep:
         out = self._compiled(model, input_ids, cache)
         if not self._looked_up:
             self._looked_up = True
-            self._code = _checked_entry({"model": model, "input_ids": input_ids, "cache": cache})
+            self._code = _checked_entry(self._forward, {"model": model, "input_ids": input_ids, "cache": cache})
         return out
 
 
-def _checked_entry(frame_locals: dict[str, Any]) -> Callable[..., Any] | None:
-    """The code dynamo compiled for :func:`_decode_forward` whose guards pass for ``frame_locals``."""
+def _checked_entry(forward: Callable[..., Any], frame_locals: dict[str, Any]) -> Callable[..., Any] | None:
+    """The code dynamo compiled for ``forward`` (a plain function) whose guards pass for ``frame_locals``."""
     from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    for entry in _debug_get_cache_entry_list(_decode_forward.__code__):
+    function = cast(types.FunctionType, forward)
+    for entry in _debug_get_cache_entry_list(function.__code__):
         if entry.guard_manager.check(frame_locals):
-            return types.FunctionType(entry.code, _decode_forward.__globals__, _decode_forward.__name__)
+            return types.FunctionType(entry.code, function.__globals__, function.__name__)
     return None
 
 
-def compile_decode_step(model: torch.nn.Module, cache: Any, device: torch.device) -> Callable[..., Any]:
+def compile_decode_step(
+    model: torch.nn.Module, cache: Any, device: torch.device, *, frozen: bool = False
+) -> Callable[..., Any]:
     """``model`` compiled for one-token steps over ``cache``: call it as ``step(input_ids, cache=cache)``.
 
     On CUDA the step is a CUDA graph, so its shapes never change: it attends over the whole static
@@ -190,6 +258,11 @@ def compile_decode_step(model: torch.nn.Module, cache: Any, device: torch.device
     the eager forward), with the slot dimension compiled as dynamic, so one graph serves every
     length: at the bench config with 3 rows and 1,100 slots, a step over 100 written slots took 7.9
     ms instead of 12.9 over the whole cache. Later decoders of the same batch size reuse the code.
+
+    ``frozen`` (CPU only; ignored on CUDA, whose graphs are fast without it): the weights are frozen
+    into the compiled code (:data:`FROZEN_PATCHES`), which costs a longer compile and
+    memory for the copies of the weights that inductor lays out anew, and pays for matmuls of 2+
+    rows in bf16. A model whose weights changed since is compiled again (:func:`frozen_decode_forward`).
     """
     if device.type == "cuda":
         for name in ("keys", "values", "lengths", "next_position", "document_ids", "span_ids"):
@@ -198,7 +271,11 @@ def compile_decode_step(model: torch.nn.Module, cache: Any, device: torch.device
                 if isinstance(tensor, torch.Tensor):
                     torch._dynamo.mark_static_address(tensor)
         return torch.compile(model, mode="reduce-overhead", fullgraph=True, dynamic=False)
-    compiled = GuardFreeStep(torch.compile(_decode_forward, backend=cpu_decode_backend, fullgraph=True, dynamic=False))
+    forward = frozen_decode_forward(model) if frozen else _decode_forward
+    through_dynamo = torch.compile(forward, backend=cpu_decode_backend, fullgraph=True, dynamic=False)
+    if frozen:
+        through_dynamo = torch._inductor.config.patch(FROZEN_PATCHES)(through_dynamo)
+    compiled = GuardFreeStep(through_dynamo, forward)
     first = True
 
     def step(input_ids: torch.Tensor, *, cache: Any) -> Any:

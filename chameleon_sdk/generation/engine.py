@@ -21,7 +21,7 @@ from chameleon_sdk.config import ComponentSpec
 from chameleon_sdk.contracts.modality import BlockConstraint
 from chameleon_sdk.contracts.sampler import Sampler
 from chameleon_sdk.errors import GenerationError
-from chameleon_sdk.generation.compiled import compile_decode_step
+from chameleon_sdk.generation.compiled import CompileChoice, compile_decode_step
 from chameleon_sdk.generation.constraints import TEXT_MODES, ModalityStates
 from chameleon_sdk.generation.events import FinishReason
 from chameleon_sdk.generation.request import (
@@ -171,7 +171,7 @@ class TokenDecoder:
         samplers: Mapping[str, Sampler],
         generator: torch.Generator | None = None,
         pad_id: int | None = None,
-        compile: bool = False,
+        compile: CompileChoice = False,
         **options: Any,
     ) -> None:
         """:param request: what to decode; or give its fields (``max_new_tokens``, ``modes``, ...) as
@@ -220,6 +220,8 @@ class TokenDecoder:
             )
         if guidance is not None and all(m == "text" for m in modes):
             guidance = None  # guidance acts only inside blocks, and text mode never opens one
+        if not (isinstance(compile, bool) or compile == "frozen"):
+            raise GenerationError(f"compile={compile!r}: expected False, True or 'frozen'")
         self.model = model
         self.compile = compile
         self.vocabulary = vocabulary
@@ -342,7 +344,7 @@ class TokenDecoder:
         decode steps of several decoders in one batch and calls :meth:`advance` itself."""
         cache, logits = prefill_prompts(self.model, self.physical_prompts, pad_id=self.pad_id, room=self.max_new_tokens)
         if self.compile:
-            self._step_model = compile_decode_step(self.model, cache, self.device)
+            self._step_model = compile_decode_step(self.model, cache, self.device, frozen=self.compile == "frozen")
         return cache, logits
 
     def advance(self, logits: torch.Tensor) -> StepOutput:
@@ -436,7 +438,7 @@ def generate_tokens(
     max_time: float | None = None,
     constraints: Mapping[str, BlockConstraint] | None = None,
     registry: PluginRegistry | None = None,
-    compile: bool = False,
+    compile: CompileChoice = False,
     max_batch: int | None = DEFAULT_MAX_BATCH,
 ) -> torch.Tensor:
     """Generate token ids after ``input_ids``, without any tokenizer. The prompt is not returned.
@@ -458,7 +460,11 @@ def generate_tokens(
     :param max_time: seconds after which every row stops (reason ``max_time``).
     :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs;
         on CPUs inductor's C++ code, see :mod:`chameleon_sdk.generation.compiled`): a one-off compile
-        cost per shape for faster steps; worth it for long generations.
+        cost per shape for faster steps; worth it for long generations. ``"frozen"``: on a CPU the
+        weights are also frozen into the compiled code, so inductor can use its own GEMM kernels
+        for 2+ rows (batches, the 3 rows of an image with classifier-free guidance); it compiles
+        for longer, holds packed copies of weights, and recompiles after the weights change (but
+        not after writes through ``.data``); on CUDA it is ``True``.
     :param max_batch: refuse more prompts than this (:class:`GenerationError`); None: no limit.
     :returns: ``[N]`` for one prompt, ``[B, N]`` for a batch (rows padded with the pad id), where
         ``N`` is the longest row's count of new tokens.

@@ -18,6 +18,7 @@ import torch
 from chameleon_sdk.contracts.modality import ConstrainingModality
 from chameleon_sdk.document import Document, Image, Segment, Text, segment_of
 from chameleon_sdk.errors import GenerationError
+from chameleon_sdk.generation.compiled import CompileChoice
 from chameleon_sdk.generation.engine import (
     SamplerChoice,
     StepOutput,
@@ -241,7 +242,7 @@ def prepare_stream(
     max_batch: int | None = DEFAULT_MAX_BATCH,
     chat: bool = False,
     registry: PluginRegistry | None = None,
-    compile: bool = False,
+    compile: CompileChoice = False,
 ) -> DocumentStream:
     """Check the options, tokenize the prompts and build the decoder (nothing is decoded yet).
     The options are those of ``Pipeline.stream``."""

@@ -159,6 +159,18 @@ def test_generate_prints_to_stdout_without_out(sketch_pipeline, sketch_install, 
     assert not list(tmp_path.glob("*.html"))
 
 
+@pytest.mark.slow
+def test_generate_with_the_weights_frozen_into_the_compiled_step_prints_the_eager_text(
+    sketch_pipeline, sketch_install, tmp_path
+):
+    env = {"PYTHONPATH": str(sketch_install)}
+    common = ["generate", "--model", str(sketch_pipeline), "--prompt", "a red", "--max-new-tokens", "6", "--seed", "0"]
+    eager = _chameleon(*common, "--quiet", cwd=tmp_path, env=env)
+    frozen = _chameleon(*common, "--quiet", "--compile-frozen", cwd=tmp_path, env=env)
+    assert eager.returncode == 0 and frozen.returncode == 0, frozen.stderr
+    assert frozen.stdout == eager.stdout and eager.stdout.strip()
+
+
 def test_generate_in_a_plugin_mode_with_default_flags(sketch_pipeline, sketch_install, tmp_path):
     """``--mode sketch`` on a model without an image modality: guidance follows the mode."""
     env = {"PYTHONPATH": str(sketch_install)}
