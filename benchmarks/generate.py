@@ -13,10 +13,11 @@ the fraction of that limit the decode rate reached. Sections:
    bf16 weights packed for oneDNN on a CPU (the ``onednn-packed`` quantization plugin), weight-only
    int8 (the ``int8-weight-only`` quantization plugin, torchao), with greedy agreement between the
    precisions and the logits difference;
-2. batch scaling: tokens/s of all rows at batch 1, 4, 8, 16 (``--batches``);
+2. batch scaling: tokens/s of all rows at batch 1, 4, 8, 16 (``--batches``), eager and compiled, and
+   in bf16 on a CPU also with the weights frozen into the compiled step (``compile="frozen"``);
 3. image blocks: one block of ``--image-codes`` codes with 3-row classifier-free guidance on a
-   demo-sized model and on the bench config, fp32, bf16, (on a CPU) bf16 packed for oneDNN, and
-   weight-only int8.
+   demo-sized model and on the bench config, fp32, bf16, (on a CPU) bf16 with ``compile="frozen"``
+   and bf16 packed for oneDNN, and weight-only int8.
 
     .venv/bin/python benchmarks/generate.py              # everything (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/generate.py --quick      # fewer tokens, repeats and rows (a few minutes)
@@ -134,6 +135,9 @@ class Timing:
         return (self.tokens - 1) / (self.whole - (self.first or 0.0))
 
 
+#: a row's mode and the ``compile`` argument it decodes with
+COMPILE: dict[str, bool | str] = {"eager": False, "compile=True": True, "compile=frozen": "frozen"}
+
 HEADER = f"{'row':<40} {'tok/s':>9} {'e2e tok/s':>9} {'1st ms':>7} {'MB/step':>8} {'GB/s':>6} {'limit':>9} {'frac':>6}"
 
 
@@ -212,15 +216,16 @@ def batch_scaling(bench: Bench) -> None:
     """Each dtype's own series: in fp32, MKL's sgemm gets slower per weight byte with more rows on the
     development CPU; in bf16 oneDNN's matmul costs about the same for 1 to 16 rows."""
     args, n = bench.args, bench.args.tokens
-    modes = ("eager", "compile=True") if args.compile else ("eager",)
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        modes = ["eager"] + (["compile=True"] if args.compile else [])
+        modes += ["compile=frozen"] if args.compile and dtype == torch.bfloat16 and bench.device.type == "cpu" else []
         model = bench.load(dtype)
         print(f"\n## batch scaling: {name}, {n} tokens per row, tok/s of all rows")
         runs: dict[str, Callable[[int], Any]] = {}
         for batch in args.batches:
             prompt = bench.prompt(batch)
             for mode in modes:
-                run = lambda k, m=model, p=prompt, c=(mode != "eager"): decode(m, p, k, compile=c)  # noqa: E731
+                run = lambda k, m=model, p=prompt, c=COMPILE[mode]: decode(m, p, k, compile=c)  # noqa: E731
                 if mode != "eager":
                     run(n)  # compile and warm up
                 runs[f"{name} batch {batch} {mode}"] = run
@@ -240,26 +245,28 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
     print(f"\n## one image block of {codes} codes, 3-row classifier-free guidance (3 cache rows per step)")
     print(HEADER)
     models = (("demo-sized", demo_checkpoint, DEMO["vocab"]), ("bench", bench.checkpoint, FULL["vocab"]))
-    weights = [(torch.float32, None), (torch.bfloat16, None)]
-    weights += [(torch.bfloat16, "onednn-packed")] if bench.device.type == "cpu" else []
-    weights += [] if args.skip_int8 else [(torch.bfloat16, "int8-weight-only")]
+    on_cpu, compiled = bench.device.type == "cpu", "compile=True" if args.compile else "eager"
+    weights = [(torch.float32, None, compiled), (torch.bfloat16, None, compiled)]
+    weights += [(torch.bfloat16, None, "compile=frozen")] if on_cpu and args.compile else []
+    weights += [(torch.bfloat16, "onednn-packed", compiled)] if on_cpu else []
+    weights += [] if args.skip_int8 else [(torch.bfloat16, "int8-weight-only", compiled)]
     for name, path, vocab in models:
         fp32_seconds = None
-        for dtype, quantize in weights:
+        for dtype, quantize, mode in weights:
             model = bench.load(dtype, quantize=quantize, path=path)
             v = model.vocabulary
             blocks = [attrs.evolve(b, block_length=codes) for b in v.blocks.values()]
             vocabulary = cs.Vocabulary(layout=v.layout, size=v.size, specials=v.specials, blocks=blocks)
             prompt = bench.prompt(1, vocab)[0].tolist()
-            options = {"mode": "image", "vocabulary": vocabulary, "guidance": cs.Guidance(), "compile": args.compile}
+            options = {"mode": "image", "vocabulary": vocabulary, "guidance": cs.Guidance(), "compile": COMPILE[mode]}
             run = lambda m=model, p=prompt, o=options: cs.generate_tokens(m, p, max_new_tokens=codes + 1, **o)  # noqa: E731
-            if args.compile:
+            if mode != "eager":
                 run()  # compile and warm up
             elapsed = bench.median(run)
             fp32_seconds = fp32_seconds or elapsed
             step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
             precision = {None: str(dtype).removeprefix("torch."), "onednn-packed": "bfloat16-packed"}
-            label = f"{name} {precision.get(quantize, 'int8')}{' compile=True' if args.compile else ' eager'}"
+            label = f"{name} {precision.get(quantize, 'int8')} {mode}"
             speedup = fp32_seconds / elapsed
             note = f"{elapsed:.2f} s per image, {speedup:.2f}x fp32 (tok/s: a token a step, prompt included)"
             bench.row(label, Timing(codes + 1, elapsed), step, 1, note)

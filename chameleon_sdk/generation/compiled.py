@@ -162,8 +162,14 @@ def cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> A
 #: the inductor settings under which ``compile="frozen"`` compiles (dynamo reads ``freezing`` when it
 #: traces, so they wrap the call, not only the backend): the weights become constants of the
 #: compiled code, so inductor may lay them out for its own C++ GEMM template and choose, by timing
-#: each, between it and the library matmul for matmuls of 2+ rows
-FROZEN_PATCHES: dict[str, Any] = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+#: each, between it and the library matmul for matmuls of 2+ rows (without writing each timing to stderr)
+FROZEN_PATCHES: dict[str, Any] = {
+    "freezing": True,
+    "max_autotune": True,
+    "max_autotune_gemm_backends": "CPP,ATEN",
+    "autotune_num_choices_displayed": 0,
+    "max_autotune_report_choices_stats": False,
+}
 
 
 def _decode_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any) -> Any:
@@ -259,10 +265,11 @@ def compile_decode_step(
     length: at the bench config with 3 rows and 1,100 slots, a step over 100 written slots took 7.9
     ms instead of 12.9 over the whole cache. Later decoders of the same batch size reuse the code.
 
-    ``frozen`` (CPU only; ignored on CUDA, whose graphs are fast without it): the weights are frozen
-    into the compiled code (:data:`FROZEN_PATCHES`), which costs a longer compile and
-    memory for the copies of the weights that inductor lays out anew, and pays for matmuls of 2+
-    rows in bf16. A model whose weights changed since is compiled again (:func:`frozen_decode_forward`).
+    ``frozen`` (CPU only; ignored on CUDA, whose graphs are fast without it, and for a cache of one
+    row): the weights are frozen into the compiled code (:data:`FROZEN_PATCHES`), which costs a
+    longer compile and memory for the copies of the weights that inductor lays out anew, and pays
+    for matmuls of 2+ rows in bf16. A model whose weights changed since is compiled again
+    (:func:`frozen_decode_forward`).
     """
     if device.type == "cuda":
         for name in ("keys", "values", "lengths", "next_position", "document_ids", "span_ids"):
@@ -271,6 +278,9 @@ def compile_decode_step(
                 if isinstance(tensor, torch.Tensor):
                     torch._dynamo.mark_static_address(tensor)
         return torch.compile(model, mode="reduce-overhead", fullgraph=True, dynamic=False)
+    # one row gains nothing from freezing (its matmuls are our reductions), and freezing's constant
+    # folding would store each reduction's weight converted to fp32: twice the bytes of bf16
+    frozen = frozen and cache.batch > 1
     forward = frozen_decode_forward(model) if frozen else _decode_forward
     through_dynamo = torch.compile(forward, backend=cpu_decode_backend, fullgraph=True, dynamic=False)
     if frozen:

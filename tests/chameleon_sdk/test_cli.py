@@ -169,6 +169,7 @@ def test_generate_with_the_weights_frozen_into_the_compiled_step_prints_the_eage
     frozen = _chameleon(*common, "--quiet", "--compile-frozen", cwd=tmp_path, env=env)
     assert eager.returncode == 0 and frozen.returncode == 0, frozen.stderr
     assert frozen.stdout == eager.stdout and eager.stdout.strip()
+    assert frozen.stderr == "", frozen.stderr  # --quiet: nothing from inductor's autotuning either
 
 
 def test_generate_in_a_plugin_mode_with_default_flags(sketch_pipeline, sketch_install, tmp_path):

@@ -11,6 +11,7 @@ import chameleon_sdk as cs
 from chameleon_sdk.errors import GenerationError
 from chameleon_sdk.generation import Guidance, generate_tokens
 from chameleon_sdk.generation.compiled import (
+    _FROZEN,
     REDUCTION_MAX_ROWS,
     _mm_as_reduction,
     compile_decode_step,
@@ -208,6 +209,15 @@ def test_frozen_decoding_equals_eager_and_follows_weights_changed_after_it_compi
     eager, stale = generate_tokens(model, prompts, **text), generate_tokens(model, prompts, **text, compile="frozen")
     assert torch.equal(stale[:, 0], eager[:, 0]) and not torch.equal(stale, eager)
     assert torch.equal(generate_tokens(model, prompts, **text, compile=True), eager)
+
+
+def test_a_one_row_step_is_not_frozen(vocab):
+    # its matmuls are our reductions either way, and freezing would fold their weights into fp32 copies
+    model = cs.build_model(cs.ModelConfig(dim=16, num_layers=1, num_heads=2, vocab_size=vocab.size, max_seq_len=16))
+    compile_decode_step(model, model.new_cache(1, 8), torch.device("cpu"), frozen=True)
+    assert model not in _FROZEN
+    compile_decode_step(model, model.new_cache(2, 8), torch.device("cpu"), frozen=True)
+    assert model in _FROZEN
 
 
 def test_compile_takes_false_true_or_frozen(vocab):
