@@ -160,9 +160,9 @@ def test_generate_prints_to_stdout_without_out(sketch_pipeline, sketch_install, 
 
 
 @pytest.mark.slow
-def test_generate_with_the_weights_frozen_into_the_compiled_step_prints_the_eager_text(
-    sketch_pipeline, sketch_install, tmp_path
-):
+def test_generate_with_compile_frozen_prints_the_eager_text(sketch_pipeline, sketch_install, tmp_path):
+    # one row of text: the flag reaches the decoder, which compiles one row as with --compile (the
+    # frozen step itself is tested in tests/chameleon_sdk/generation/test_compiled.py)
     env = {"PYTHONPATH": str(sketch_install)}
     common = ["generate", "--model", str(sketch_pipeline), "--prompt", "a red", "--max-new-tokens", "6", "--seed", "0"]
     eager = _chameleon(*common, "--quiet", cwd=tmp_path, env=env)
