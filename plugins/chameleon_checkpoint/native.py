@@ -80,15 +80,18 @@ class NativeFormat:
         if self.options.attention is not None:
             attention = ComponentSpec(name=self.options.attention)
         shapes = plugin_api.read_safetensors_shapes(path)
-        model = build_model(
-            config,
-            attention=attention,
-            stability=stability,
-            registry=registry,
-            vocabulary=vocabulary,
-            file_shapes=shapes,
-            source=str(path),
-        )
+        try:
+            model = build_model(
+                config,
+                attention=attention,
+                stability=stability,
+                registry=registry,
+                vocabulary=vocabulary,
+                file_shapes=shapes,
+                source=str(path),
+            )
+        except chameleon_sdk.ConfigError as exc:  # e.g. "vocab_size": null: the config file is to blame
+            raise CheckpointError(f"{where!r}: {exc}") from exc
         plugin_api.load_weights(model, plugin_api.read_safetensors(path), source=str(path), dtype=dtype)
         model.checkpoint_info = CheckpointInfo(format=self.name, path=str(path))  # type: ignore[assignment]
         return model
