@@ -77,21 +77,20 @@ class NativeFormat:
             vocabulary = Vocabulary.from_json(meta["vocabulary"]) if meta.get("vocabulary") else None
         except chameleon_sdk.ConfigError as exc:
             raise CheckpointError(f"{where!r}: {exc}") from exc
+        if config.vocab_size is None:  # a pipeline's config may leave it to the tokenizers; weights may not
+            raise CheckpointError(f"{where!r}: model.vocab_size is null; a checkpoint's config must give it")
         if self.options.attention is not None:
             attention = ComponentSpec(name=self.options.attention)
         shapes = plugin_api.read_safetensors_shapes(path)
-        try:
-            model = build_model(
-                config,
-                attention=attention,
-                stability=stability,
-                registry=registry,
-                vocabulary=vocabulary,
-                file_shapes=shapes,
-                source=str(path),
-            )
-        except chameleon_sdk.ConfigError as exc:  # e.g. "vocab_size": null: the config file is to blame
-            raise CheckpointError(f"{where!r}: {exc}") from exc
+        model = build_model(
+            config,
+            attention=attention,
+            stability=stability,
+            registry=registry,
+            vocabulary=vocabulary,
+            file_shapes=shapes,
+            source=str(path),
+        )
         plugin_api.load_weights(model, plugin_api.read_safetensors(path), source=str(path), dtype=dtype)
         model.checkpoint_info = CheckpointInfo(format=self.name, path=str(path))  # type: ignore[assignment]
         return model
