@@ -135,6 +135,9 @@ class Timing:
         return (self.tokens - 1) / (self.whole - (self.first or 0.0))
 
 
+#: the image rows' name for each quantization plugin they load
+QUANTIZED = {"onednn-packed": "bfloat16-packed", "int8-weight-only": "int8"}
+
 #: a row's mode and the ``compile`` argument it decodes with
 COMPILE: dict[str, bool | str] = {"eager": False, "compile=True": True, "compile=frozen": "frozen"}
 
@@ -265,8 +268,8 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
             elapsed = bench.median(run)
             fp32_seconds = fp32_seconds or elapsed
             step = decode_bytes(model, prompt=args.prompt, tokens=codes, rows=3)
-            precision = {None: str(dtype).removeprefix("torch."), "onednn-packed": "bfloat16-packed"}
-            label = f"{name} {precision.get(quantize, 'int8')} {mode}"
+            precision = str(dtype).removeprefix("torch.") if quantize is None else QUANTIZED[quantize]
+            label = f"{name} {precision} {mode}"
             speedup = fp32_seconds / elapsed
             note = f"{elapsed:.2f} s per image, {speedup:.2f}x fp32 (tok/s: a token a step, prompt included)"
             bench.row(label, Timing(codes + 1, elapsed), step, 1, note)
