@@ -30,6 +30,7 @@ written in place is compiled again (:func:`frozen_decode_forward`).
 from __future__ import annotations
 
 import types
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any, Literal, cast
@@ -156,7 +157,11 @@ def cpu_decode_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> A
         "alignment_asserts": False,
         "post_grad_custom_pre_pass": _direct_integer_upcasts_pass(),
     }
-    return compile_fx(gm, example_inputs, decompositions=decompositions, config_patches=patches)
+    with warnings.catch_warnings():
+        # inductor's autotuning (frozen weights) calls the deprecated ``Tensor.storage()``: not the
+        # caller's concern, and under the CLI's --quiet it was the one line on stderr
+        warnings.filterwarnings("ignore", "TypedStorage is deprecated", UserWarning)
+        return compile_fx(gm, example_inputs, decompositions=decompositions, config_patches=patches)
 
 
 #: the inductor settings under which ``compile="frozen"`` compiles (dynamo reads ``freezing`` when it
