@@ -13,9 +13,11 @@ from chameleon_sdk.generation import Guidance, generate_tokens
 from chameleon_sdk.generation.compiled import (
     _FROZEN,
     REDUCTION_MAX_ROWS,
+    _fp32_mm_as_reduction,
     _mm_as_reduction,
     compile_decode_step,
     direct_integer_upcasts,
+    int8_upcasts_through_bf16,
 )
 from chameleon_sdk.plugin_api import KVCache
 
@@ -70,6 +72,36 @@ def test_integer_weights_go_to_fp32_directly_and_every_value_is_unchanged(intege
     assert torch.equal(torch.fx.GraphModule(torch.nn.Module(), graph)(weight), before)
 
 
+def _int8_upcast_graph(permuted):
+    """``float32([permute](w))`` for an int8 ``w``: an fp32 model's weight-only int8 dequantization."""
+    convert, permute = torch.ops.prims.convert_element_type.default, torch.ops.aten.permute.default
+    graph = torch.fx.Graph()
+    node = weight = graph.placeholder("w")
+    weight.meta["val"] = torch.empty(3, 5, dtype=torch.int8)
+    if permuted:
+        node = graph.call_function(permute, (weight, [1, 0]))
+        node.meta["val"] = torch.empty(5, 3, dtype=torch.int8)
+    out = graph.call_function(convert, (node, torch.float32))
+    out.meta["val"] = torch.empty((5, 3) if permuted else (3, 5))
+    graph.output(out)
+    return graph
+
+
+@given(permuted=st.booleans(), seed=st.integers(0, 2**16))
+def test_int8_upcasts_go_through_bf16_for_freezing_and_back_after_it_with_every_value_unchanged(permuted, seed):
+    weight = torch.randint(-128, 128, (3, 5), generator=torch.Generator().manual_seed(seed)).to(torch.int8)
+    run = lambda graph: torch.fx.GraphModule(torch.nn.Module(), graph)(weight)  # noqa: E731
+    expected = weight.t().float() if permuted else weight.float()
+    graph = _int8_upcast_graph(permuted)
+    assert int8_upcasts_through_bf16(graph) == 1
+    converts = [n for n in graph.nodes if n.op == "call_function" and "convert" in str(n.target)]
+    assert [n.args[1] for n in converts] == [torch.bfloat16, torch.float32]  # what constant folding leaves alone
+    assert torch.equal(run(graph), expected)
+    assert direct_integer_upcasts(graph) == 1  # the two passes undo each other
+    assert torch.equal(run(graph), expected)
+    assert int8_upcasts_through_bf16(_upcast_graph(torch.uint8, torch.bfloat16, permuted)) == 0
+
+
 def test_float_and_wide_integer_upcasts_are_left_alone():
     for source in (torch.float32, torch.int32):  # an int32 does not fit a 16-bit float exactly
         assert direct_integer_upcasts(_upcast_graph(source, torch.bfloat16, permuted=True)) == 0
@@ -78,6 +110,13 @@ def test_float_and_wide_integer_upcasts_are_left_alone():
 def test_large_batches_and_integer_matmuls_keep_aten_mm():
     assert _mm_as_reduction(torch.ones(REDUCTION_MAX_ROWS + 1, 3), torch.ones(3, 2)) is NotImplemented
     assert _mm_as_reduction(torch.ones(1, 3, dtype=torch.int64), torch.ones(3, 2, dtype=torch.int64)) is NotImplemented
+
+
+def test_frozen_steps_reduce_fp32_rows_only():
+    # a half-precision weight's conversion to fp32 would be folded into an fp32 copy of it
+    half = torch.ones(1, 3, dtype=torch.bfloat16), torch.ones(3, 2, dtype=torch.bfloat16)
+    assert _fp32_mm_as_reduction(*half) is NotImplemented
+    assert torch.equal(_fp32_mm_as_reduction(torch.ones(1, 3), torch.ones(3, 2)), torch.full((1, 2), 3.0))
 
 
 @pytest.fixture(scope="module")
@@ -163,19 +202,21 @@ def test_the_cpu_step_goes_through_dynamo_on_its_first_call_and_at_a_full_cache_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_frozen_step_of_three_rows_gives_the_eager_logits(vocab, dtype):
+@pytest.mark.parametrize("rows", [1, 3])  # 3: every matmul stays a matmul; 1: the fp32 ones are reductions
+def test_a_frozen_step_gives_the_eager_logits(vocab, dtype, rows):
     torch.manual_seed(0)
     config = cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=vocab.size, max_seq_len=64)
     model = cs.build_model(config).eval().to(dtype)
-    prompt = torch.tensor([[0, 5, 9], [0, 7, 3], [0, 2, 8]])  # three rows: the matmuls stay matmuls
-    eager_cache, cache = model.new_cache(3, 8), model.new_cache(3, 8)
+    prompt = torch.tensor([[0, 5, 9], [0, 7, 3], [0, 2, 8]])[:rows]
+    eager_cache, cache = model.new_cache(rows, 8), model.new_cache(rows, 8)
     tolerance = 1e-5 if dtype == torch.float32 else 3e-2
     with torch.no_grad():
         model(prompt, cache=eager_cache)
         model(prompt, cache=cache)
         step = compile_decode_step(model, cache, torch.device("cpu"), frozen=True)
+        assert model in _FROZEN  # its own copy of the step function, for its frozen code
         for token in (4, 8, 2):
-            ids = torch.full((3, 1), token)
+            ids = torch.full((rows, 1), token)
             expected = model(ids, cache=eager_cache).logits
             torch.testing.assert_close(step(ids, cache=cache).logits, expected, rtol=tolerance, atol=tolerance)
 
@@ -209,15 +250,6 @@ def test_frozen_decoding_equals_eager_and_follows_weights_changed_after_it_compi
     eager, stale = generate_tokens(model, prompts, **text), generate_tokens(model, prompts, **text, compile="frozen")
     assert torch.equal(stale[:, 0], eager[:, 0]) and not torch.equal(stale, eager)
     assert torch.equal(generate_tokens(model, prompts, **text, compile=True), eager)
-
-
-def test_a_one_row_step_is_not_frozen(vocab):
-    # its matmuls are our reductions either way, and freezing would fold their weights into fp32 copies
-    model = cs.build_model(cs.ModelConfig(dim=16, num_layers=1, num_heads=2, vocab_size=vocab.size, max_seq_len=16))
-    compile_decode_step(model, model.new_cache(1, 8), torch.device("cpu"), frozen=True)
-    assert model not in _FROZEN
-    compile_decode_step(model, model.new_cache(2, 8), torch.device("cpu"), frozen=True)
-    assert model in _FROZEN
 
 
 def test_compile_takes_false_true_or_frozen(vocab):

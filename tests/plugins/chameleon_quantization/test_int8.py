@@ -53,6 +53,21 @@ def test_int8_compiled_decode_equals_eager_decode(prompts):
     assert eager.shape == (len(prompts), 12) and torch.equal(eager, compiled)
 
 
+@pytest.mark.slow
+def test_frozen_int8_decode_equals_eager_and_reads_the_int8_weights():
+    # an fp32 model's int8 weights: freezing would otherwise fold each one's dequantization into an
+    # fp32 copy (chameleon_sdk.generation.compiled.int8_upcasts_through_bf16)
+    from torch._inductor.utils import run_and_get_code
+
+    model = cs.quantize_model(_model(), "int8-weight-only")
+    eager = cs.generate_tokens(model, [0, 5, 9, 40], max_new_tokens=12, stop_ids=[])
+    frozen, code = run_and_get_code(
+        lambda: cs.generate_tokens(model, [0, 5, 9, 40], max_new_tokens=12, stop_ids=[], compile="frozen")
+    )
+    assert torch.equal(frozen, eager)
+    assert "const int8_t*" in "".join(code)
+
+
 def test_bf16_decode_starts_with_the_argmax_of_its_own_forward():
     model = _model().to(torch.bfloat16)
     prompt = [0, 5, 9, 40]
