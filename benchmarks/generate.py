@@ -11,13 +11,13 @@ the fraction of that limit the decode rate reached. Sections:
 
 1. batch 1: ours eager and compiled (``compile=True``), ``transformers``, fp32 and bf16 weights,
    bf16 weights packed for oneDNN on a CPU (the ``onednn-packed`` quantization plugin), weight-only
-   int8 (the ``int8-weight-only`` quantization plugin, torchao), with greedy agreement between the
-   precisions and the logits difference;
+   int8 (the ``int8-weight-only`` quantization plugin, torchao), on a CPU bf16 and int8 also with
+   ``compile="frozen"``, with greedy agreement between the precisions and the logits difference;
 2. batch scaling: tokens/s of all rows at batch 1, 4, 8, 16 (``--batches``), eager and compiled, and
    in bf16 on a CPU also with the weights frozen into the compiled step (``compile="frozen"``);
 3. image blocks: one block of ``--image-codes`` codes with 3-row classifier-free guidance on a
    demo-sized model and on the bench config, fp32, bf16, (on a CPU) bf16 with ``compile="frozen"``
-   and bf16 packed for oneDNN, and weight-only int8.
+   and bf16 packed for oneDNN, and weight-only int8 (on a CPU also with ``compile="frozen"``).
 
     .venv/bin/python benchmarks/generate.py              # everything (about 20 minutes on 2 cores)
     .venv/bin/python benchmarks/generate.py --quick      # fewer tokens, repeats and rows (a few minutes)
@@ -138,6 +138,10 @@ class Timing:
 #: the image rows' name for each quantization plugin they load
 QUANTIZED = {"onednn-packed": "bfloat16-packed", "int8-weight-only": "int8"}
 
+#: the weights whose batch-1 row is also drawn with ``compile="frozen"`` on a CPU (fp32's one-row
+#: matmuls are reductions of ours either way)
+FROZEN_PAYS = ("bf16", "int8")
+
 #: a row's mode and the ``compile`` argument it decodes with
 COMPILE: dict[str, bool | str] = {"eager": False, "compile=True": True, "compile=frozen": "frozen"}
 
@@ -189,6 +193,14 @@ def batch_one(bench: Bench, theirs) -> None:
                 f"{torch.equal(compiled, tokens[name])}"
             )
             runs[f"ours {name} compile=True"] = lambda k, m=model: decode(m, prompt, k, compile=True)
+        if args.compile and bench.device.type == "cpu" and name in FROZEN_PAYS:
+            start = time.perf_counter()
+            frozen = decode(model, prompt, n, compile="frozen")[0]
+            print(
+                f"compiled the frozen {name} step in {time.perf_counter() - start:.0f} s; its tokens equal eager's "
+                f"for the first {first_difference(frozen, tokens[name])} of {n}"
+            )
+            runs[f"ours {name} compile=frozen"] = lambda k, m=model: decode(m, prompt, k, compile="frozen")
     timings = bench.interleaved(runs)
     print(HEADER)
     # each precision against the one before
@@ -197,9 +209,11 @@ def batch_one(bench: Bench, theirs) -> None:
         kind, name, mode = label.split(" ", 2)
         notes = []
         if kind == "ours":
-            base = "transformers fp32 generate" if name == "fp32" else f"ours {previous[name]} {mode}"
-            notes.append(f"{timing.decode_rate / timings[base].decode_rate:.2f}x {base}")
-        if mode == "compile=True":
+            bases = ["transformers fp32 generate"] if name == "fp32" else [f"ours {previous[name]} {mode}"]
+            bases += [f"ours {name} compile=True"] if mode == "compile=frozen" else []
+            for base in (base for base in bases if base in timings):
+                notes.append(f"{timing.decode_rate / timings[base].decode_rate:.2f}x {base}")
+        if mode != "eager" and kind == "ours":
             notes.append(f"{timing.decode_rate / timings[f'ours {name} eager'].decode_rate:.2f}x eager")
         step = decode_bytes(models[name], prompt=args.prompt, tokens=n)
         bench.row(label, timing, step, 1, ", ".join(notes))
@@ -253,6 +267,8 @@ def image_blocks(bench: Bench, demo_checkpoint: Path) -> None:
     weights += [(torch.bfloat16, None, "compile=frozen")] if on_cpu and args.compile else []
     weights += [(torch.bfloat16, "onednn-packed", compiled)] if on_cpu else []
     weights += [] if args.skip_int8 else [(torch.bfloat16, "int8-weight-only", compiled)]
+    frozen_int8 = on_cpu and args.compile and not args.skip_int8
+    weights += [(torch.bfloat16, "int8-weight-only", "compile=frozen")] if frozen_int8 else []
     for name, path, vocab in models:
         fp32_seconds = None
         for dtype, quantize, mode in weights:
