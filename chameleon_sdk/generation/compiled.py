@@ -88,6 +88,12 @@ def _mm_as_reduction(a: torch.Tensor, b: torch.Tensor) -> Any:
 _EXACT_IN_HALF = (torch.int8, torch.uint8)
 
 
+def _conversions_to_fp32(graph: torch.fx.Graph) -> list[torch.fx.Node]:
+    """The graph's ``float32(x)`` nodes (a list: the passes insert nodes as they go)."""
+    convert = torch.ops.prims.convert_element_type.default
+    return [node for node in graph.nodes if node.target is convert and node.args[1] == torch.float32]
+
+
 def direct_integer_upcasts(graph: torch.fx.Graph) -> int:
     """Rewrite ``float32(permute(bfloat16(w)))`` into ``float32(permute(w))`` for int8/uint8 ``w``.
 
@@ -100,9 +106,7 @@ def direct_integer_upcasts(graph: torch.fx.Graph) -> int:
     convert = torch.ops.prims.convert_element_type.default
     permute = torch.ops.aten.permute.default
     rewritten = 0
-    for node in list(graph.nodes):
-        if node.target is not convert or node.args[1] != torch.float32:
-            continue
+    for node in _conversions_to_fp32(graph):
         source: Any = node.args[0]
         dims: Any = None
         if isinstance(source, torch.fx.Node) and source.target is permute:
@@ -141,9 +145,7 @@ def int8_upcasts_through_bf16(graph: torch.fx.Graph) -> int:
     """
     convert = torch.ops.prims.convert_element_type.default
     rewritten = 0
-    for node in list(graph.nodes):
-        if node.target is not convert or node.args[1] != torch.float32:
-            continue
+    for node in _conversions_to_fp32(graph):
         source: Any = node.args[0]
         value = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
         if value is None or value.dtype != torch.int8:
