@@ -310,6 +310,7 @@ def _set_everywhere(data, key, value):
     value=WRONG_VALUES,
 )
 @example(fmt="native", key="vocab_size", value=None)  # found by this test: build_model's error named no file
+@example(fmt="hf", key="vocab_size", value=None)  # and found again for this format
 def test_checkpoint_configs_of_the_wrong_shape_or_type(saved_checkpoints, fmt, key, value):
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / fmt
