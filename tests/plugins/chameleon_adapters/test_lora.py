@@ -96,6 +96,21 @@ def test_merged_logits_equal_adapter_logits(targets, rank, alpha):
     torch.testing.assert_close(_logits(merged), adapted, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_frozen_decode_after_merging_reads_the_merged_weights():
+    # peft merges through ``weight.data``, a write torch does not count, and frozen compiled code
+    # keeps the weights it was compiled with unless it sees them written
+    model, prompt, options = _model(), [0, 5, 9, 40], {"max_new_tokens": 8, "stop_ids": []}
+    before = cs.generate_tokens(model, prompt, **options, compile="frozen")
+    adapted = cs.attach_adapter(model, {"name": "lora", "options": {"rank": 4, "targets": ["attention", "mlp"]}})
+    _randomize_adapter(adapted)
+    merged = cs.merge_adapter(adapted)
+    assert merged is model  # the model whose frozen code was compiled before the merge
+    eager = cs.generate_tokens(merged, prompt, **options)
+    assert not torch.equal(eager[1:], before[1:])  # the merge changes the tokens the compiled steps give
+    assert torch.equal(cs.generate_tokens(merged, prompt, **options, compile="frozen"), eager)
+
+
 def test_saved_adapter_loads_onto_a_fresh_base(tmp_path):
     model = cs.attach_adapter(_model(), {"name": "lora", "options": {"rank": 4, "targets": ["attention"]}})
     _randomize_adapter(model)
