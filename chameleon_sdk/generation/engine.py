@@ -270,6 +270,7 @@ class TokenDecoder:
         self.out = torch.full((self.rows, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
         self.counts = torch.zeros(self.rows, dtype=torch.long, device=device)
         self.seen = torch.zeros(self.rows, vocab_size, dtype=torch.bool, device=device)
+        self._row_ids = torch.arange(self.rows, device=device)
         for r, p in enumerate(prompts):
             self.seen[r, torch.tensor(p, device=device)] = True
 
@@ -321,7 +322,8 @@ class TokenDecoder:
                 allowed = torch.cat([allowed, allowed.new_zeros(self.rows, logits.shape[1] - allowed.shape[1])], 1)
             logits = logits.masked_fill(~allowed, float("-inf"))
         tokens = torch.full((self.rows,), self.pad_id, dtype=torch.long, device=self.device)
-        groups = [("text", ~self.done)] if self.states is None else self._sampler_groups()
+        text_only = self.states is None or self.states.text_only
+        groups = [("text", ~self.done)] if text_only else self._sampler_groups()
         for name, rows_mask in groups:
             rows = torch.nonzero(rows_mask).flatten()
             sampler = self.samplers.get(name, self.samplers["text"])
@@ -394,7 +396,7 @@ class TokenDecoder:
         # a finished row's token is the pad id (:meth:`_choose`), written past its end, where the pad is
         self.out.scatter_(1, self.counts.unsqueeze(1), tokens.unsqueeze(1))
         self.counts += active.long()
-        self.seen[torch.arange(self.rows, device=self.device), tokens] |= active
+        self.seen[self._row_ids, tokens] |= active
         if self.states is not None:
             stop = self.states.is_stop(tokens)
             block_done = self.states.update(tokens)
@@ -409,7 +411,10 @@ class TokenDecoder:
             code = torch.where(applies[number - 1], number, code)
         code = code * active
         finished: list[tuple[int, FinishReason]] = []
-        for r, c in zip(torch.nonzero(code).flatten().tolist(), code[code > 0].tolist()):
+        rows = torch.nonzero(code).flatten()
+        if not len(rows):  # the common step: no row ends
+            return finished
+        for r, c in zip(rows.tolist(), code[rows].tolist()):
             reason = self.PRIORITY[c - 1]
             self.done[r] = True
             self.reasons[r] = reason
