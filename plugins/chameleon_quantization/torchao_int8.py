@@ -7,6 +7,10 @@ torchao is imported only when a model is quantized, so the plugin registers with
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import attrs
 from torch import nn
 
@@ -34,7 +38,8 @@ class Int8WeightOnly:
 
     def quantize(self, model: nn.Module) -> nn.Module:
         try:
-            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+            with _import_notices_muted():
+                from torchao.quantization import Int8WeightOnlyConfig, quantize_
         except ImportError as exc:
             raise BackendUnavailableError(
                 "quantization 'int8-weight-only' needs torchao: pip install 'chameleon-sdk[quantize]' "
@@ -48,3 +53,23 @@ class Int8WeightOnly:
 
         quantize_(model, Int8WeightOnlyConfig(), filter_fn=wanted)
         return model
+
+
+#: loggers that warn while torchao is imported: torchao, for each optional kernel library it cannot
+#: load on this machine (CUDA and MX builds, on a CPU), and torch, that torchao registers its enums
+#: the deprecated way. Neither concerns someone asking for int8 weights, and `--quiet` printed both.
+_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+@contextlib.contextmanager
+def _import_notices_muted() -> Iterator[None]:
+    """Errors only from :data:`_IMPORT_LOGGERS`, while inside."""
+    loggers = [logging.getLogger(name) for name in _IMPORT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

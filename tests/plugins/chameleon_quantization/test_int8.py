@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,3 +100,16 @@ def test_cli_generate_with_bf16_int8_weights(saved_pipe, tmp_path, capsys):
     assert main([*args, "--quantize", "int3", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no quantization plugin named 'int3'" in err and "Traceback" not in err
+
+
+def test_cli_int8_prints_nothing_on_stderr_under_quiet(tmp_path):
+    # a new process: torchao's import-time notices (kernel libraries it cannot load on a CPU) come once
+    from chameleon_sdk.tiny_release import write_tiny_release
+
+    release = write_tiny_release(tmp_path / "release")
+    script = str(Path(sys.executable).with_name("chameleon"))
+    args = ["generate", "--model", str(release), "--prompt", "a red", "--max-new-tokens", "4", "--quiet"]
+    args += ["--dtype", "bfloat16", "--quantize", "int8-weight-only"]
+    result = subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    assert result.stderr == "", result.stderr
