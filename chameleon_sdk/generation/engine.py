@@ -321,8 +321,10 @@ class TokenDecoder:
             if allowed.shape[1] < logits.shape[1]:  # model ids beyond the vocabulary are never allowed
                 allowed = torch.cat([allowed, allowed.new_zeros(self.rows, logits.shape[1] - allowed.shape[1])], 1)
             logits = logits.masked_fill(~allowed, float("-inf"))
-        tokens = torch.full((self.rows,), self.pad_id, dtype=torch.long, device=self.device)
         text_only = self.states is None or self.states.text_only
+        if text_only and all(reason is None for reason in self.reasons):  # all live, known on the host: no sync
+            return self.samplers["text"](logits, seen=self.seen, generator=self.generator).long()
+        tokens = torch.full((self.rows,), self.pad_id, dtype=torch.long, device=self.device)
         groups = [("text", ~self.done)] if text_only else self._sampler_groups()
         for name, rows_mask in groups:
             rows = torch.nonzero(rows_mask).flatten()

@@ -369,3 +369,17 @@ def test_ended_agrees_with_the_done_rows(model, vocab, rows, max_new_tokens, fin
                 decoder.finish(row, cs.FinishReason.STOP)
                 assert decoder.ended == bool(decoder.done.all())
     assert decoder.ended and bool(decoder.done.all())
+
+
+def test_a_text_step_with_every_row_live_reads_the_device_once(model, vocab):
+    # on a GPU each read of a device value waits for the step's kernels: which rows are live is
+    # known on the host, so only the finished-rows check of each step reads the device
+    steps, greedy = 6, lambda logits, **_: logits.argmax(-1)
+    decoder = TokenDecoder(
+        model, [[0, 5], [0, 7, 9]], max_new_tokens=steps, modes=["text"] * 2, vocabulary=vocab,
+        samplers={"text": greedy}, stop_ids=[],
+    )  # fmt: skip
+    with torch.profiler.profile() as profile:
+        tokens = decoder.run()
+    assert [len(row) for row in tokens] == [steps, steps]
+    assert sum(event.count for event in profile.key_averages() if event.key == "aten::nonzero") == steps
