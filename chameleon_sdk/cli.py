@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="compile the decode step (pays for long outputs)")
     p.add_argument(
         "--compile-frozen", action="store_true",
-        help="compile it with the weights frozen in (CPU: faster batches and images in bf16, more memory)",
+        help="compile it with the weights frozen in (CPU: faster in bf16 and int8, slower to compile, more memory)",
     )  # fmt: skip
     p.add_argument(
         "--out", default=None, help="output file: .html, .md or .json; '-' or none: the output as text on stdout"
