@@ -140,7 +140,7 @@ def model_config_from_hf(config: dict[str, Any], source: str) -> ModelConfig:
     rope = field("rope_parameters", None) or field("rope_scaling", None) or {}
     if not isinstance(rope, dict):
         raise CheckpointError(f"{source!r}: rope_parameters must be an object, got {rope!r:.60}")
-    for name in ("num_attention_heads", "hidden_size", "vocab_size"):  # vocab_size: a pipeline may leave it null
+    for name in ("num_attention_heads", "hidden_size"):
         plugin_api.check_number(
             field(name), f"{source!r}: config.json {name}", integer=True, low=1, error=CheckpointError
         )

@@ -65,6 +65,8 @@ def build_model(
         refused before its constructors ask for memory.
     """
     stability = tuple(stability)
+    if config.vocab_size is None:  # a pipeline's config may leave it to its tokenizers; weights' may not
+        raise CheckpointError(f"checkpoint {source!r}: its config gives no vocab_size (null)")
     if file_shapes is not None:
         _check_layer_count(config, file_shapes, source)
         probe = _on_meta(config, attention=attention, stability=stability, registry=registry, vocabulary=vocabulary)

@@ -77,8 +77,6 @@ class NativeFormat:
             vocabulary = Vocabulary.from_json(meta["vocabulary"]) if meta.get("vocabulary") else None
         except chameleon_sdk.ConfigError as exc:
             raise CheckpointError(f"{where!r}: {exc}") from exc
-        if config.vocab_size is None:  # a pipeline's config may leave it to the tokenizers; weights may not
-            raise CheckpointError(f"{where!r}: model.vocab_size is null; a checkpoint's config must give it")
         if self.options.attention is not None:
             attention = ComponentSpec(name=self.options.attention)
         shapes = plugin_api.read_safetensors_shapes(path)
