@@ -122,11 +122,11 @@ class ModalityStates:
         self.is_end[self.end_ids] = True
         self.token_to_block, self.is_end = self.token_to_block.to(self.device), self.is_end.to(self.device)
         self.begin_ids, self.end_ids = self.begin_ids.to(self.device), self.end_ids.to(self.device)
-        # no row is in a block or may begin one (their begin tokens are never allowed), so the state and
-        # its mask stay as they are: the per-step methods skip their ~25 small tensor ops (a tenth of a
-        # compiled bf16 step at the bench config)
-        self.text_only = not bool(self.may_begin.any() or self.block_mode.any())
-        self._text_allowed = self._allowed() if self.text_only else None
+        # when no row is in a block or may begin one (their begin tokens are never allowed), the state
+        # and its mask stay as they are: the per-step methods skip their ~25 small tensor ops (a tenth
+        # of a compiled bf16 step at the bench config)
+        can_open = bool(self.may_begin.any() or self.block_mode.any())
+        self._text_allowed = None if can_open else self._allowed()
 
     def begin_block_rows(self) -> list[tuple[int, int]]:
         """``(row, begin_id)`` for rows in a modality mode: their prompt must end with the begin token."""
@@ -137,6 +137,11 @@ class ModalityStates:
         for r, mode in enumerate(self.modes):
             if mode not in TEXT_MODES:
                 self.open_block[r] = self.names.index(mode)
+
+    @property
+    def text_only(self) -> bool:
+        """No row is in a block, and none may begin one."""
+        return self._text_allowed is not None
 
     def allowed(self) -> torch.Tensor:
         """``[rows, V]`` bool mask of the tokens each row may sample next."""
