@@ -468,10 +468,10 @@ def generate_tokens(
     :param compile: run the one-token decode step through ``torch.compile`` (a CUDA graph on GPUs;
         on CPUs inductor's C++ code, see :mod:`chameleon_sdk.generation.compiled`): a one-off compile
         cost per shape for faster steps; worth it for long generations. ``"frozen"``: on a CPU the
-        weights are also frozen into the compiled code, so inductor can use its own GEMM kernels
-        for 2+ rows (batches, the 3 rows of an image with classifier-free guidance); it compiles
-        for longer, holds packed copies of weights, and recompiles after the weights change (but
-        not after writes through ``.data``); on CUDA it is ``True``.
+        weights are also frozen into the compiled code, so inductor can use its own GEMM kernels,
+        which pays for bf16 and int8 weights at any row count; it compiles for longer, holds packed
+        copies of weights, and recompiles after the weights change (but not after writes through
+        ``.data``); on CUDA it is ``True``.
     :param max_batch: refuse more prompts than this (:class:`GenerationError`); None: no limit.
     :returns: ``[N]`` for one prompt, ``[B, N]`` for a batch (rows padded with the pad id), where
         ``N`` is the longest row's count of new tokens.
