@@ -185,22 +185,16 @@ def batch_one(bench: Bench, theirs) -> None:
     for name, model in models.items():
         runs[f"ours {name} eager"] = lambda k, m=model: decode(m, prompt, k)
         tokens[name] = decode(model, prompt, n)[0]
-        if args.compile:
+        modes = ["compile=True"] if args.compile else []
+        modes += ["compile=frozen"] if args.compile and bench.device.type == "cpu" and name in FROZEN_PAYS else []
+        for mode in modes:
             start = time.perf_counter()
-            compiled = decode(model, prompt, n, compile=True)[0]
+            compiled = decode(model, prompt, n, compile=COMPILE[mode])[0]
             print(
-                f"compiled the {name} step in {time.perf_counter() - start:.0f} s; its tokens equal eager's: "
-                f"{torch.equal(compiled, tokens[name])}"
+                f"compiled the {name} step ({mode}) in {time.perf_counter() - start:.0f} s; its tokens equal "
+                f"eager's for the first {first_difference(compiled, tokens[name])} of {n}"
             )
-            runs[f"ours {name} compile=True"] = lambda k, m=model: decode(m, prompt, k, compile=True)
-        if args.compile and bench.device.type == "cpu" and name in FROZEN_PAYS:
-            start = time.perf_counter()
-            frozen = decode(model, prompt, n, compile="frozen")[0]
-            print(
-                f"compiled the frozen {name} step in {time.perf_counter() - start:.0f} s; its tokens equal eager's "
-                f"for the first {first_difference(frozen, tokens[name])} of {n}"
-            )
-            runs[f"ours {name} compile=frozen"] = lambda k, m=model: decode(m, prompt, k, compile="frozen")
+            runs[f"ours {name} {mode}"] = lambda k, m=model, c=COMPILE[mode]: decode(m, prompt, k, compile=c)
     timings = bench.interleaved(runs)
     print(HEADER)
     # each precision against the one before
