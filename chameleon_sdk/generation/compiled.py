@@ -280,9 +280,10 @@ class GuardFreeStep:
     same inputs, and later calls run the entry's code directly: the step's inputs keep the types and
     shapes that passed (one decoder, one model, one cache), except the dynamic slot count, which
     grows. Its guards (at least 2 slots; a view that is not the whole buffer, so not contiguous) can
-    only fail at the ends of its range, so the caller asks for a guarded call there (``guarded``).
-    vLLM skips the guards of its compiled forward the same way. If no entry passes (dynamo ran the
-    step eagerly), every call stays guarded.
+    only fail at the ends of its range, so the caller asks for a guarded call there (``guarded``),
+    and the entry is looked up on the first call inside it (dynamo compiles a call over one slot for
+    that size alone). vLLM skips the guards of its compiled forward the same way. If no entry passes
+    (dynamo ran the step eagerly), every call stays guarded.
     """
 
     def __init__(self, compiled: Callable[..., Any], forward: Callable[..., Any] = _decode_forward) -> None:
@@ -296,7 +297,7 @@ class GuardFreeStep:
         if self._code is not None and not guarded:
             return self._code(model, input_ids, cache)
         out = self._compiled(model, input_ids, cache)
-        if not self._looked_up:
+        if not self._looked_up and not guarded:
             self._looked_up = True
             self._code = _checked_entry(self._forward, {"model": model, "input_ids": input_ids, "cache": cache})
         return out
@@ -343,20 +344,21 @@ def compile_decode_step(
     if frozen:
         through_dynamo = torch._inductor.config.patch(FROZEN_PATCHES)(through_dynamo)
     compiled = GuardFreeStep(through_dynamo, forward)
-    first = True
+    marked = False
 
     def step(input_ids: torch.Tensor, *, cache: Any) -> Any:
-        nonlocal first
+        nonlocal marked
         written = cache.written_slots(input_ids.shape[1])
-        if first:  # the graph, once compiled with a dynamic slot dimension, takes any later length
-            # (marking costs ~40 us a tensor: 0.6 ms a step at 8 layers if done every time)
+        slots = written.keys[0].shape[2]
+        if not marked and slots >= 2:  # the graph, once compiled with a dynamic slot dimension, takes
+            # any later length (one slot is compiled for itself: dynamo specializes sizes 0 and 1);
+            # marking costs ~40 us a tensor: 0.6 ms a step at 8 layers if done every time
             for tensor in (*written.keys, *written.values):
                 torch._dynamo.mark_dynamic(tensor, 2)  # [rows, kv heads, slots, head dim]
             for tensor in (written.document_ids, written.span_ids):
                 if tensor is not None:
                     torch._dynamo.mark_dynamic(tensor, 1)  # [rows, slots]
-            first = False
-        slots = written.keys[0].shape[2]
+            marked = True
         return compiled(model, input_ids, written, guarded=slots < 2 or slots == cache.max_len)
 
     return step

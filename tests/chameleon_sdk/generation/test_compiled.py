@@ -201,6 +201,23 @@ def test_the_cpu_step_goes_through_dynamo_on_its_first_call_and_at_a_full_cache_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_step_that_starts_on_an_empty_cache_gives_the_eager_logits_at_every_later_length(vocab, frozen):
+    # its first call attends over one slot, which dynamo compiles for that size alone: the step must
+    # not go on running that code without guards once the slots grow
+    torch.manual_seed(0)
+    model = cs.build_model(cs.ModelConfig(dim=32, num_layers=2, num_heads=4, vocab_size=vocab.size, max_seq_len=64))
+    model.eval()
+    eager_cache, cache = model.new_cache(2, 8), model.new_cache(2, 8)
+    with torch.no_grad():
+        step = compile_decode_step(model, cache, torch.device("cpu"), frozen=frozen)
+        for token in (0, 5, 9, 4, 8):  # over 1, 2, 3, 4 and 5 slots
+            ids = torch.tensor([[token], [token + 1]])
+            expected = model(ids, cache=eager_cache).logits
+            torch.testing.assert_close(step(ids, cache=cache).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3])  # 3: every matmul stays a matmul; 1: the fp32 ones are reductions
 def test_a_frozen_step_gives_the_eager_logits(vocab, dtype, rows):
