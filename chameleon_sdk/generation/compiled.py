@@ -248,8 +248,11 @@ _FROZEN: weakref.WeakKeyDictionary[torch.nn.Module, _FrozenForward] = weakref.We
 
 
 def _weights_state(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
-    """Where every weight lives and how often it was written in place: what freezing would miss."""
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    """Where every weight lives and how often it was written in place: what freezing would miss.
+    A tensor without storage (oneDNN's packed layout) is known by its identity: the frozen code
+    holds it, so no other tensor takes its ``id`` while that code is kept."""
+    tensors = (*model.parameters(), *model.buffers())
+    return tuple((id(t) if t.is_mkldnn else t.data_ptr(), t._version) for t in tensors)
 
 
 def frozen_decode_forward(model: torch.nn.Module) -> Callable[..., Any]:

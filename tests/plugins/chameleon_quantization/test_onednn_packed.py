@@ -48,7 +48,7 @@ def test_packed_logits_equal_the_plain_bf16_logits(rows, length, seed):
     assert (packed.float() - plain.float()).abs().max() <= 0.02 * plain.float().std()
 
 
-@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize("compile", [False, True, "frozen"])
 def test_packed_decoding_gives_the_plain_bf16_tokens(compile):
     prompts = [[0, 5, 9, 40], [0, 7]]
     plain = cs.generate_tokens(PLAIN, prompts, max_new_tokens=12, stop_ids=[])
