@@ -81,7 +81,11 @@ class Server:
         self.pipeline, self.options = pipeline, options
         self.model = cast(ChameleonModel, pipeline.model)
         self.batcher = ContinuousBatcher(
-            self.model, max_rows=options.max_rows, max_context=options.max_context, max_queue=options.max_queue
+            self.model,
+            max_rows=options.max_rows,
+            max_context=options.max_context,
+            max_queue=options.max_queue,
+            compile=options.compile,
         )
 
     def authorize(self, request: Request) -> None:
@@ -124,6 +128,7 @@ class Server:
         return {
             "model": model,
             "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "compile": self.options.compile,
             "vocabulary_size": pipe.vocabulary.size,
             "modalities": sorted(pipe.modalities),
             "modes": ["text", "interleaved", *sorted(pipe.modalities)],

@@ -22,10 +22,12 @@ import attrs
 import torch
 
 from chameleon_sdk.errors import ChameleonError, GenerationError
+from chameleon_sdk.generation.compiled import CompileChoice
 from chameleon_sdk.generation.engine import prefill_prompts
 from chameleon_sdk.generation.events import GenerationEvent
 from chameleon_sdk.generation.stream import DocumentStream
 from chameleon_sdk.model import ChameleonModel, KVCache
+from chameleon_sdk.serve.batch_forward import BatchForward
 from chameleon_sdk.serve.memory import release_free_memory
 from chameleon_sdk.serve.openmp import release_thread_workers
 
@@ -107,9 +109,19 @@ class ContinuousBatcher:
     :param max_rows: physical rows decoded together.
     :param max_context: KV-cache slots per row (default: the model's max_seq_len).
     :param max_queue: jobs waiting for rows at most; :meth:`submit` raises :class:`QueueFullError` beyond.
+    :param compile: compile the decode step (CPU; see :mod:`chameleon_sdk.serve.batch_forward`), at
+        every row count it runs at, before the constructor returns.
     """
 
-    def __init__(self, model: ChameleonModel, *, max_rows: int, max_context: int | None, max_queue: int) -> None:
+    def __init__(
+        self,
+        model: ChameleonModel,
+        *,
+        max_rows: int,
+        max_context: int | None,
+        max_queue: int,
+        compile: CompileChoice = False,
+    ) -> None:
         self.model = model
         self.max_rows, self.max_queue = max_rows, max_queue
         self.max_context = min(max_context or model.config.max_seq_len, model.config.max_seq_len)
@@ -121,10 +133,15 @@ class ContinuousBatcher:
         self.steps = 0  #: decode steps run (a forward pass over the live rows each)
         # the decode thread allocates the cache itself, and this thread's OpenMP workers go: see _run
         release_thread_workers()
-        ready: concurrent.futures.Future[KVCache] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="chameleon-decode", daemon=True)
+        ready: concurrent.futures.Future[BatchForward] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(ready, compile), name="chameleon-decode", daemon=True)
         self._thread.start()
-        self.cache = ready.result()  # a cache too large for memory fails here, in the caller
+        self._forward = ready.result()  # a cache too large for memory fails here, in the caller
+
+    @property
+    def cache(self) -> KVCache:
+        """The batch's KV cache: ``max_rows`` rows of ``max_context`` slots, live rows first."""
+        return self._forward.cache
 
     # -- the request side (any thread) --------------------------------------------------------------
 
@@ -171,15 +188,18 @@ class ContinuousBatcher:
 
     # -- the decode thread --------------------------------------------------------------------------
 
-    def _run(self, ready: concurrent.futures.Future[KVCache]) -> None:
-        # Every torch op of the batcher runs on this thread, the cache's allocation included, so that
-        # its pool of OpenMP workers is the only one (see chameleon_sdk.serve.openmp).
+    def _run(self, ready: concurrent.futures.Future[BatchForward], compile: CompileChoice) -> None:
+        # Every torch op of the batcher runs on this thread, the cache's allocation and the compiles
+        # included, so that its pool of OpenMP workers is the only one (see chameleon_sdk.serve.openmp).
+        self.model.eval()
         try:
-            ready.set_result(self.model.new_cache(self.max_rows, self.max_context))
+            forward = BatchForward(self.model, self.model.new_cache(self.max_rows, self.max_context), compile)
+            with torch.no_grad():
+                forward.compile_steps()
         except Exception as exc:
             ready.set_exception(exc)
             return
-        self.model.eval()
+        ready.set_result(forward)
         with torch.no_grad():
             while True:
                 admitted = self._next_round()
@@ -293,7 +313,7 @@ class ContinuousBatcher:
             return
         tokens = torch.cat([j.tokens.repeat_interleave(j.stream.decoder.k) for j in self._running])  # type: ignore[union-attr]
         try:
-            logits = self.model(tokens.unsqueeze(1), cache=self.cache.first_rows(tokens.numel())).logits[:, -1].float()
+            logits = self._forward(tokens)
         except Exception as exc:  # the batch cannot go on: every running job fails
             with self._cond:
                 running = list(self._running)

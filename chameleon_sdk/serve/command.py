@@ -35,10 +35,19 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         help="require 'Authorization: Bearer KEY' on the API (default: $CHAMELEON_API_KEY, else none)",
     )  # fmt: skip
     for field in attrs.fields(ServeOptions):
-        if field.name != "api_key":
+        if field.name not in ("api_key", "compile"):
             kind = float if field.name == "request_timeout" else int
             flag = "--" + field.name.replace("_", "-")
             p.add_argument(flag, type=kind, default=getattr(defaults, field.name), help="default: %(default)s")
+    compiling = p.add_mutually_exclusive_group()
+    compiling.add_argument(
+        "--compile", action="store_const", const=True, default=False,
+        help="compile the decode step at start (CPU; once per row count: 1, 2, 4... --max-rows)",
+    )  # fmt: skip
+    compiling.add_argument(
+        "--compile-frozen", dest="compile", action="store_const", const="frozen",
+        help="compile with the weights frozen in (faster in bf16, int8; slower start, weights copied per row count)",
+    )  # fmt: skip
     p.set_defaults(func=run_serve)
 
 
@@ -51,18 +60,22 @@ def run_serve(args: argparse.Namespace) -> int:
     from chameleon_sdk.pipeline import Pipeline, checked_device
     from chameleon_sdk.plugins import get_registry
     from chameleon_sdk.serve import create_app
+    from chameleon_sdk.serve.batch_forward import row_counts
     from chameleon_sdk.serve.memory import bound_kernel_caches
     from chameleon_sdk.serve.weights import serving_dtype, serving_quantization
 
-    limits = {f.name: getattr(args, f.name) for f in attrs.fields(ServeOptions)}
-    options = ServeOptions(**limits)  # before loading anything: bad limits fail at once
+    chosen = {f.name: getattr(args, f.name) for f in attrs.fields(ServeOptions)}
+    options = ServeOptions(**chosen)  # before loading anything: bad limits fail at once
     if not 0 <= args.port < 65536:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
     bound_kernel_caches()  # before the first matmul, when the libraries read it
     device = checked_device(args.device)
     dtype = serving_dtype(args.dtype, device)
-    quantize = serving_quantization(args.quantize, dtype, device, get_registry())
+    quantize = serving_quantization(args.quantize, dtype, device, get_registry(), compile=options.compile)
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=dtype, quantize=quantize)
+    if options.compile:
+        counts = ", ".join(map(str, row_counts(options.max_rows)))
+        print(f"compiling the decode step for {counts} rows (once per row count)...", flush=True)
     app = create_app(pipe, options)
     weights = [_chosen(str(dtype).removeprefix("torch.") + " weights", "--dtype", args.dtype)]
     weights += [] if quantize is None else [_chosen(quantize, "--quantize", args.quantize)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from chameleon_sdk.config import positive, typed
@@ -26,6 +28,10 @@ class ServeOptions:
     :ivar request_timeout: seconds a request may take from arrival (queueing included); a running
         request then stops with reason ``max_time``, a queued one is answered 503.
     :ivar progress_every: image codes between two streamed previews.
+    :ivar compile: compile the decode step (CPU), as ``generate_tokens``'s ``compile``: ``True``, or
+        ``"frozen"`` with the weights frozen in (faster in bf16 and int8; each row count holds its
+        own laid-out copy of the weights). It compiles at start, once for each of the row counts the
+        batch runs at (1, 2, 4... ``max_rows``; see :mod:`chameleon_sdk.serve.batch_forward`).
     """
 
     api_key: str | None = attrs.field(default=None, validator=typed)
@@ -37,3 +43,4 @@ class ServeOptions:
     max_queue: int = attrs.field(default=64, validator=positive)
     request_timeout: float = attrs.field(default=600.0, validator=positive)
     progress_every: int = attrs.field(default=64, validator=positive)
+    compile: bool | Literal["frozen"] = attrs.field(default=False, validator=typed)

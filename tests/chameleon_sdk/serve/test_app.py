@@ -77,6 +77,7 @@ def test_info_and_health(served_pipe):
     assert info["modes"] == ["text", "interleaved", "image"]
     assert info["vocabulary_size"] == served_pipe.vocabulary.size
     assert info["dtype"] == "float32"  # the fixture's weights, as given to create_app
+    assert info["compile"] is False
     assert {"kind": "sampler", "name": "greedy", "provider": info["plugins"][0]["provider"]} in [
         {**p, "provider": info["plugins"][0]["provider"]} for p in info["plugins"]
     ]

@@ -118,3 +118,27 @@ def test_serve_names_an_unknown_quantization(served, capsys):
     assert main(["serve", "--model", served["model"], "--quantize", "int3"]) == 2
     err = capsys.readouterr().err
     assert "no quantization plugin named 'int3'" in err and "Traceback" not in err
+
+
+def test_serve_compile_frozen_compiles_every_row_count_at_start_and_packs_nothing(served, monkeypatch, capsys):
+    monkeypatch.setattr("chameleon_sdk.serve.weights.native_bfloat16", lambda device: True)
+    torch._dynamo.reset()  # a fresh recompile budget for the step's row counts
+    assert main(["serve", "--model", served["model"], "--compile-frozen", "--max-rows", "2"]) == 0
+    loaded = served["loaded"][0]
+    assert loaded["dtype"] == torch.bfloat16 and loaded["quantize"] is None
+    assert "compiling the decode step for 1, 2 rows" in capsys.readouterr().out
+    with TestClient(served["app"]) as client:
+        assert client.get("/v1/info").json()["compile"] == "frozen"
+        answer = client.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 3, "sampler": "greedy"})
+    assert answer.status_code == 200
+
+
+def test_serve_takes_one_compile_flag(served, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--model", served["model"], "--compile", "--compile-frozen"])
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_serve_options_name_a_bad_compile_choice():
+    with pytest.raises(cs.ConfigError, match=r"ServeOptions\.compile"):
+        cs.serve.ServeOptions(compile="yes")

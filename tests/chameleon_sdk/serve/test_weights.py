@@ -48,6 +48,13 @@ def test_auto_packs_bf16_weights_on_a_cpu_only(dtype, device, expected):
     assert serving_quantization("auto", dtype, torch.device(device), get_registry()) == expected
 
 
+@pytest.mark.parametrize(
+    ("compile", "expected"), [(False, PACKED_QUANTIZATION), (True, PACKED_QUANTIZATION), ("frozen", None)]
+)
+def test_auto_packs_nothing_for_a_frozen_step_which_lays_out_its_weights_itself(compile, expected):
+    assert serving_quantization("auto", torch.bfloat16, CPU, get_registry(), compile=compile) == expected
+
+
 def test_auto_packs_nothing_without_onednn_or_without_the_plugin(monkeypatch):
     class NoQuantizations:
         def records(self, kind):
