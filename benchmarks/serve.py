@@ -16,9 +16,14 @@ Part 2, the soak: ``--soak`` requests from 16 clients, a ``--cancel`` fraction o
 random number of events. Every request must finish or be cancelled as asked, the batch must be empty
 afterwards (``/healthz``), and the server's resident memory must return to its baseline.
 
+With ``--compile on|frozen`` the server compiles its decode step at start, and the batcher alone runs
+the compiled step against the eager one (each with the weights ``--quantize auto`` gives it) at
+every level, in turn, in the same rounds.
+
     .venv/bin/python benchmarks/serve.py [--tokens 64] [--requests 1] [--repeats 3] [--soak 200] [--threads 2]
     .venv/bin/python benchmarks/serve.py --dtype float32   # the weights in fp32 whatever the CPU
     .venv/bin/python benchmarks/serve.py --quantize none   # bf16 weights as loaded, not packed
+    .venv/bin/python benchmarks/serve.py --compile frozen  # the compiled step, and against eager
     .venv/bin/python benchmarks/serve.py --small   # a quick run: smaller model, fewer tokens
     .venv/bin/python benchmarks/serve.py --small --levels 1 --soak 0 --object-check 100
 """
@@ -162,34 +167,62 @@ def run_clients(base: str, clients: int, total: int, tokens: int, deadline: floa
     return results, wall
 
 
-def batcher_alone(pipe: cs.Pipeline, levels: list[int], tokens: int, context: int, rounds: int) -> None:
+#: --compile's choices: the batcher's ``compile`` and the server's flags
+COMPILE: dict[str, tuple[bool | str, list[str]]] = {
+    "off": (False, []),
+    "on": (True, ["--compile"]),
+    "frozen": ("frozen", ["--compile-frozen"]),
+}
+
+
+def served_model(pipe: cs.Pipeline, device: torch.device, dtype: torch.dtype, quantize: str | None) -> torch.nn.Module:
+    """A copy of ``pipe``'s model with the weights as the server holds them."""
+    import copy
+
+    model = copy.deepcopy(pipe.model).to(device, dtype)
+    return model if quantize is None else cs.quantize_model(model, quantize)
+
+
+def batcher_alone(
+    pipe: cs.Pipeline, models: dict[str, tuple[torch.nn.Module, object]], levels: list[int], tokens: int, context: int,
+    rounds: int,
+) -> None:  # fmt: skip
     """The same decoding without HTTP: requests handed to a ContinuousBatcher in this process, so the
-    cost of the web stack (and of the clients, which share the machine) shows by difference."""
+    cost of the web stack (and of the clients, which share the machine) shows by difference.
+    ``models``: label -> (model, compile); each level runs every one in turn, and every one after the
+    first is also compared with the first at each level."""
     from chameleon_sdk.serve.batcher import ContinuousBatcher, JobEnd
 
-    model = pipe.model
-    rates: dict[int, list[float]] = {n: [] for n in levels}
+    rates: dict[tuple[str, int], list[float]] = {(label, n): [] for label in models for n in levels}
     for r in range(rounds):
         for n in levels:
-            batcher = ContinuousBatcher(model, max_rows=16, max_context=context, max_queue=64)
-            ended = threading.Semaphore(0)
+            for label, (model, compile) in models.items():
+                pipe.model = model
+                batcher = ContinuousBatcher(model, max_rows=16, max_context=context, max_queue=64, compile=compile)
+                ended = threading.Semaphore(0)
 
-            def sink(item, ended=ended) -> None:
-                if isinstance(item, JobEnd):
-                    ended.release()
+                def sink(item, ended=ended) -> None:
+                    if isinstance(item, JobEnd):
+                        ended.release()
 
-            options = {"max_new_tokens": tokens, "stop": [], "sampler": {"name": "sample", "options": {}}}
-            streams = [pipe.prepare_stream(" ".join(WORDS[i : i + 12]), seed=r, **options) for i in range(n)]
-            start = time.perf_counter()
-            for stream in streams:
-                batcher.submit(stream, sink, timeout=600)
-            for _ in streams:
-                ended.acquire()
-            rates[n].append(n * tokens / (time.perf_counter() - start))
-            batcher.close()
-    one = statistics.median(rates[levels[0]])
-    cells = [f"{n}: {statistics.median(rates[n]):.1f} tok/s ({statistics.median(rates[n]) / one:.2f}x)" for n in levels]
-    print("the batcher alone, no HTTP, in this process: " + ", ".join(cells))
+                options = {"max_new_tokens": tokens, "stop": [], "sampler": {"name": "sample", "options": {}}}
+                streams = [pipe.prepare_stream(" ".join(WORDS[i : i + 12]), seed=r, **options) for i in range(n)]
+                start = time.perf_counter()
+                for stream in streams:
+                    batcher.submit(stream, sink, timeout=600)
+                for _ in streams:
+                    ended.acquire()
+                rates[label, n].append(n * tokens / (time.perf_counter() - start))
+                batcher.close()
+    first = next(iter(models))
+    for label in models:
+        one = statistics.median(rates[label, levels[0]])
+        cells = []
+        for n in levels:
+            rate = statistics.median(rates[label, n])
+            versus = "" if label == first else f", {rate / statistics.median(rates[first, n]):.2f}x {first}"
+            cells.append(f"{n}: {rate:.1f} tok/s ({rate / one:.2f}x{versus})")
+        print(f"the batcher alone, no HTTP, in this process, {label}: " + ", ".join(cells))
 
 
 def object_check(pipe: cs.Pipeline, requests: int, tokens: int, cancel: float, deadline: float) -> None:
@@ -247,10 +280,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where the server (and the in-process batcher) decode")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="the weights (as chameleon serve)")
     parser.add_argument("--quantize", default="auto", help="a quantization plugin, or none (as chameleon serve)")
+    parser.add_argument(
+        "--compile", choices=list(COMPILE), default="off",
+        help="the server's decode step (as chameleon serve --compile/--compile-frozen); the batcher alone "
+        "then runs it against the eager step with its own --quantize auto",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = serving_dtype(args.dtype, device)  # what the server resolves them to
-    quantize = serving_quantization(args.quantize, dtype, device, cs.get_registry())
+    compile = COMPILE[args.compile][0]
+    quantize = serving_quantization(args.quantize, dtype, device, cs.get_registry(), compile=compile)
     shape = SMALL if args.small else FULL
     if args.small:
         args.tokens, args.repeats = min(args.tokens, 32), 1
@@ -266,21 +305,27 @@ def main() -> None:
         limits = ["--max-rows", "16", "--max-context", str(context), "--max-new-tokens", str(args.tokens)]
         cmd = [sys.executable, "-m", "chameleon_sdk", "serve", "--model", str(Path(tmp) / "pipe"), "--port", str(port)]
         cmd += ["--device", args.device, "--dtype", args.dtype, "--quantize", args.quantize]
+        cmd += COMPILE[args.compile][1]
+        started = time.perf_counter()
         server = subprocess.Popen([*cmd, *limits], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(600):
+            while server.poll() is None:  # a compiled step compiles before the server answers
                 try:
                     health(base)
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
+            if server.poll() is not None:
+                raise SystemExit(f"the server exited with {server.returncode}")
+            print(f"the server answered {time.perf_counter() - started:.1f} s after it started")
             run_clients(base, 2, 2, args.tokens, deadline)  # warm-up: first allocations, thread pools
             where = f"{args.threads} threads" if args.device == "cpu" else args.device
             print(f"{'small' if args.small else 'bench config'} model {shape}, {args.tokens} new tokens per "
                   f"request, {args.requests} request(s) per client per round, {args.repeats} rounds, "
                   f"{str(dtype).removeprefix('torch.')} weights, {quantize or 'not quantized'} "
-                  f"(--dtype {args.dtype} --quantize {args.quantize}), server on 127.0.0.1 with {where}")  # fmt: skip
+                  f"(--dtype {args.dtype} --quantize {args.quantize}), decode step {args.compile} "
+                  f"(--compile {args.compile}), server on 127.0.0.1 with {where}")  # fmt: skip
             header = (f"{'clients':>7} {'agg tok/s':>10} {'vs 1 client':>11} {'TTFT p50':>9} {'TTFT p95':>9} "
                       f"{'tok p50 ms':>10} {'tok p95 ms':>10} {'lost':>5}")  # fmt: skip
             print(header)
@@ -303,10 +348,11 @@ def main() -> None:
                 print(f"{clients:>7} {rate:>10.1f} {rate / one:>10.2f}x {percentile(ttft, 0.5):>8.3f}s "
                       f"{percentile(ttft, 0.95):>8.3f}s {percentile(per_token, 0.5):>10.1f} "
                       f"{percentile(per_token, 0.95):>10.1f} {lost:>5}", flush=True)  # fmt: skip
-            pipe.model = pipe.model.to(args.device, dtype)
-            if quantize is not None:
-                pipe.model = cs.quantize_model(pipe.model, quantize)
-            batcher_alone(pipe, args.levels, args.tokens, context, args.repeats)
+            models = {f"compile {args.compile}": (served_model(pipe, device, dtype, quantize), compile)}
+            if compile:
+                eager_quantize = serving_quantization(args.quantize, dtype, device, cs.get_registry())
+                models = {"eager": (served_model(pipe, device, dtype, eager_quantize), False), **models}
+            batcher_alone(pipe, models, args.levels, args.tokens, context, args.repeats)
             if args.object_check:
                 object_check(pipe, args.object_check, args.tokens, args.cancel, deadline)
             # the baseline: after the levels above, which ran up to 16 clients (the allocator's arenas
