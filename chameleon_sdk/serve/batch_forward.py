@@ -18,12 +18,29 @@ from chameleon_sdk.errors import ConfigError
 from chameleon_sdk.generation.compiled import CompileChoice, compile_decode_step
 from chameleon_sdk.model import ChameleonModel, KVCache
 
-__all__ = ["BatchForward", "row_counts"]
+__all__ = ["BatchForward", "check_compile", "row_counts"]
 
 
 def row_counts(max_rows: int) -> list[int]:
     """The row counts a compiled batch runs at: the powers of two below ``max_rows``, and ``max_rows``."""
     return [2**k for k in range(max_rows.bit_length()) if 2**k < max_rows] + [max_rows]
+
+
+def check_compile(compile: CompileChoice, max_rows: int, device: torch.device) -> None:
+    """Raise :class:`ConfigError` if a batch of ``max_rows`` on ``device`` cannot run ``compile``d:
+    off a CPU, or at more row counts than dynamo keeps compiled graphs of one function."""
+    if not compile:
+        return
+    if device.type != "cpu":
+        raise ConfigError(
+            f"compiling the served decode step runs on a CPU; the model is on {device}: serve it without compile"
+        )
+    counts = row_counts(max_rows)
+    if len(counts) > (limit := torch._dynamo.config.recompile_limit):
+        raise ConfigError(
+            f"compiling the served decode step for max_rows={max_rows} takes {len(counts)} row counts "
+            f"({counts}), and dynamo keeps {limit} compiled graphs of a step: serve fewer rows"
+        )
 
 
 class BatchForward:
@@ -34,17 +51,7 @@ class BatchForward:
     """
 
     def __init__(self, model: ChameleonModel, cache: KVCache, compile: CompileChoice) -> None:
-        if compile and cache.lengths.device.type != "cpu":
-            raise ConfigError(
-                f"compiling the served decode step runs on a CPU; the model is on {cache.lengths.device}: "
-                "serve it without compile"
-            )
-        counts = row_counts(cache.batch)
-        if compile and len(counts) > (limit := torch._dynamo.config.recompile_limit):
-            raise ConfigError(
-                f"compiling the served decode step for max_rows={cache.batch} takes {len(counts)} row counts "
-                f"({counts}), and dynamo keeps {limit} compiled graphs of a step: serve fewer rows"
-            )
+        check_compile(compile, cache.batch, cache.lengths.device)
         self.model, self.cache, self.compile = model, cache, compile
         self._steps: dict[int, Callable[..., Any]] = {}
 

@@ -60,7 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from chameleon_sdk.pipeline import Pipeline, checked_device
     from chameleon_sdk.plugins import get_registry
     from chameleon_sdk.serve import create_app
-    from chameleon_sdk.serve.batch_forward import row_counts
+    from chameleon_sdk.serve.batch_forward import check_compile, row_counts
     from chameleon_sdk.serve.memory import bound_kernel_caches
     from chameleon_sdk.serve.weights import serving_dtype, serving_quantization
 
@@ -70,6 +70,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
     bound_kernel_caches()  # before the first matmul, when the libraries read it
     device = checked_device(args.device)
+    check_compile(options.compile, options.max_rows, device)
     dtype = serving_dtype(args.dtype, device)
     quantize = serving_quantization(args.quantize, dtype, device, get_registry(), compile=options.compile)
     pipe = Pipeline.from_pretrained(args.model, device=device, dtype=dtype, quantize=quantize)

@@ -142,3 +142,10 @@ def test_serve_takes_one_compile_flag(served, capsys):
 def test_serve_options_name_a_bad_compile_choice():
     with pytest.raises(cs.ConfigError, match=r"ServeOptions\.compile"):
         cs.serve.ServeOptions(compile="yes")
+
+
+def test_serve_refuses_a_compile_it_cannot_run_before_loading(served, capsys):
+    assert main(["serve", "--model", served["model"], "--compile", "--max-rows", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "max_rows=1000 takes 11 row counts" in err and "Traceback" not in err
+    assert served["loaded"] == []
