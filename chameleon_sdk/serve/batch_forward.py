@@ -1,10 +1,10 @@
 """The continuous batcher's forward pass over its live rows: eager, or compiled for a few row counts.
 
-A compiled step has fixed row counts (one compile each, 10-60 s at the bench config on two cores),
-while the batch grows and shrinks by a request at a time. So the compiled batch runs at the next of
-a few row counts (:func:`row_counts`: 1, 2, 4, 8... and ``max_rows``), padded with idle rows. At
-batch sizes where decoding reads the weights at the memory's speed an idle row costs little (bench
-config, bf16, frozen: 2.6 ms a step at 1 row, 4.2 ms at 8).
+A compiled step has a fixed row count (one compile each: 9-15 s with ``compile=True``, 19-35 s
+frozen, at the bench config on two cores), while the batch grows and shrinks by a request at a
+time. So the compiled batch runs at the next of a few row counts (:func:`row_counts`: 1, 2, 4, 8...
+and ``max_rows``), padded with idle rows. Where decoding reads the weights at the memory's speed an
+idle row costs little (bench config, bf16, frozen: 2.6 ms a step at 1 row, 3.2 at 4, 4.2 at 8).
 """
 
 from __future__ import annotations
