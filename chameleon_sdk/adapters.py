@@ -20,6 +20,7 @@ from torch import nn
 from chameleon_sdk.config import ComponentSpec, to_dict
 from chameleon_sdk.contracts.adapter import Adapter
 from chameleon_sdk.errors import CheckpointError, ConfigError
+from chameleon_sdk.generation.compiled import forget_frozen_code
 from chameleon_sdk.plugins import PluginRegistry, get_registry
 
 __all__ = [
@@ -159,6 +160,7 @@ def merge_adapter(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         method.merge(model)
     delattr(model, _ATTACHED)
+    forget_frozen_code(model)  # a plugin may merge through ``.data``, which frozen code cannot see
     return model
 
 

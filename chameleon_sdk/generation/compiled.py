@@ -47,6 +47,7 @@ __all__ = [
     "compile_decode_step",
     "cpu_decode_backend",
     "direct_integer_upcasts",
+    "forget_frozen_code",
     "frozen_cpu_decode_backend",
     "frozen_decode_forward",
     "int8_upcasts_through_bf16",
@@ -259,7 +260,7 @@ def frozen_decode_forward(model: torch.nn.Module) -> Callable[..., Any]:
     """``model``'s own :func:`_decode_forward` for frozen compiling. When its weights were replaced
     or written in place since its code was compiled, that code is dropped, so the next call compiles
     again with the weights as they are now. A write through ``tensor.data``, which torch does not
-    count as a write to the tensor, is not seen: replace ``.data`` or write under ``torch.no_grad()``."""
+    count as a write to the tensor, is not seen: call :func:`forget_frozen_code` after it."""
     state = _weights_state(model)
     frozen = _FROZEN.get(model)
     if frozen is None:
@@ -267,11 +268,24 @@ def frozen_decode_forward(model: torch.nn.Module) -> Callable[..., Any]:
         forward = types.FunctionType(code, _decode_forward.__globals__, "_frozen_decode_forward")
         frozen = _FROZEN[model] = _FrozenForward(forward, state)
     elif frozen.weights != state:
-        from torch._dynamo.eval_frame import reset_code
-
-        reset_code(cast(types.FunctionType, frozen.forward).__code__)
-        frozen.weights = state
+        _drop_code(frozen, state)
     return frozen.forward
+
+
+def forget_frozen_code(model: torch.nn.Module) -> None:
+    """Drop ``model``'s frozen code, so its next ``compile="frozen"`` decode compiles with the weights
+    as they are then: for writes torch does not count, such as peft's merge through ``weight.data``
+    (:func:`~chameleon_sdk.merge_adapter` calls it)."""
+    frozen = _FROZEN.get(model)
+    if frozen is not None:
+        _drop_code(frozen, _weights_state(model))
+
+
+def _drop_code(frozen: _FrozenForward, state: tuple[tuple[int, int], ...]) -> None:
+    from torch._dynamo.eval_frame import reset_code
+
+    reset_code(cast(types.FunctionType, frozen.forward).__code__)
+    frozen.weights = state
 
 
 class GuardFreeStep:

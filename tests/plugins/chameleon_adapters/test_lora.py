@@ -97,10 +97,12 @@ def test_merged_logits_equal_adapter_logits(targets, rank, alpha):
 
 
 @pytest.mark.slow
-def test_a_frozen_decode_after_merging_reads_the_merged_weights():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_frozen_decode_after_merging_reads_the_merged_weights(dtype):
     # peft merges through ``weight.data``, a write torch does not count, and frozen compiled code
-    # keeps the weights it was compiled with unless it sees them written
-    model, prompt, options = _model(), [0, 5, 9, 40], {"max_new_tokens": 8, "stop_ids": []}
+    # keeps the weights it was compiled with unless told. In bf16 it holds its own laid-out copies;
+    # fp32 one-row steps read the weights' own storage, so they alone would not show stale code
+    model, prompt, options = _model().to(dtype), [0, 5, 9, 40], {"max_new_tokens": 8, "stop_ids": []}
     before = cs.generate_tokens(model, prompt, **options, compile="frozen")
     adapted = cs.attach_adapter(model, {"name": "lora", "options": {"rank": 4, "targets": ["attention", "mlp"]}})
     _randomize_adapter(adapted)
