@@ -64,7 +64,8 @@ class BatchForward:
         for rows in row_counts(self.cache.batch):
             view = self.cache.first_rows(rows)
             step = compile_decode_step(self.model, view, view.lengths.device, frozen=frozen)
-            # one written slot before the pass: a pass over a single slot is compiled for that size alone
+            # one written slot before the pass, so it attends over two: a pass over one slot compiles
+            # a graph for that size alone, and the one every step uses would wait for the first request
             self.cache.lengths[:rows] = 1
             step(torch.zeros(rows, 1, dtype=torch.long, device=view.lengths.device), cache=view)
             self._steps[rows] = step
